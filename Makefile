@@ -1,0 +1,38 @@
+# Two entry points: `make run` and `make test`. Each sets itself up first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+
+.PHONY: run test lint setup-run setup-test clean
+
+$(VENV)/bin/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Installs are stamped by pyproject.toml so a re-run with nothing changed costs nothing.
+$(VENV)/.run-stamp: pyproject.toml | $(VENV)/bin/activate
+	$(PIP) install --quiet -e ".[local]"
+	touch $@
+
+$(VENV)/.test-stamp: pyproject.toml | $(VENV)/bin/activate
+	$(PIP) install --quiet "torch==2.13.0"
+	$(PIP) install --quiet -e ".[dev,train]"
+	touch $@
+
+setup-run: $(VENV)/.run-stamp
+setup-test: $(VENV)/.test-stamp
+
+run: setup-run
+	$(VENV)/bin/redtrans models pull qwen2.5-coder-1.5b
+	$(VENV)/bin/redtrans examples --path examples/posts.jsonl
+
+test: setup-test
+	$(PY) -m pytest -q
+
+lint: setup-test
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache

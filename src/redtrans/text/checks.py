@@ -1,0 +1,112 @@
+"""Output clean-up and checks for one translated segment.
+
+Clean-up removes what small instruct models add around a translation (a preamble line such as "Here is
+the translation:", wrapping quotes, trailing notes). Checks name what is still wrong; the translator retries
+once with a stricter prompt and flags what survives the retry.
+"""
+
+from __future__ import annotations
+
+import regex
+
+from redtrans.languages import get_language
+from redtrans.text.langid import letter_share, script_counts
+from redtrans.text.spans import MARKER
+
+# Flags a result can carry (empty = clean).
+MISSING_SPAN = "missing_span"  # a protected span/marker had to be re-inserted by position
+WRONG_LANGUAGE = "wrong_language"
+ECHO = "echo"  # the model returned the source unchanged
+EMPTY = "empty"
+TRUNCATED = "truncated"  # hit the token limit
+RETRIED = "retried"
+LENGTH_RATIO = "length_ratio"  # far shorter or longer than a translation of the source can be
+
+_PREAMBLE = regex.compile(
+    r"^\s*(?:(?:sure|certainly|okay|ok)[,!.]?\s*)?"
+    r"(?:here(?:'s| is| are)\b[^\n:：]{0,60}|(?:the )?(?:english |chinese )?translation(?: is)?|translated text"
+    r"|以下是[^\n:：]{0,30}|翻译(?:如下|结果)?|译文)\s*[:：]\s*",
+    regex.IGNORECASE,
+)
+_NOTE_LINE = regex.compile(r"^\s*[(（*]?\s*(?:note|notes|explanation|注|注释|说明)\b\s*[:：]", regex.IGNORECASE)
+_QUOTES = {'"': '"', "“": "”", "「": "」", "『": "』", "'": "'", "‘": "’", "《": "》"}
+
+
+def clean_output(output: str, source: str) -> str:
+    """Strip preamble, trailing notes and quotes the source did not have; join stray line breaks."""
+    text = output.strip()
+    text = _PREAMBLE.sub("", text, count=1).strip()
+    if "\n" not in source and "\n" in text:
+        kept: list[str] = []
+        for line in text.split("\n"):
+            if _NOTE_LINE.match(line):
+                break
+            if line.strip():
+                kept.append(line.strip())
+        text = " ".join(kept)
+        text = _PREAMBLE.sub("", text, count=1).strip()
+    src = source.strip()
+    for _ in range(2):
+        quoted = len(text) >= 2 and text[0] in _QUOTES and text[-1] == _QUOTES[text[0]]
+        if quoted and not (src[:1] == text[0] and src[-1:] == text[-1]):
+            text = text[1:-1].strip()
+            continue
+        break
+    return text
+
+
+def _normalise(text: str) -> str:
+    return regex.sub(r"[\s\p{P}]+", "", text).casefold()
+
+
+def check_output(output: str, source: str, src: str, tgt: str, n_markers: int) -> list[str]:
+    """Flags for a cleaned segment translation (markers still in place)."""
+    flags: list[str] = []
+    bare = MARKER.sub("", output)
+    if not bare.strip() and regex.search(r"\p{L}", MARKER.sub("", source)):
+        return [EMPTY]
+    found = {int(m.group(1)) for m in MARKER.finditer(output)}
+    if any(n not in found for n in range(1, n_markers + 1)):
+        flags.append(MISSING_SPAN)
+    if src != tgt and _normalise(bare) == _normalise(MARKER.sub("", source)) and len(_normalise(bare)) > 3:
+        flags.append(ECHO)
+    elif wrong_script(bare, src, tgt):
+        flags.append(WRONG_LANGUAGE)
+    source_units, output_units = length_units(MARKER.sub("", source)), length_units(bare)
+    if (source_units >= 8 and output_units < 0.4 * source_units) or (
+        output_units >= 20 and output_units > 3.5 * source_units
+    ):
+        flags.append(LENGTH_RATIO)
+    return flags
+
+
+_CJK_CHAR = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Thai}]")
+_WORD = regex.compile(r"[\p{L}\p{N}]+")
+
+
+def length_units(text: str) -> float:
+    """Rough content length comparable across scripts: a CJK character ≈ 1, a spaced word ≈ 1.6."""
+    cjk = len(_CJK_CHAR.findall(text))
+    words = len(_WORD.findall(_CJK_CHAR.sub(" ", text)))
+    return cjk + 1.6 * words
+
+
+def wrong_script(text: str, src: str, tgt: str) -> bool:
+    """True when the text is mostly in the source's script though the target's script differs."""
+    src_script, tgt_script = get_language(src).script, get_language(tgt).script
+    if src_script == tgt_script:
+        return False
+    counts = script_counts(text)
+    if sum(counts.values()) < 2:
+        return False
+    if tgt_script in {"Han", "Japanese", "Hangul", "Thai", "Arabic", "Cyrillic"}:
+        # Brand names and code-mixing keep some Latin in CJK output, but some target script must be there.
+        return letter_share(text, tgt_script) < 0.15 and letter_share(text, src_script) > 0.5
+    # Into a spaced script, any run of source-script characters is untranslated text (not a brand name).
+    return letter_share(text, src_script) > 0.3 or (
+        src_script != "Latin"
+        and bool(regex.search(rf"\p{{{_SCRIPT_PROPERTY.get(src_script, src_script)}}}{{2}}", text))
+    )
+
+
+_SCRIPT_PROPERTY = {"Japanese": "Han"}

@@ -1,0 +1,184 @@
+"""Protected spans of SNS text and the segmentation of a post into translatable cores.
+
+A post is split into lines (line structure is kept exactly). In each line, spans that must survive
+byte-for-byte (emoji sequences, URLs, @mentions, emails) and platform markup are found. Spans and whitespace
+at the edges of a line are peeled off and copied; spans inside the remaining *core* are replaced by numbered
+markers (``⟨1⟩``) that the prompt tells the model to keep, and put back after translation. Markup spans are
+rebuilt for the target language from their separately translated text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import regex
+
+from redtrans.text.profiles import MarkupRule, PlatformProfile
+
+# One emoji: a flag (two regional indicators), a keycap, or a pictograph with optional presentation
+# selector / skin tone, joined by ZWJ into sequences, plus subdivision-flag tag sequences.
+_EMOJI_ONE = (
+    r"(?:\p{RI}\p{RI}"
+    r"|[#*0-9]\uFE0F?\u20E3"
+    r"|\p{Extended_Pictographic}[\uFE0F\uFE0E]?\p{EMod}?"
+    r"(?:\u200D\p{Extended_Pictographic}[\uFE0F\uFE0E]?\p{EMod}?)*[\U000E0020-\U000E007F]*"
+    r"|\p{EMod})"
+)
+EMOJI_RUN = regex.compile(rf"(?:{_EMOJI_ONE})+")
+URL = regex.compile(
+    r"(?:https?://|www\.)[^\s<>\"'，。！？；：、（）【】《》「」“”‘’]+",
+    regex.IGNORECASE,
+)
+EMAIL = regex.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+MENTION = regex.compile(r"(?<![A-Za-z0-9_@.])@[\p{L}\p{N}_\-.]{1,30}(?<![.\-])")
+_URL_TRAILING = ".,;:!?)]}'\""
+MARKER = regex.compile(r"[⟨〈<]\s*(\d{1,3})\s*[⟩〉>]")
+_HAS_LETTER = regex.compile(r"\p{L}")
+
+
+def marker(index: int) -> str:
+    return f"⟨{index}⟩"
+
+
+@dataclass(frozen=True)
+class Span:
+    kind: str  # "emoji" | "url" | "email" | "mention" | "markup"
+    start: int
+    end: int
+    text: str
+    rule: MarkupRule | None = None
+    inner: str = ""  # markup only: the translatable text
+
+    @property
+    def protected(self) -> bool:
+        """Copied byte-for-byte (everything but markup, which is re-rendered)."""
+        return self.rule is None
+
+
+def find_spans(text: str, profile: PlatformProfile) -> list[Span]:
+    """Non-overlapping spans in order; markup wins over URLs, which win over mentions and emoji."""
+    found: list[Span] = []
+    taken: list[tuple[int, int]] = []
+
+    def free(start: int, end: int) -> bool:
+        return all(end <= s or start >= e for s, e in taken)
+
+    def add(span: Span) -> None:
+        if span.end > span.start and free(span.start, span.end):
+            found.append(span)
+            taken.append((span.start, span.end))
+
+    for rule in profile.markup:
+        for m in rule.pattern.finditer(text):
+            add(Span("markup", m.start(), m.end(), m.group(0), rule, m.group("text").strip()))
+    for m in URL.finditer(text):
+        url = m.group(0).rstrip(_URL_TRAILING)
+        add(Span("url", m.start(), m.start() + len(url), url))
+    for m in EMAIL.finditer(text):
+        add(Span("email", m.start(), m.end(), m.group(0)))
+    for m in MENTION.finditer(text):
+        add(Span("mention", m.start(), m.end(), m.group(0)))
+    for m in EMOJI_RUN.finditer(text):
+        add(Span("emoji", m.start(), m.end(), m.group(0)))
+    found.sort(key=lambda s: s.start)
+    return found
+
+
+@dataclass
+class Core:
+    """The translatable middle of a line, with inner spans replaced by markers ⟨1⟩…⟨n⟩."""
+
+    text: str  # original text of the core
+    masked: str
+    spans: list[Span]  # spans[i] is marker i+1
+
+
+@dataclass
+class LinePlan:
+    """A line as pieces: literal strings, markup spans and at most one core, in order."""
+
+    pieces: list[str | Span | Core] = field(default_factory=list)
+
+    @property
+    def core(self) -> Core | None:
+        return next((p for p in self.pieces if isinstance(p, Core)), None)
+
+
+def has_letters(text: str) -> bool:
+    return bool(_HAS_LETTER.search(text))
+
+
+def plan_line(line: str, profile: PlatformProfile) -> LinePlan:
+    spans = find_spans(line, profile)
+    # Tokens alternate gaps (plain text) and spans.
+    tokens: list[str | Span] = []
+    pos = 0
+    for span in spans:
+        if span.start > pos:
+            tokens.append(line[pos : span.start])
+        tokens.append(span)
+        pos = span.end
+    if pos < len(line):
+        tokens.append(line[pos:])
+
+    def peelable(tok: str | Span) -> bool:
+        return isinstance(tok, Span) or not tok.strip()
+
+    first = 0
+    while first < len(tokens) and peelable(tokens[first]):
+        first += 1
+    last = len(tokens)
+    while last > first and peelable(tokens[last - 1]):
+        last -= 1
+
+    plan = LinePlan()
+    plan.pieces.extend(tokens[:first])
+    if first < last:
+        middle = list(tokens[first:last])
+        # Whitespace at the core's edges stays outside it: the model's output is stripped.
+        head, tail = middle[0], middle[-1]
+        assert isinstance(head, str) and isinstance(tail, str)
+        lead = head[: len(head) - len(head.lstrip())]
+        if lead:
+            plan.pieces.append(lead)
+            middle[0] = head.lstrip()
+        tail = middle[-1]
+        assert isinstance(tail, str)
+        trail = tail[len(tail.rstrip()) :]
+        if trail:
+            middle[-1] = tail.rstrip()
+        core_text = "".join(t if isinstance(t, str) else t.text for t in middle)
+        if has_letters("".join(t for t in middle if isinstance(t, str))):
+            inner = [t for t in middle if isinstance(t, Span)]
+            masked = "".join(t if isinstance(t, str) else marker(inner.index(t) + 1) for t in middle)
+            plan.pieces.append(Core(core_text, masked, inner))
+        else:
+            plan.pieces.extend(middle)
+        if trail:
+            plan.pieces.append(trail)
+    plan.pieces.extend(tokens[last:])
+    return plan
+
+
+def split_lines(text: str) -> list[str]:
+    """Split on newlines, keeping every line (empty ones too) so ``"\\n".join`` restores the layout."""
+    return text.split("\n")
+
+
+def restore_markers(translated: str, spans: list[Span], rendered: list[str]) -> tuple[str, list[int]]:
+    """Put `rendered[i]` where marker i+1 is; return the text and the marker numbers that were missing.
+
+    Tolerates the variants small models produce (``<1>``, ``〈 1 〉``); a marker seen twice is kept once.
+    """
+    seen: set[int] = set()
+
+    def put(m: regex.Match[str]) -> str:
+        n = int(m.group(1))
+        if 1 <= n <= len(spans) and n not in seen:
+            seen.add(n)
+            return rendered[n - 1]
+        return "" if 1 <= n <= len(spans) else m.group(0)
+
+    text = MARKER.sub(put, translated)
+    missing = [n for n in range(1, len(spans) + 1) if n not in seen]
+    return text, missing

@@ -1,0 +1,298 @@
+"""The translation pipeline: segment → protect → prompt → engine → check/retry → restore → result.
+
+Items stream in and results stream out in the same order. Work is done in windows of items so that all
+segments of a window (lines of posts, markup terms) go to the engine as one batch and fill its parallel
+slots; retries of a window form a second batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import regex
+
+from redtrans import prompts
+from redtrans.engines.base import Engine, GenRequest, GenResult
+from redtrans.languages import LANGUAGES, get_language
+from redtrans.text import checks
+from redtrans.text.langid import detect_language, letter_share
+from redtrans.text.profiles import PlatformProfile, load_profile
+from redtrans.text.spans import Core, LinePlan, Span, has_letters, plan_line, restore_markers, split_lines
+
+ENGINE_ERROR = "engine_error"
+UNTRANSLATED_MARKUP = "untranslated_markup"
+
+
+@dataclass
+class Item:
+    """One text to translate. `src` None = detect it."""
+
+    id: str
+    text: str
+    tgt: str
+    src: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise ValueError("text is empty")
+        self.tgt = get_language(self.tgt).code
+        if self.src is not None:
+            self.src = get_language(self.src).code
+
+
+@dataclass
+class Result:
+    id: str
+    text: str
+    translation: str
+    src: str
+    tgt: str
+    flags: list[str] = field(default_factory=list)
+    model: str = ""
+    prompt_version: str = prompts.PROMPT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TranslatorConfig:
+    """How the pipeline treats SNS text."""
+
+    profile: str = "rednote"
+    """Platform markup profile: a built-in name (rednote, generic) or a YAML path."""
+    mode: Literal["sns", "plain"] = "sns"
+    """sns = the full pipeline; plain = the whole post in one plain prompt, no handling (a baseline)."""
+    batch_size: int = 0
+    """Items per window sent to the engine together; 0 = 4 × the engine's parallelism."""
+    retry: bool = True
+    """Retry a segment once with a stricter prompt when a check fails."""
+    languages: list[str] | None = None
+    """Candidate source languages for detection; None = every language in the table."""
+    max_tokens: int = 1024
+    """Upper bound of generated tokens for one segment."""
+
+
+@dataclass
+class _Segment:
+    item: int
+    core: Core
+    src: str
+    tgt: str
+    output: str = ""
+    flags: list[str] = field(default_factory=list)
+    retried: bool = False
+
+
+@dataclass
+class _Plan:
+    item: Item
+    src: str
+    lines: list[LinePlan] | None  # None: copy the text unchanged
+
+
+class Translator:
+    def __init__(self, engine: Engine, config: TranslatorConfig | None = None) -> None:
+        self.engine = engine
+        self.config = config or TranslatorConfig()
+        self.profile: PlatformProfile = load_profile(self.config.profile)
+        self.engine_seconds = 0.0  # wall time spent inside engine.generate, for overhead accounting
+
+    @property
+    def model(self) -> str:
+        return self.engine.model
+
+    # -- public API -----------------------------------------------------------------------------------
+    def translate(self, items: Iterable[Item]) -> Iterator[Result]:
+        size = self.config.batch_size or 4 * self.engine.parallelism
+        iterator = iter(items)
+        while window := list(itertools.islice(iterator, size)):
+            yield from self._window(window)
+
+    def translate_text(self, text: str, tgt: str, src: str | None = None) -> Result:
+        return next(self.translate([Item("0", text, tgt, src)]))
+
+    def detect(self, text: str, tgt: str) -> str:
+        """The source language of `text`; the target itself when nothing in it is translatable."""
+        return detect_language(text, self.config.languages or list(LANGUAGES)) or tgt
+
+    # -- internals ------------------------------------------------------------------------------------
+    def _generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        if not requests:
+            return []
+        started = time.perf_counter()
+        try:
+            return self.engine.generate(requests)
+        finally:
+            self.engine_seconds += time.perf_counter() - started
+
+    def _request(self, text: str, src: str, tgt: str, strict: bool = False) -> GenRequest:
+        max_tokens = min(self.config.max_tokens, 32 + 2 * len(text))
+        if self.engine.chat:
+            return GenRequest(messages=prompts.translation_messages(text, src, tgt, strict), max_tokens=max_tokens)
+        return GenRequest(
+            prompt=prompts.completion_prompt(text, src, tgt),
+            max_tokens=max_tokens,
+            stop=prompts.COMPLETION_STOP,
+        )
+
+    def _term_request(self, term: str, kind: str, src: str, tgt: str) -> GenRequest:
+        if self.engine.chat:
+            return GenRequest(messages=prompts.term_messages(term, kind, src, tgt), max_tokens=24)
+        return GenRequest(prompt=prompts.completion_prompt(term, src, tgt), max_tokens=24, stop=prompts.COMPLETION_STOP)
+
+    def _window(self, items: list[Item]) -> list[Result]:
+        if self.config.mode == "plain":
+            return self._plain_window(items)
+        plans = [self._plan(item) for item in items]
+        segments: list[_Segment] = []
+        terms: dict[tuple[str, str, str, str], str | None] = {}
+        for index, plan in enumerate(plans):
+            for line in plan.lines or []:
+                for piece in line.pieces:
+                    if isinstance(piece, Core):
+                        segments.append(_Segment(index, piece, plan.src, plan.item.tgt))
+                    spans = piece.spans if isinstance(piece, Core) else [piece] if isinstance(piece, Span) else []
+                    for span in spans:
+                        if span.rule is not None and self._needs_translation(span.inner, plan.src, plan.item.tgt):
+                            terms.setdefault((span.inner, span.rule.kind, plan.src, plan.item.tgt), None)
+
+        term_keys = list(terms)
+        requests = [self._request(s.core.masked, s.src, s.tgt) for s in segments]
+        requests += [self._term_request(*key) for key in term_keys]
+        outputs = self._generate(requests)
+        for segment, out in zip(segments, outputs, strict=False):
+            self._accept(segment, out)
+        for key, out in zip(term_keys, outputs[len(segments) :], strict=True):
+            terms[key] = self._clean_term(out, key[2], key[3])
+
+        if self.config.retry:
+            failed = [s for s in segments if s.flags]
+            retry_outputs = self._generate([self._request(s.core.masked, s.src, s.tgt, strict=True) for s in failed])
+            for segment, out in zip(failed, retry_outputs, strict=True):
+                first_output, first_flags = segment.output, segment.flags
+                self._accept(segment, out)
+                if len(segment.flags) > len(first_flags):  # the retry made it worse: keep the first
+                    segment.output, segment.flags = first_output, first_flags
+                segment.retried = True
+
+        by_item: dict[int, list[_Segment]] = {}
+        for segment in segments:
+            by_item.setdefault(segment.item, []).append(segment)
+        return [self._assemble(plan, by_item.get(i, []), terms) for i, plan in enumerate(plans)]
+
+    def _plan(self, item: Item) -> _Plan:
+        src = item.src or self.detect(item.text, item.tgt)
+        if src == item.tgt:
+            return _Plan(item, src, None)
+        lines = []
+        for raw in split_lines(item.text):
+            plan = plan_line(raw, self.profile)
+            core = plan.core
+            if core is not None and not self._needs_translation(core.text, src, item.tgt):
+                # Already in the target language (code-mixed posts): keep it as written.
+                plan.pieces = [core.text if p is core else p for p in plan.pieces]
+            lines.append(plan)
+        return _Plan(item, src, lines)
+
+    @staticmethod
+    def _needs_translation(text: str, src: str, tgt: str) -> bool:
+        if not has_letters(text):
+            return False
+        src_script, tgt_script = get_language(src).script, get_language(tgt).script
+        if src_script == tgt_script:
+            return True
+        return letter_share(text, src_script) > 0 or letter_share(text, tgt_script) == 0
+
+    def _accept(self, segment: _Segment, out: GenResult) -> None:
+        if out.finish_reason == "error":
+            segment.output, segment.flags = "", [ENGINE_ERROR]
+            return
+        text = checks.clean_output(out.text, segment.core.masked)
+        flags = checks.check_output(text, segment.core.masked, segment.src, segment.tgt, len(segment.core.spans))
+        if out.finish_reason == "length":
+            flags.append(checks.TRUNCATED)
+        segment.output, segment.flags = text, flags
+
+    @staticmethod
+    def _clean_term(out: GenResult, src: str, tgt: str) -> str | None:
+        if out.finish_reason == "error":
+            return None
+        text = checks.clean_output(out.text.split("\n")[0], "")
+        text = regex.sub(r"^[#\[\s]+|[#\]\s.。!！]+$", "", text).strip()
+        if not text or len(text) > 80 or checks.wrong_script(text, src, tgt):
+            return None
+        return text
+
+    def _render(self, span: Span, terms: dict, src: str, tgt: str, flags: set[str]) -> str:
+        if span.rule is None:
+            return span.text
+        if not self._needs_translation(span.inner, src, tgt):
+            return span.rule.render(span.inner, tgt)
+        translated = terms.get((span.inner, span.rule.kind, src, tgt))
+        if translated is None:
+            flags.add(UNTRANSLATED_MARKUP)
+            translated = span.inner
+        return span.rule.render(translated, tgt)
+
+    def _assemble(self, plan: _Plan, segments: list[_Segment], terms: dict) -> Result:
+        item = plan.item
+        if plan.lines is None:
+            return Result(item.id, item.text, item.text, plan.src, item.tgt, [], self.model)
+        flags: set[str] = set()
+        queue = iter(segments)
+        spaced = get_language(item.tgt).spaced
+        lines_out: list[str] = []
+        for line in plan.lines:
+            parts: list[str] = []
+            for piece in line.pieces:
+                if isinstance(piece, str):
+                    parts.append(piece)
+                elif isinstance(piece, Span):
+                    parts.append(self._render(piece, terms, plan.src, item.tgt, flags))
+                else:
+                    segment = next(queue)
+                    rendered = [self._render(s, terms, plan.src, item.tgt, flags) for s in piece.spans]
+                    text, missing = restore_markers(segment.output, piece.spans, rendered)
+                    if missing:
+                        # The model dropped a span: put it back at the end of the segment, flagged.
+                        extra = [rendered[n - 1] for n in missing]
+                        text = (text + (" " if spaced and text else "") + (" " if spaced else "").join(extra)).strip()
+                    seg_flags = set(segment.flags)
+                    seg_flags.discard(checks.MISSING_SPAN)
+                    if missing:
+                        seg_flags.add(checks.MISSING_SPAN)
+                    flags |= seg_flags
+                    if segment.retried:
+                        flags.add(checks.RETRIED)
+                    parts.append(text)
+            lines_out.append("".join(parts))
+        return Result(item.id, item.text, "\n".join(lines_out), plan.src, item.tgt, sorted(flags), self.model)
+
+    def _plain_window(self, items: list[Item]) -> list[Result]:
+        srcs = [item.src or self.detect(item.text, item.tgt) for item in items]
+        requests = []
+        for item, src in zip(items, srcs, strict=True):
+            max_tokens = min(self.config.max_tokens * 2, 64 + 2 * len(item.text))
+            if self.engine.chat:
+                requests.append(
+                    GenRequest(messages=prompts.plain_messages(item.text, src, item.tgt), max_tokens=max_tokens)
+                )
+            else:
+                requests.append(
+                    GenRequest(
+                        prompt=prompts.completion_prompt(item.text, src, item.tgt),
+                        max_tokens=max_tokens,
+                        stop=prompts.COMPLETION_STOP,
+                    )
+                )
+        outputs = self._generate(requests)
+        return [
+            Result(item.id, item.text, out.text.strip(), src, item.tgt,
+                   [ENGINE_ERROR] if out.finish_reason == "error" else [], self.model, "plain")
+            for item, src, out in zip(items, srcs, outputs, strict=True)
+        ]  # fmt: skip
