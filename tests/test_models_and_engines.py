@@ -1,0 +1,157 @@
+"""The model registry, the embedded llama.cpp engine and the OpenAI-compatible engine against real servers."""
+
+from __future__ import annotations
+
+import http.server
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+from redtrans.engines import EngineError, GenRequest, create_engine
+from redtrans.engines.models import MODELS, ModelError, assemble, get_spec, resolve_gguf, sha256_file
+from redtrans.engines.openai import OpenAIConfig, OpenAIEngine
+
+
+def test_registry_names_and_errors(tmp_path) -> None:
+    assert set(MODELS) == {"qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "gemma3-270m"}
+    assert len(get_spec("qwen2.5-coder-1.5b").chunks) == 22
+    assert get_spec("gemma3-270m").chat is False
+    with pytest.raises(ModelError, match="unknown model 'gpt-9'"):
+        get_spec("gpt-9")
+    with pytest.raises(ModelError, match="model file not found"):
+        resolve_gguf(str(tmp_path / "missing.gguf"))
+
+
+@pytest.mark.model
+def test_assembly_verifies_and_replaces_a_corrupt_file(tmp_path, gguf_path) -> None:
+    """A damaged cached model is detected by sha256 and re-assembled atomically (smallest model)."""
+    spec = get_spec("gemma3-270m")
+    home = tmp_path / "home"
+    target = home / "models" / spec.filename
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(gguf_path("gemma3-270m"), target)
+    with target.open("r+b") as handle:  # flip one byte in the middle
+        handle.seek(1000)
+        byte = handle.read(1)
+        handle.seek(1000)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    path = assemble(spec, home=home)
+    assert path == target
+    assert sha256_file(path) == spec.sha256
+    assert not list(target.parent.glob("*.part"))  # no temp files left behind
+    # Second call trusts the verification marker and returns at once.
+    started = time.perf_counter()
+    assert assemble(spec, home=home) == target
+    assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.model
+def test_llamacpp_generates_chat_and_completion(engine_0p5b, gguf_path) -> None:
+    results = engine_0p5b.generate(
+        [
+            GenRequest(messages=[{"role": "user", "content": "Say the word 'banana' and nothing else."}], max_tokens=8),
+            GenRequest(prompt="1, 2, 3, 4,", max_tokens=6, stop=["\n"]),
+        ]
+    )
+    assert "banana" in results[0].text.lower()
+    assert results[0].completion_tokens > 0 and results[0].finish_reason == "stop"
+    assert "5" in results[1].text
+    # Greedy decoding is deterministic.
+    again = engine_0p5b.generate([GenRequest(prompt="1, 2, 3, 4,", max_tokens=6, stop=["\n"])])
+    assert again[0].text == results[1].text
+
+
+@pytest.mark.model
+def test_base_model_refuses_chat_messages(gguf_path) -> None:
+    engine = create_engine("llamacpp", str(gguf_path("gemma3-270m")), n_parallel=1, chat=False)
+    try:
+        with pytest.raises(EngineError, match="base model"):
+            engine.generate([GenRequest(messages=[{"role": "user", "content": "hi"}])])
+        out = engine.generate([GenRequest(prompt="The capital of France is", max_tokens=4)])
+        assert out[0].text.strip()
+    finally:
+        engine.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.model
+def test_openai_engine_against_real_local_server(engine_0p5b) -> None:
+    """llama.cpp's own OpenAI-compatible HTTP server on loopback, reached over real HTTP."""
+    base = engine_0p5b.listening_address.rstrip("/") + "/v1"
+    dead = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens here: connection refused, then retry
+    engine = OpenAIEngine(OpenAIConfig(base_urls=[dead, base], concurrency=2, max_retries=2, backoff_s=0.01))
+    requests = [
+        GenRequest(messages=[{"role": "user", "content": "Say the word 'banana' and nothing else."}], max_tokens=8),
+        GenRequest(prompt="1, 2, 3, 4,", max_tokens=6, stop=["\n"]),
+        GenRequest(messages=[{"role": "user", "content": "Say the word 'apple' and nothing else."}], max_tokens=8),
+    ]
+    results = engine.generate(requests)
+    assert "banana" in results[0].text.lower()
+    assert "5" in results[1].text
+    assert "apple" in results[2].text.lower()
+    assert all(r.finish_reason in {"stop", "length"} and r.completion_tokens > 0 for r in results)
+    # Same answers as in-process: the endpoint serves the same model greedily.
+    direct = engine_0p5b.generate(requests[:1])
+    assert direct[0].text == results[0].text
+
+
+class _SlowHandler(http.server.BaseHTTPRequestHandler):
+    calls = 0
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server API
+        type(self).calls += 1
+        time.sleep(1.0)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_openai_engine_times_out_and_retries_then_reports_error() -> None:
+    """A stalled upstream (a fault no real server produces on demand) ends in an error result, not a hang."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        engine = OpenAIEngine(OpenAIConfig(base_urls=[url], timeout_s=0.2, max_retries=2, backoff_s=0.01))
+        started = time.perf_counter()
+        [result] = engine.generate([GenRequest(prompt="x", max_tokens=4)])
+        assert result.finish_reason == "error" and "ReadTimeout" in (result.error or "")
+        assert _SlowHandler.calls == 3  # first try + 2 retries
+        assert time.perf_counter() - started < 5
+    finally:
+        server.shutdown()
+
+
+def test_openai_engine_does_not_retry_client_errors() -> None:
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        calls = 0
+
+        def do_POST(self) -> None:  # noqa: N802
+            type(self).calls += 1
+            self.send_response(404)
+            self.end_headers()
+            self.wfile.write(b'{"error": "model not found"}')
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        engine = create_engine(model=f"http://127.0.0.1:{server.server_address[1]}/v1", max_retries=3)
+        [result] = engine.generate([GenRequest(prompt="x")])
+        assert result.finish_reason == "error" and "HTTP 404" in (result.error or "")
+        assert NotFound.calls == 1
+    finally:
+        server.shutdown()
