@@ -1,0 +1,261 @@
+"""The translation cache: (normalised text, src, tgt, model, prompt version) → translation.
+
+SNS traffic repeats itself ("哈哈哈", "yyds", copy-pasted comments), so a cache pays for itself. A bounded
+in-process LRU answers hits without I/O; behind it a durable store survives restarts and is shared by
+replicas: SQLite (through SQLAlchemy) by default, Redis when the URL says redis://.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import unicodedata
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import regex
+
+_TRAILING_SPACE = regex.compile(r"[ \t\u3000]+$", regex.MULTILINE)
+
+
+@dataclass
+class CacheEntry:
+    translation: str
+    src: str
+    flags: list[str] = field(default_factory=list)
+    created: float = 0.0
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, raw: str | bytes) -> CacheEntry:
+        data = json.loads(raw)
+        return cls(data["translation"], data["src"], list(data.get("flags", [])), float(data.get("created", 0.0)))
+
+
+def normalise_text(text: str) -> str:
+    """What is translated and keyed: NFC, LF line ends, no trailing blanks on lines or the text."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    return _TRAILING_SPACE.sub("", text).strip()
+
+
+def cache_key(text: str, src: str | None, tgt: str, model: str, prompt_version: str) -> str:
+    """Key of a normalised text; `src` None (to be detected) is its own key component ("auto")."""
+    raw = "\x1f".join((prompt_version, model, src or "auto", tgt, text))
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+class CacheStore:
+    """A durable key → entry store. Implementations may block (they are called from a worker thread)."""
+
+    async def get_many(self, keys: list[str]) -> dict[str, CacheEntry]:
+        raise NotImplementedError
+
+    async def put_many(self, entries: dict[str, CacheEntry]) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class SQLiteStore(CacheStore):
+    """A SQLite file through SQLAlchemy Core (WAL mode; pruned to `max_entries`, oldest first)."""
+
+    def __init__(self, url: str, max_entries: int = 1_000_000) -> None:
+        from sqlalchemy import Column, Float, MetaData, String, Table, Text, create_engine, event
+
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        self.url = url
+        self.max_entries = max_entries
+        self._engine = create_engine(url, pool_size=4, max_overflow=4, connect_args={"check_same_thread": False})
+
+        @event.listens_for(self._engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+        metadata = MetaData()
+        self._table = Table(
+            "translation_cache",
+            metadata,
+            Column("key", String(64), primary_key=True),
+            Column("value", Text, nullable=False),
+            Column("created", Float, nullable=False, index=True),
+        )
+        metadata.create_all(self._engine)
+        self._writes = 0
+
+    def _get(self, keys: list[str]) -> dict[str, CacheEntry]:
+        from sqlalchemy import select
+
+        table = self._table
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(table.c.key, table.c.value).where(table.c.key.in_(keys))).all()
+        return {key: CacheEntry.loads(value) for key, value in rows}
+
+    def _put(self, entries: dict[str, CacheEntry]) -> None:
+        from sqlalchemy import func, select
+        from sqlalchemy.dialects.sqlite import insert
+
+        table = self._table
+        rows = [{"key": k, "value": e.dumps(), "created": e.created} for k, e in entries.items()]
+        statement = insert(table)
+        excluded = statement.excluded
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c.key], set_={"value": excluded.value, "created": excluded.created}
+        )
+        with self._engine.begin() as conn:
+            conn.execute(statement, rows)
+            self._writes += len(rows)
+            if self._writes >= 1000:
+                self._writes = 0
+                count = conn.execute(select(func.count()).select_from(table)).scalar_one()
+                if count > self.max_entries:
+                    oldest = select(table.c.key).order_by(table.c.created).limit(count - self.max_entries)
+                    conn.execute(table.delete().where(table.c.key.in_(oldest.scalar_subquery())))
+
+    async def get_many(self, keys: list[str]) -> dict[str, CacheEntry]:
+        return await asyncio.to_thread(self._get, keys) if keys else {}
+
+    async def put_many(self, entries: dict[str, CacheEntry]) -> None:
+        if entries:
+            await asyncio.to_thread(self._put, entries)
+
+    async def close(self) -> None:
+        self._engine.dispose()
+
+    def describe(self) -> str:
+        return f"sqlite ({self.url.removeprefix('sqlite:///')})"
+
+
+class RedisStore(CacheStore):
+    """Redis (any server speaking its protocol); entries expire after the TTL when one is set."""
+
+    PREFIX = "redtrans:tc:"
+
+    def __init__(self, url: str, ttl_s: float = 0.0) -> None:
+        try:
+            import redis.asyncio as aioredis
+        except ImportError as exc:  # the client is optional
+            raise RuntimeError(f"the cache URL {url!r} needs the Redis client: pip install redis") from exc
+        self.url = url
+        self.ttl_s = ttl_s
+        self._client = aioredis.from_url(url)
+
+    async def get_many(self, keys: list[str]) -> dict[str, CacheEntry]:
+        if not keys:
+            return {}
+        values = await self._client.mget([self.PREFIX + k for k in keys])
+        return {k: CacheEntry.loads(v) for k, v in zip(keys, values, strict=True) if v is not None}
+
+    async def put_many(self, entries: dict[str, CacheEntry]) -> None:
+        if not entries:
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key, entry in entries.items():
+                pipe.set(self.PREFIX + key, entry.dumps(), ex=int(self.ttl_s) or None)
+            await pipe.execute()
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def describe(self) -> str:
+        host = self.url.split("@")[-1]  # never log a password
+        return f"redis ({host})"
+
+
+def open_store(url: str, max_entries: int = 1_000_000, ttl_s: float = 0.0) -> CacheStore | None:
+    """The store a cache URL names; None for "none"/"off"/""."""
+    if url.strip().lower() in {"", "none", "off", "false"}:
+        return None
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisStore(url, ttl_s)
+    if url.startswith("sqlite:"):
+        return SQLiteStore(url, max_entries)
+    if "://" not in url:  # a bare path
+        return SQLiteStore(f"sqlite:///{Path(url).expanduser()}", max_entries)
+    raise ValueError(f"unsupported cache URL {url!r}: use sqlite:///path, redis://host:port/db or none")
+
+
+class TranslationCache:
+    """A bounded LRU in memory in front of an optional durable store. Used from one event loop."""
+
+    def __init__(self, store: CacheStore | None, memory_items: int = 50_000, ttl_s: float = 0.0) -> None:
+        self.store = store
+        self.memory_items = memory_items
+        self.ttl_s = ttl_s
+        self._memory: OrderedDict[str, CacheEntry] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.store is not None or self.memory_items > 0
+
+    def _fresh(self, entry: CacheEntry) -> bool:
+        return not self.ttl_s or time.time() - entry.created <= self.ttl_s
+
+    def _remember(self, key: str, entry: CacheEntry) -> None:
+        if self.memory_items <= 0:
+            return
+        self._memory[key] = entry
+        self._memory.move_to_end(key)
+        while len(self._memory) > self.memory_items:
+            self._memory.popitem(last=False)
+
+    def get_memory(self, key: str) -> CacheEntry | None:
+        """The hot path: no I/O."""
+        entry = self._memory.get(key)
+        if entry is None:
+            return None
+        if not self._fresh(entry):
+            del self._memory[key]
+            return None
+        self._memory.move_to_end(key)
+        return entry
+
+    async def get_many(self, keys: list[str]) -> dict[str, CacheEntry]:
+        found: dict[str, CacheEntry] = {}
+        missing: list[str] = []
+        for key in keys:
+            entry = self.get_memory(key)
+            if entry is None:
+                missing.append(key)
+            else:
+                found[key] = entry
+        if missing and self.store is not None:
+            for key, entry in (await self.store.get_many(missing)).items():
+                if self._fresh(entry):
+                    found[key] = entry
+                    self._remember(key, entry)
+        self.hits += len(found)
+        self.misses += len(keys) - len(found)
+        return found
+
+    async def put_many(self, entries: dict[str, CacheEntry]) -> None:
+        now = time.time()
+        for key, entry in entries.items():
+            entry.created = entry.created or now
+            self._remember(key, entry)
+        if self.store is not None:
+            await self.store.put_many(entries)
+
+    async def close(self) -> None:
+        if self.store is not None:
+            await self.store.close()
+
+    def describe(self) -> str:
+        store = self.store.describe() if self.store is not None else "memory only" if self.memory_items else "off"
+        return f"{store}, LRU {self.memory_items} entries"
