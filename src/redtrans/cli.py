@@ -252,6 +252,53 @@ def serve(
     run(settings)
 
 
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def sft(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML file of SFTRunConfig fields.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Override a field: key=value (YAML value), repeatable."),
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Base model (model_name_or_path).")] = None,
+    train_file: Annotated[str | None, typer.Option(help="Training JSONL (train_file).")] = None,
+    eval_file: Annotated[str | None, typer.Option(help="Held-out JSONL (eval_file).")] = None,
+    output_dir: Annotated[str | None, typer.Option("--output-dir", "-o", help="Output directory.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
+    use_peft: Annotated[bool | None, typer.Option("--lora/--full", help="LoRA adapter or full fine-tuning.")] = None,
+) -> None:
+    """Supervised fine-tuning (LoRA or full) with TRL on translation pairs, with the inference prompt.
+
+    Also runs under `accelerate launch --config_file … -m redtrans sft …` (DDP, DeepSpeed ZeRO-3)."""
+    from redtrans.jsonl import JSONLError
+    from redtrans.train.config import ConfigError, parse_overrides
+    from redtrans.train.sft import load_sft_config, run_sft
+
+    typed = {
+        "model_name_or_path": model,
+        "train_file": train_file,
+        "eval_file": eval_file,
+        "output_dir": output_dir,
+        "max_steps": max_steps,
+        "use_peft": use_peft,
+    }
+    try:
+        overrides = {k: v for k, v in typed.items() if v is not None}
+        overrides.update(parse_overrides(set_ or []))
+        cfg = load_sft_config(config, overrides)
+        result = run_sft(cfg)
+    except (ConfigError, JSONLError) as exc:
+        _fail(str(exc))
+        return
+    ev = result.eval_metrics
+    scores = f", eval BLEU {ev['eval_bleu']:.2f} chrF++ {ev['eval_chrf']:.2f}" if "eval_bleu" in ev else ""
+    loss = result.train_metrics.get("train_loss")
+    err_console.print(
+        f"trained {result.train_metrics.get('train_tokens', 0)} tokens in "
+        f"{result.train_metrics.get('train_runtime', 0):.1f}s (loss {loss:.4f}{scores}) → {result.output_dir}"
+        + (f" (merged: {result.merged_dir})" if result.merged_dir else "")
+    )
+
+
 def main() -> None:
     app()
 
