@@ -133,7 +133,9 @@ def download_redtrans_bench(target: Path, url: str = REDTRANS_BENCH_URL, timeout
             data = response.read()
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise SuiteError(f"RedTrans-Bench is not available locally and downloading {url} failed ({reason}). {how}")
+        raise SuiteError(
+            f"RedTrans-Bench is not available locally and downloading {url} failed ({reason}). {how}"
+        ) from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != REDTRANS_BENCH_SHA256:
         raise SuiteError(f"downloaded {url} but its sha256 is {digest}, expected {REDTRANS_BENCH_SHA256}. {how}")
@@ -251,7 +253,9 @@ def load_pair(data: str | Path | None = None, langs: str | None = None, **_: obj
     else:
         src_lang, tgt_lang = _lang_of(src_path), _lang_of(ref_path)
         if not src_lang or not tgt_lang:
-            raise SuiteError(f"cannot tell the languages of {src_path} / {ref_path} from their extensions: pass --langs")
+            raise SuiteError(
+                f"cannot tell the languages of {src_path} / {ref_path} from their extensions: pass --langs"
+            )
         src, tgt = src_lang, tgt_lang
     segments = _pair_segments("pair", src_path, ref_path, src, tgt, "all")
     return Suite("pair", segments, [str(src_path), str(ref_path)], sha256_file(src_path, ref_path))

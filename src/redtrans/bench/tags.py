@@ -117,16 +117,23 @@ class SegmentFidelity:
 
 
 def _markup_counts(text: str, profile: PlatformProfile) -> Counter[str]:
+    """Markup spans by profile rule, plus plain ``#hashtags`` outside them (as ``#``)."""
     counts: Counter[str] = Counter()
-    for span in find_spans(text, profile):
+    rest = text
+    for span in sorted(find_spans(text, profile), key=lambda s: -s.start):
         if span.kind == "markup" and span.rule is not None:
             counts[span.rule.name] += 1
+        rest = rest[: span.start] + " " + rest[span.end :]
+    hashtags = len(PLAIN_HASHTAG.findall(rest))
+    if hashtags:
+        counts["#"] = hashtags
     return counts
 
 
 def segment_fidelity(source: str, hypothesis: str, profile: PlatformProfile | None = None) -> SegmentFidelity:
     """Fidelity of one hypothesis, built on ``text.fidelity`` (emoji, mentions, URLs, lines) plus platform
-    markup: every markup span of the source (by rule) must appear, re-rendered or not, in the hypothesis."""
+    markup: every markup span of the source (by rule) and every plain ``#hashtag`` must appear, re-rendered or
+    not, in the hypothesis."""
     profile = profile or load_profile("rednote")
     base = fidelity(source, hypothesis, profile)
     spans = find_spans(source, profile)

@@ -1,0 +1,347 @@
+"""Reports of a benchmark run: results.json (machine-readable), results.md (terminal/README) and report.html
+(self-contained: inline CSS, SVG charts and a little script; nothing is fetched from a CDN)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+PALETTE = ("#3465a4", "#f57900", "#4e9a06", "#cc0000", "#75507b", "#c4a000", "#06989a", "#555753")
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def _suite_line(results: dict[str, Any]) -> str:
+    suite = results["suite"]
+    sel = suite["selection"]
+    if "sample" in sel:
+        how = f"stratified sample of {suite['selected']} of {suite['total']} (seed {sel['seed']})"
+    elif "limit" in sel:
+        how = f"first {suite['selected']} of {suite['total']}"
+    else:
+        how = f"all {suite['total']}"
+    return f"{suite['name']}: {how} segments · sha256 {suite['sha256'][:12]}"
+
+
+def _main_slices(results: dict[str, Any], min_slice: int) -> list[dict[str, Any]]:
+    return [s for s in results["slices"] if s["group"] in {"direction", "category"} and s["n"] >= min_slice]
+
+
+def _tag_slices(results: dict[str, Any], min_slice: int) -> list[dict[str, Any]]:
+    return [s for s in results["slices"] if s["group"] == "tag" and s["n"] >= min_slice]
+
+
+def markdown(results: dict[str, Any], min_slice: int = 1) -> str:
+    systems = [s["name"] for s in results["systems"]]
+    suite = results["suite"]
+    lines = [f"### {_suite_line(results)}", ""]
+    if suite["license"]:
+        lines += [f"Data license: {suite['license']} ({suite['license_url']}).", ""]
+    for note in suite["notes"]:
+        lines += [f"> {note}", ""]
+    head = "| slice | n | " + " | ".join(f"{n} BLEU | {n} chrF++" for n in systems) + " |"
+    lines += [
+        "BLEU on the paper's 0–1 scale (per-target tokenizer); chrF++ 0–100.",
+        "",
+        head,
+        "|" + "---|" * (2 + 2 * len(systems)),
+    ]
+    for sl in _main_slices(results, min_slice):
+        cells = " | ".join(f"{_fmt(sl['scores'][n]['bleu'], 4)} | {_fmt(sl['scores'][n]['chrf++'])}" for n in systems)
+        lines.append(f"| {sl['key']} | {sl['n']} | {cells} |")
+    lines += [
+        "",
+        "| slice | system | SNS fidelity (n) | wrong language | empty | copied source |",
+        "|---|---|---|---|---|---|",
+    ]
+    for sl in [s for s in results["slices"] if s["group"] == "direction"]:
+        for n in systems:
+            sc = sl["scores"][n]
+            lines.append(
+                f"| {sl['key']} | {n} | {_pct(sc['fidelity'])} ({sc['fidelity_n']}) | {_pct(sc['wrong_language'])} "
+                f"| {_pct(sc['empty'])} | {_pct(sc['copy'])} |"
+            )
+    tags = _tag_slices(results, min_slice)
+    if tags:
+        lines += [
+            "",
+            "| tag slice | n | " + " | ".join(f"{n} BLEU | {n} chrF++ | {n} fidelity" for n in systems) + " |",
+            "|" + "---|" * (2 + 3 * len(systems)),
+        ]
+        for sl in tags:
+            cells = " | ".join(
+                f"{_fmt(sl['scores'][n]['bleu'], 4)} | {_fmt(sl['scores'][n]['chrf++'])} | "
+                f"{_pct(sl['scores'][n]['fidelity'])}"
+                for n in systems
+            )
+            lines.append(f"| {sl['key']} | {sl['n']} | {cells} |")
+    if results["significance"]:
+        lines += ["", "Paired bootstrap (sacrebleu, 95% CI, p vs. the first system):", ""]
+        for direction, sig in results["significance"].items():
+            for name, metrics in sig["systems"].items():
+                if name == sig["baseline"]:
+                    continue
+                parts = [
+                    f"{m} {_fmt(r['score'])} (μ {_fmt(r['mean'])} ± {_fmt(r['ci95'])}, p = {_fmt(r['p_value'], 4)})"
+                    for m, r in metrics.items()
+                ]
+                lines.append(f"- {direction}: {name} vs {sig['baseline']}: " + "; ".join(parts))
+    sigs = sorted({sc[k] for sl in results["slices"] for sc in sl["scores"].values() for k in ("bleu_signature",)})
+    lines += ["", "Signatures: " + " · ".join(f"`{s}`" for s in sigs)]
+    chrf = {sc["chrf_signature"] for sl in results["slices"] for sc in sl["scores"].values()}
+    lines += ["", "chrF++: " + " · ".join(f"`{s}`" for s in sorted(chrf)), ""]
+    return "\n".join(lines)
+
+
+# -- HTML -----------------------------------------------------------------------------------------------
+def bar_chart(title: str, groups: list[tuple[str, list[float | None]]], series: list[str], vmax: float) -> str:
+    """A horizontal grouped bar chart as inline SVG: one group per slice, one bar per system."""
+    bar_h, gap, label_w, width = 12, 10, 190, 720
+    plot_w = width - label_w - 60
+    height = 30 + len(groups) * (len(series) * bar_h + gap) + 20 * ((len(series) + 2) // 3)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}"><title>{html.escape(title)}</title>',
+        f'<text x="0" y="14" class="ct">{html.escape(title)}</text>',
+    ]
+    y = 30
+    vmax = vmax or 1.0
+    for label, values in groups:
+        parts.append(
+            f'<text x="{label_w - 6}" y="{y + len(series) * bar_h / 2 + 4}" text-anchor="end" class="cl">'
+            f"{html.escape(label)}</text>"
+        )
+        for i, value in enumerate(values):
+            w = 0 if value is None else max(0.0, min(1.0, value / vmax)) * plot_w
+            color = PALETTE[i % len(PALETTE)]
+            parts.append(
+                f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h - 2}" fill="{color}">'
+                f"<title>{html.escape(series[i])}: {_fmt(value)}</title></rect>"
+            )
+            parts.append(f'<text x="{label_w + w + 4:.1f}" y="{y + bar_h - 3}" class="cv">{_fmt(value, 1)}</text>')
+            y += bar_h
+        y += gap
+    for i, name in enumerate(series):
+        lx, ly = (i % 3) * 220, y + 12 + (i // 3) * 20
+        parts.append(f'<rect x="{lx}" y="{ly - 9}" width="10" height="10" fill="{PALETTE[i % len(PALETTE)]}"/>')
+        parts.append(f'<text x="{lx + 14}" y="{ly}" class="cl">{html.escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1100px;color:#222}
+body{padding:0 1em}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.5em 0;font-size:13px}
+th,td{border:1px solid #ddd;padding:3px 7px;vertical-align:top}
+th{background:#f3f3f3;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.ct{font-weight:bold;font-size:13px}.cl{font-size:12px}.cv{font-size:10px;fill:#444}
+.note{color:#555;font-size:12px}code{font-size:12px;background:#f5f5f5;padding:0 3px}
+#worst td{max-width:330px;white-space:pre-wrap;word-break:break-word}.tag{font-size:11px;color:#666}
+"""
+
+_SCRIPT = """
+(function(){
+  var q=document.getElementById('wfilter'), s=document.getElementById('wsystem');
+  function apply(){
+    var text=q.value.toLowerCase(), sys=s.value, shown=0;
+    document.querySelectorAll('#worst tbody tr').forEach(function(tr){
+      var ok=(sys===''||tr.dataset.system===sys)&&(text===''||tr.textContent.toLowerCase().indexOf(text)>=0);
+      tr.style.display=ok?'':'none'; if(ok){shown++;}
+    });
+    document.getElementById('wcount').textContent=shown+' shown';
+  }
+  q.addEventListener('input',apply); s.addEventListener('change',apply); apply();
+})();
+"""
+
+
+def _table(head: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
+    out = ["<table><thead><tr>", *(f"<th>{html.escape(h)}</th>" for h in head), "</tr></thead><tbody>"]
+    for row in rows:
+        cells = [
+            f'<td class="n">{html.escape(c)}</td>' if i >= numeric_from else f"<td>{html.escape(c)}</td>"
+            for i, c in enumerate(row)
+        ]
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def html_report(results: dict[str, Any], worst: int = 50, min_slice: int = 1) -> str:
+    systems = [s["name"] for s in results["systems"]]
+    suite = results["suite"]
+    main = _main_slices(results, min_slice)
+    tags = _tag_slices(results, min_slice)
+    body = [f"<h1>redtrans bench · {html.escape(suite['name'])}</h1>", f"<p>{html.escape(_suite_line(results))}"]
+    if suite["license"]:
+        body.append(
+            f' · data license <a href="{html.escape(suite["license_url"])}">{html.escape(suite["license"])}</a>'
+        )
+    body.append(f" · created {html.escape(results['created'])}</p>")
+    body += [f'<p class="note">{html.escape(n)}</p>' for n in suite["notes"]]
+
+    body.append("<h2>Scores per direction and category</h2>")
+    body.append(
+        _table(
+            ["slice", "n"] + [f"{n} {m}" for n in systems for m in ("BLEU (0–1)", "BLEU", "chrF++")],
+            [
+                [sl["key"], str(sl["n"])]
+                + [
+                    _fmt(sl["scores"][n][k], d)
+                    for n in systems
+                    for k, d in (("bleu", 4), ("bleu_100", 2), ("chrf++", 2))
+                ]
+                for sl in main
+            ],
+        )
+    )
+    for metric, title in (("bleu_100", "BLEU (0–100)"), ("chrf++", "chrF++")):
+        groups = [(sl["key"], [sl["scores"][n][metric] for n in systems]) for sl in main]
+        top = max([v for _, vs in groups for v in vs if v is not None] + [1.0])
+        body.append(bar_chart(f"{title} per slice", groups, systems, top * 1.1))
+
+    body.append("<h2>SNS fidelity and output failures</h2>")
+    rows = []
+    for sl in [s for s in results["slices"] if s["group"] == "direction"]:
+        for n in systems:
+            sc = sl["scores"][n]
+            rows.append(
+                [sl["key"], n, f"{_pct(sc['fidelity'])} ({sc['fidelity_n']})"]
+                + [_pct(sc[f"kept_{e}"]) for e in ("emoji", "markup", "mentions", "urls", "lines")]
+                + [_pct(sc["wrong_language"]), _pct(sc["empty"]), _pct(sc["copy"])]
+                + ([_fmt(sc.get("neural"), 4)] if "neural" in sc else [])
+            )
+    neural_head = ["neural"] if any("neural" in sc for sl in main for sc in sl["scores"].values()) else []
+    body.append(
+        _table(
+            ["slice", "system", "fidelity (n)", "emoji", "markup", "mentions", "URLs", "lines"]
+            + ["wrong lang", "empty", "copy"]
+            + neural_head,
+            rows,
+            numeric_from=2,
+        )
+    )
+    if tags:
+        body.append("<h2>Phenomenon slices</h2>")
+        body.append(
+            _table(
+                ["slice", "n"] + [f"{n} {m}" for n in systems for m in ("BLEU", "chrF++", "fidelity")],
+                [
+                    [sl["key"], str(sl["n"])]
+                    + [
+                        v
+                        for n in systems
+                        for v in (
+                            _fmt(sl["scores"][n]["bleu_100"]),
+                            _fmt(sl["scores"][n]["chrf++"]),
+                            _pct(sl["scores"][n]["fidelity"]),
+                        )
+                    ]
+                    for sl in tags
+                ],
+            )
+        )
+        groups = [
+            (
+                sl["key"],
+                [None if sl["scores"][n]["fidelity"] is None else 100 * sl["scores"][n]["fidelity"] for n in systems],
+            )
+            for sl in tags
+            if sl["scores"][systems[0]]["fidelity_n"]
+        ]
+        if groups:
+            body.append(bar_chart("SNS fidelity (%) per phenomenon", groups, systems, 100.0))
+        groups = [(sl["key"], [sl["scores"][n]["chrf++"] for n in systems]) for sl in tags]
+        top = max([v for _, vs in groups for v in vs if v is not None] + [1.0])
+        body.append(bar_chart("chrF++ per phenomenon", groups, systems, top * 1.1))
+
+    if results["significance"]:
+        body.append("<h2>Significance (paired bootstrap)</h2>")
+        rows = []
+        for direction, sig in results["significance"].items():
+            for name, metrics in sig["systems"].items():
+                for metric, r in metrics.items():
+                    rows.append(
+                        [direction, name, metric, _fmt(r["score"]), f"{_fmt(r['mean'])} ± {_fmt(r['ci95'])}"]
+                        + ["baseline" if name == sig["baseline"] else _fmt(r["p_value"], 4)]
+                    )
+        body.append(_table(["direction", "system", "metric", "score", "mean ± 95% CI", "p"], rows, numeric_from=3))
+
+    body.append(f"<h2>Worst segments (lowest sentence chrF++, {worst} per system)</h2>")
+    options = "".join(f'<option value="{html.escape(n)}">{html.escape(n)}</option>' for n in systems)
+    body.append(
+        '<p><input id="wfilter" type="search" placeholder="filter…"> '
+        f'<select id="wsystem"><option value="">all systems</option>{options}</select> '
+        '<span id="wcount" class="note"></span></p>'
+    )
+    rows_html = []
+    for n in systems:
+        ranked = sorted(results["segments"], key=lambda seg: (seg["systems"][n]["chrf++"], seg["id"]))[:worst]
+        for seg in ranked:
+            entry = seg["systems"][n]
+            rows_html.append(
+                f'<tr data-system="{html.escape(n)}"><td>{html.escape(n)}</td>'
+                f'<td>{html.escape(seg["id"])}<br><span class="tag">{html.escape(seg["direction"])} · '
+                f"{html.escape(seg['category'])}<br>{html.escape(' '.join(seg['tags']))}</span></td>"
+                f"<td>{html.escape(seg['source'])}</td><td>{html.escape(seg['reference'])}</td>"
+                f"<td>{html.escape(entry['hypothesis'])}</td>"
+                f'<td class="n">{entry["chrf++"]:.1f}</td>'
+                f"<td>{html.escape(', '.join(entry['flags']))}</td></tr>"
+            )
+    body.append(
+        '<table id="worst"><thead><tr><th>system</th><th>segment</th><th>source</th><th>reference</th>'
+        "<th>hypothesis</th><th>chrF++</th><th>flags</th></tr></thead><tbody>" + "".join(rows_html) + "</tbody></table>"
+    )
+    body.append("<h2>Systems and signatures</h2>")
+    body.append(
+        _table(
+            ["system", "configuration", "engine"],
+            [
+                [s["name"], json.dumps(s["config"], ensure_ascii=False), json.dumps(s["engine"])]
+                for s in results["systems"]
+            ],
+            numeric_from=9,
+        )
+    )
+    sigs = sorted(
+        {
+            sc[k]
+            for sl in results["slices"]
+            for sc in sl["scores"].values()
+            for k in ("bleu_signature", "chrf_signature")
+        }
+    )
+    body.append("<p>" + "<br>".join(f"<code>{html.escape(s)}</code>" for s in sigs) + "</p>")
+    body.append(
+        f'<p class="note">{html.escape(results["metrics"]["chrf++"])}. {html.escape(results["metrics"]["text"])}.</p>'
+    )
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>redtrans bench · {html.escape(suite['name'])}</title>"
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head><body>'
+        + "".join(body)
+        + f"<script>{_SCRIPT}</script></body></html>\n"
+    )
+
+
+def write_reports(results: dict[str, Any], out: Path, worst: int = 50, min_slice: int = 1) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "results.json", "markdown": out / "results.md", "html": out / "report.html"}
+    paths["json"].write_text(json.dumps(results, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(markdown(results, min_slice), encoding="utf-8")
+    paths["html"].write_text(html_report(results, worst, min_slice), encoding="utf-8")
+    return paths

@@ -1,0 +1,361 @@
+"""The `bench` stage: suite → systems' hypotheses (cached, resumable) → scores per slice → reports."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redtrans import __version__
+from redtrans.bench.scoring import (
+    NeuralMetric,
+    corpus_scores,
+    flat,
+    is_copy,
+    is_empty,
+    is_wrong_language,
+    paired_bootstrap,
+    sentence_chrf,
+)
+from redtrans.bench.suites import Segment, Suite, load_suite, select
+from redtrans.bench.systems import (
+    EnginePool,
+    SystemSpec,
+    SystemSpecError,
+    check_cache_config,
+    load_outputs,
+    read_cache,
+    safe_name,
+    translate_missing,
+    translator_for,
+)
+from redtrans.bench.tags import segment_fidelity, tag_source
+from redtrans.engines import Engine
+from redtrans.text.profiles import load_profile
+
+
+class BenchError(ValueError):
+    """A benchmark that cannot run as configured."""
+
+
+@dataclass
+class BenchConfig:
+    """One benchmark run."""
+
+    suite: str = "redtrans-bench"
+    """Suite name: redtrans-bench, wmt23, pair, jsonl (see `redtrans.bench.suites`)."""
+    systems: list[SystemSpec] = field(default_factory=lambda: [SystemSpec("default")])
+    """Systems to compare; the first is the baseline of the significance tests."""
+    out: Path = Path("runs/bench")
+    """Output folder: results.json, results.md, report.html, text/ (plain-text files) and hyps/ (caches)."""
+    data: str | None = None
+    """Suite data: a file or folder (see each suite); None = the suite's own resolution."""
+    langs: str | None = None
+    """Direction for suites that cannot tell it from their data (pair, jsonl), e.g. zh-en."""
+    limit: int | None = None
+    """Keep the first N segments."""
+    sample: int | None = None
+    """Stratified sample of N segments over direction × category."""
+    seed: int = 0
+    """Seed of the sample."""
+    profile: str = "rednote"
+    """Platform profile used to tag sources and to judge markup fidelity."""
+    bootstrap_samples: int = 1000
+    """Resamples of the paired bootstrap test (sacrebleu's default is 1000)."""
+    worst: int = 50
+    """Segments listed in the report's worst-segments table, per system."""
+    min_slice: int = 1
+    """Slices with fewer segments are left out of the tables (always kept in results.json)."""
+    slang_terms: list[str] = field(default_factory=list)
+    """Slang terms for the `slang` tag (a term base); empty = no slang tag."""
+
+
+@dataclass
+class SystemRun:
+    spec: SystemSpec
+    hyps: dict[str, str]
+    rows: dict[str, dict] = field(default_factory=dict)
+    describe: dict[str, Any] = field(default_factory=dict)
+    translated_now: int = 0
+    seconds: float = 0.0
+    cache: str | None = None
+
+
+def _collect(
+    spec: SystemSpec, suite: Suite, all_ids: list[str], out: Path, pool: EnginePool, show_progress: bool
+) -> SystemRun:
+    if spec.kind == "outputs":
+        hyps = load_outputs(spec, all_ids)
+        missing = [s.id for s in suite.segments if s.id not in hyps]
+        if missing:
+            raise BenchError(
+                f"outputs of system {spec.name!r} lack {len(missing)} of the {len(suite.segments)} selected "
+                f"segments (first: {', '.join(missing[:3])})"
+            )
+        return SystemRun(spec, {s.id: hyps[s.id] for s in suite.segments}, describe={"outputs": spec.outputs})
+    cache = out / "hyps" / f"{safe_name(spec.name)}.jsonl"
+    check_cache_config(cache.with_suffix(".config.json"), spec.config())
+    done = len(read_cache(cache, suite.segments))
+    engine = pool.get(spec)
+    translator = translator_for(spec, engine)
+    started = time.perf_counter()
+    translated = 0
+    if done < len(suite.segments):
+        from redtrans.console import progress_bar
+
+        if show_progress:
+            with progress_bar("seg") as bar:
+                task = bar.add_task(f"{spec.name}", total=len(suite.segments), completed=done, start=done)
+                for _ in translate_missing(translator, suite.segments, cache, lambda n: bar.advance(task, n)):
+                    translated += 1
+        else:
+            for _ in translate_missing(translator, suite.segments, cache):
+                translated += 1
+    rows = read_cache(cache, suite.segments)
+    lost = [s.id for s in suite.segments if s.id not in rows]
+    if lost:
+        raise BenchError(f"system {spec.name!r} produced no hypothesis for {len(lost)} segments ({lost[:3]})")
+    return SystemRun(
+        spec,
+        {s.id: rows[s.id]["translation"] for s in suite.segments},
+        rows,
+        {**engine.describe(), "mode": spec.mode, "profile": spec.profile},
+        translated,
+        time.perf_counter() - started,
+        str(cache),
+    )
+
+
+def _slices(segments: list[Segment], tags: dict[str, list[str]]) -> list[tuple[str, str, str, list[Segment]]]:
+    """(key, group, direction, segments): per direction, per direction × category, per direction × tag."""
+    by_dir: dict[str, list[Segment]] = defaultdict(list)
+    for segment in segments:
+        by_dir[segment.direction].append(segment)
+    out: list[tuple[str, str, str, list[Segment]]] = []
+    for direction in sorted(by_dir):
+        segs = by_dir[direction]
+        out.append((direction, "direction", direction, segs))
+        for category in sorted({s.category for s in segs}):
+            out.append((f"{direction}/{category}", "category", direction, [s for s in segs if s.category == category]))
+        present = Counter(t for s in segs for t in tags[s.id])
+        from redtrans.bench.tags import TAGS
+
+        for tag in TAGS:
+            if present[tag]:
+                out.append((f"{direction}/#{tag}", "tag", direction, [s for s in segs if tag in tags[s.id]]))
+    return out
+
+
+def _slice_scores(
+    segs: list[Segment], run: SystemRun, fid: dict[str, dict[str, Any]], neural: dict[str, float] | None
+) -> dict[str, Any]:
+    hyps = [run.hyps[s.id] for s in segs]
+    score = corpus_scores(hyps, [s.reference for s in segs], segs[0].tgt).as_dict()
+    kept = [fid[s.id]["all"] for s in segs if fid[s.id]["all"] is not None]
+    score["fidelity"] = round(sum(kept) / len(kept), 4) if kept else None
+    score["fidelity_n"] = len(kept)
+    for element in ("emoji", "markup", "mentions", "urls", "lines"):
+        values = [fid[s.id][element] for s in segs if fid[s.id][element] is not None]
+        score[f"kept_{element}"] = round(sum(values) / len(values), 4) if values else None
+    n = len(segs)
+    score["wrong_language"] = round(
+        sum(is_wrong_language(h, s.src, s.tgt) for h, s in zip(hyps, segs, strict=True)) / n, 4
+    )
+    score["empty"] = round(sum(is_empty(h) for h in hyps) / n, 4)
+    score["copy"] = round(sum(is_copy(h, s.source) for h, s in zip(hyps, segs, strict=True)) / n, 4)
+    if neural is not None:
+        score["neural"] = round(sum(neural[s.id] for s in segs) / n, 4)
+    return score
+
+
+def run_bench(
+    config: BenchConfig,
+    engines: dict[str, Engine] | None = None,
+    neural_metric: NeuralMetric | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Run a benchmark and write its reports; returns the results (the content of results.json).
+
+    `engines` maps system names to ready engines (tests, notebooks); other engine systems are built from their
+    spec. `neural_metric` is an optional (sources, hypotheses, references) → segment scores hook (COMET).
+    """
+    from redtrans.bench.report import write_reports
+
+    if not config.systems:
+        raise BenchError("no system to benchmark: give at least one --system")
+    names = [s.name for s in config.systems]
+    if len(set(names)) != len(names):
+        raise BenchError(f"system names must differ: {names}")
+    suite = load_suite(config.suite, config.data, config.langs)
+    all_ids = [s.id for s in suite.segments]
+    select(suite, config.limit, config.sample, config.seed)
+    if not suite.segments:
+        raise BenchError("the selection is empty")
+    if show_progress:
+        from redtrans.console import err_console
+
+        err_console.print(f"{suite.name}: {len(suite.segments)} of {suite.total} segments · sha256 {suite.sha256[:12]}")
+        if suite.license:
+            err_console.print(f"data license: {suite.license} ({suite.license_url}) · {suite.citation}")
+        for note in suite.notes:
+            err_console.print(f"[yellow]note:[/] {note}")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    profile = load_profile(config.profile)
+    tags = {s.id: tag_source(s.source, s.src, profile, config.slang_terms) for s in suite.segments}
+
+    pool = EnginePool(engines)
+    runs: list[SystemRun] = []
+    try:
+        for spec in config.systems:
+            runs.append(_collect(spec, suite, all_ids, out, pool, show_progress))
+    except SystemSpecError as exc:
+        raise BenchError(str(exc)) from None
+    finally:
+        pool.close()
+
+    fidelity: dict[str, dict[str, dict[str, Any]]] = {}
+    sentence: dict[str, dict[str, float]] = {}
+    neural: dict[str, dict[str, float]] = {}
+    for run in runs:
+        fid = {}
+        for s in suite.segments:
+            f = segment_fidelity(s.source, run.hyps[s.id], profile)
+            fid[s.id] = {**f.as_dict(), "all": f.all_kept}
+        fidelity[run.spec.name] = fid
+        sentence[run.spec.name] = {s.id: sentence_chrf(run.hyps[s.id], s.reference) for s in suite.segments}
+        if neural_metric is not None:
+            segs = suite.segments
+            scores = neural_metric(
+                [s.source for s in segs], [run.hyps[s.id] for s in segs], [s.reference for s in segs]
+            )
+            neural[run.spec.name] = {s.id: float(x) for s, x in zip(segs, scores, strict=True)}
+
+    slices = []
+    for key, group, direction, segs in _slices(suite.segments, tags):
+        slices.append(
+            {
+                "key": key,
+                "group": group,
+                "direction": direction,
+                "n": len(segs),
+                "scores": {
+                    run.spec.name: _slice_scores(segs, run, fidelity[run.spec.name], neural.get(run.spec.name))
+                    for run in runs
+                },
+            }
+        )
+
+    significance: dict[str, Any] = {}
+    if len(runs) > 1:
+        for direction in sorted({s.direction for s in suite.segments}):
+            segs = [s for s in suite.segments if s.direction == direction]
+            sigs, table = paired_bootstrap(
+                [(r.spec.name, [r.hyps[s.id] for s in segs]) for r in runs],
+                [s.reference for s in segs],
+                segs[0].tgt,
+                config.bootstrap_samples,
+            )
+            significance[direction] = {
+                "baseline": runs[0].spec.name,
+                "test": "paired bootstrap resampling (sacrebleu.significance.PairedTest, test_type=bs)",
+                "signatures": sigs,
+                "systems": {
+                    name: {
+                        metric: {
+                            "score": round(r.score, 4),
+                            "mean": None if r.mean is None else round(float(r.mean), 4),
+                            "ci95": None if r.ci is None else round(float(r.ci), 4),
+                            "p_value": None if r.p_value is None else round(float(r.p_value), 4),
+                        }
+                        for metric, r in metrics.items()
+                    }
+                    for name, metrics in table.items()
+                },
+            }
+
+    segments_out = []
+    for s in suite.segments:
+        segments_out.append(
+            {
+                "id": s.id,
+                "direction": s.direction,
+                "category": s.category,
+                "tags": tags[s.id],
+                "source": s.source,
+                "reference": s.reference,
+                "systems": {
+                    run.spec.name: {
+                        "hypothesis": run.hyps[s.id],
+                        "chrf++": round(sentence[run.spec.name][s.id], 2),
+                        "fidelity": fidelity[run.spec.name][s.id]["all"],
+                        "flags": run.rows.get(s.id, {}).get("flags", []),
+                    }
+                    for run in runs
+                },
+            }
+        )
+
+    results: dict[str, Any] = {
+        "redtrans_version": __version__,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "suite": suite.describe(),
+        "systems": [
+            {
+                "name": run.spec.name,
+                "config": run.spec.config(),
+                "engine": run.describe,
+                "cache": run.cache,
+                "translated_this_run": run.translated_now,
+                "seconds_this_run": round(run.seconds, 1),
+                "flags": dict(Counter(f for row in run.rows.values() for f in row.get("flags", []))),
+                "prompt_versions": sorted({str(r.get("prompt_version")) for r in run.rows.values()}),
+            }
+            for run in runs
+        ],
+        "metrics": {
+            "bleu": "corpus BLEU (sacrebleu), tokenizer per target language (languages.bleu_tokenizer); "
+            "'bleu' is the paper's 0-1 scale, 'bleu_100' the usual 0-100",
+            "chrf++": "sacrebleu CHRF(word_order=2); Chinese is not segmented, so its word n-grams are "
+            "whitespace chunks and chrF++ on zh is close to chrF",
+            "fidelity": "share of segments with something to keep (emoji, platform markup, mentions, URLs, several "
+            "lines) whose hypothesis kept all of it",
+            "wrong_language": "share of hypotheses that language identification puts in the source language",
+            "empty": "share of empty hypotheses",
+            "copy": "share of hypotheses equal to the source (ignoring spaces, punctuation, symbols)",
+            "neural": "mean segment score of the optional neural metric (COMET) when one was given",
+            "text": "scored one line per segment with whitespace collapsed; text/ holds exactly the scored lines",
+        },
+        "slices": slices,
+        "significance": significance,
+        "segments": segments_out,
+        "config": {
+            "suite": config.suite,
+            "data": config.data,
+            "limit": config.limit,
+            "sample": config.sample,
+            "seed": config.seed,
+            "profile": config.profile,
+            "bootstrap_samples": config.bootstrap_samples,
+            "neural_metric": neural_metric is not None,
+        },
+    }
+    _write_text_files(out, suite, runs)
+    write_reports(results, out, worst=config.worst, min_slice=config.min_slice)
+    return results
+
+
+def _write_text_files(out: Path, suite: Suite, runs: list[SystemRun]) -> None:
+    """text/{direction}.src|ref and text/{system}.{direction}.hyp: the exact lines scored, for the sacrebleu CLI."""
+    folder = out / "text"
+    folder.mkdir(parents=True, exist_ok=True)
+    for direction in sorted({s.direction for s in suite.segments}):
+        segs = [s for s in suite.segments if s.direction == direction]
+        (folder / f"{direction}.src").write_text("".join(flat(s.source) + "\n" for s in segs), encoding="utf-8")
+        (folder / f"{direction}.ref").write_text("".join(flat(s.reference) + "\n" for s in segs), encoding="utf-8")
+        for run in runs:
+            text = "".join(flat(run.hyps[s.id]) + "\n" for s in segs)
+            (folder / f"{safe_name(run.spec.name)}.{direction}.hyp").write_text(text, encoding="utf-8")
