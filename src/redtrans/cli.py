@@ -299,6 +299,73 @@ def sft(
     )
 
 
+@app.command()
+def bench(
+    suite: Annotated[str, typer.Option(help="redtrans-bench | wmt23 | pair | jsonl")] = "redtrans-bench",
+    system: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--system",
+            "-s",
+            help="Repeatable. default | plain | outputs:FILE | name=…,engine=…,model=…,mode=sns|plain,profile=…,"
+            "parallel=N. The first is the significance baseline.",
+        ),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="Suite data: RedTrans-Bench file/folder, WMT23 folder, SRC,REF files (pair), JSONL."),
+    ] = None,
+    langs: Annotated[str | None, typer.Option(help="Direction for pair/jsonl suites, e.g. zh-en.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default runs/bench/SUITE); holds caches.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N segments.")] = None,
+    sample: Annotated[int | None, typer.Option(help="Stratified sample of N (direction × category).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
+    profile: Annotated[str, typer.Option(help="Platform profile for tags and markup fidelity.")] = "rednote",
+    parallel: Annotated[int | None, typer.Option(help="Slots / concurrent requests of engine systems.")] = None,
+    worst: Annotated[int, typer.Option(help="Worst segments listed per system in the HTML report.")] = 50,
+    bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000,
+    comet: Annotated[
+        str | None, typer.Option(help="Optional COMET checkpoint (needs unbabel-comet) for a neural metric.")
+    ] = None,
+) -> None:
+    """Benchmark systems on a suite: BLEU/chrF++ (sacrebleu) per slice, SNS fidelity, significance, reports."""
+    from redtrans.bench import BenchConfig, BenchError, SuiteError, SystemSpecError, parse_system, run_bench
+    from redtrans.bench.scoring import NeuralMetricError, comet_metric
+    from redtrans.bench.systems import with_parallel
+    from redtrans.engines import EngineError
+    from redtrans.engines.models import ModelError
+    from redtrans.jsonl import JSONLError
+    from redtrans.text.profiles import ProfileError
+
+    try:
+        specs = [with_parallel(parse_system(s), parallel) for s in (system or ["default"])]
+        neural = comet_metric(comet) if comet else None
+        config = BenchConfig(
+            suite=suite,
+            systems=specs,
+            out=out or Path("runs") / "bench" / suite,
+            data=data,
+            langs=langs,
+            limit=limit,
+            sample=sample,
+            seed=seed,
+            profile=profile,
+            bootstrap_samples=bootstrap,
+            worst=worst,
+        )
+        results = run_bench(config, neural_metric=neural)
+    except (BenchError, SuiteError, SystemSpecError, NeuralMetricError, ProfileError, JSONLError) as exc:
+        _fail(str(exc))
+        return
+    except (EngineError, ModelError) as exc:
+        _fail(str(exc), 1)
+        return
+    from redtrans.bench.report import markdown
+
+    typer.echo(markdown(results))
+    err_console.print(f"reports → {config.out}/results.json, results.md, report.html")
+
+
 def main() -> None:
     app()
 
