@@ -1,0 +1,233 @@
+"""The SFT set (TRL conversational and prompt/completion, from `redtrans.prompts`), statistics and histogram.
+
+SFT target rule (`SampleConfig.target_rule`):
+- ``auto``: the reference when the row has one; otherwise the forward translation whose round trip scored
+  the higher BLEU (ties go to m1).
+- ``reference``: only rows with a reference are eligible.
+- ``best_forward``: always the better forward translation, even when a reference exists.
+A forward translation that the translator's checks flagged (anything but ``retried``) is not used unless
+``allow_flagged_targets``; the other model's forward is used instead when it is clean, else the row is not
+eligible (counted as ``ineligible`` in the stats).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redtrans import prompts
+from redtrans.sampling.buckets import Buckets, Draw
+
+BENIGN_FLAGS = {"retried"}
+
+
+def choose_target(row: dict[str, Any], rule: str, allow_flagged: bool = False) -> tuple[str, str] | None:
+    """(target text, origin) for a journal row under `rule`; origin is "reference", "m1" or "m2"."""
+    reference = row.get("reference")
+    if rule in {"auto", "reference"} and isinstance(reference, str) and reference.strip():
+        return reference, "reference"
+    if rule == "reference":
+        return None
+    scores = row.get("rt_bleu") or {}
+    forward = row.get("forward") or {}
+    flags = row.get("flags") or {}
+    for m in sorted(("m1", "m2"), key=lambda m: (-float(scores.get(m) or 0.0), m)):
+        text = forward.get(m) or ""
+        bad = set((flags.get(m) or {}).get("forward") or []) - BENIGN_FLAGS
+        if text.strip() and (allow_flagged or not bad):
+            return text, m
+    return None
+
+
+def _write_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    with tmp.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return n
+
+
+SFT_FILES = {"messages": "sft.jsonl", "prompt_completion": "sft.prompt_completion.jsonl"}
+
+
+def sft_rows(rows: list[dict[str, Any]], rule: str, allow_flagged: bool, fmt: str) -> Iterable[dict[str, Any]]:
+    for row in rows:
+        chosen = choose_target(row, rule, allow_flagged)
+        if chosen is None:  # the draw only takes eligible rows; guard anyway
+            continue
+        target, origin = chosen
+        meta = {"id": row["id"], "bucket": row["bucket"], "origin": origin, "corpus": row.get("corpus"),
+                "delta_bleu": row["delta_bleu"]}  # fmt: skip
+        if row.get("source_id") is not None:
+            meta["source_id"] = row["source_id"]
+        if fmt == "messages":
+            yield {"messages": prompts.sft_messages(row["source"], target, row["src"], row["tgt"]), **meta}
+        else:
+            yield {**prompts.prompt_completion(row["source"], target, row["src"], row["tgt"]), **meta}
+
+
+def write_sft(out_dir: Path, drawn: Draw, rule: str, allow_flagged: bool, formats: list[str]) -> dict[str, int]:
+    """Write the SFT files (replacing earlier ones atomically); rows per file."""
+    return {
+        str(out_dir / SFT_FILES[fmt]): _write_atomic(
+            out_dir / SFT_FILES[fmt], sft_rows(drawn.rows, rule, allow_flagged, fmt)
+        )
+        for fmt in formats
+    }
+
+
+@dataclass
+class JournalStats:
+    """Streaming summary of the journal's scored rows (fed one row at a time)."""
+
+    bins: int
+    rows: int = 0
+    per_corpus: dict[str, int] = field(default_factory=dict)
+    sums: dict[str, float] = field(default_factory=lambda: {"bleu_m1": 0.0, "bleu_m2": 0.0, "chrf_m1": 0.0,
+                                                            "chrf_m2": 0.0, "delta": 0.0})  # fmt: skip
+    flagged: dict[str, int] = field(default_factory=lambda: {"m1": 0, "m2": 0})
+    histogram: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.histogram = [0] * self.bins
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows += 1
+        corpus = str(row.get("corpus"))
+        self.per_corpus[corpus] = self.per_corpus.get(corpus, 0) + 1
+        bleu, chrf = row.get("rt_bleu") or {}, row.get("rt_chrf") or {}
+        for m in ("m1", "m2"):
+            self.sums[f"bleu_{m}"] += float(bleu.get(m) or 0.0)
+            self.sums[f"chrf_{m}"] += float(chrf.get(m) or 0.0)
+            flags = (row.get("flags") or {}).get(m) or {}
+            if set(flags.get("forward") or []) - BENIGN_FLAGS:
+                self.flagged[m] += 1
+        delta = float(row["delta_bleu"])
+        self.sums["delta"] += delta
+        self.histogram[histogram_bin(delta, self.bins)] += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        n = max(self.rows, 1)
+        return {
+            "rows": self.rows,
+            "per_corpus": self.per_corpus,
+            "mean_rt_bleu": {m: round(self.sums[f"bleu_{m}"] / n, 4) for m in ("m1", "m2")},
+            "mean_rt_chrf": {m: round(self.sums[f"chrf_{m}"] / n, 4) for m in ("m1", "m2")},
+            "mean_delta_bleu": round(self.sums["delta"] / n, 4),
+            "flagged_forward": self.flagged,
+            "histogram": {"edges": histogram_edges(self.bins), "counts": self.histogram},
+        }
+
+
+def histogram_bin(value: float, bins: int) -> int:
+    return min(max(int(value * bins), 0), bins - 1)
+
+
+def histogram_edges(bins: int) -> list[float]:
+    return [round(i / bins, 6) for i in range(bins + 1)]
+
+
+def drawn_stats(drawn: Draw, bins: int, rule: str, allow_flagged: bool) -> dict[str, Any]:
+    histogram = [0] * bins
+    per_corpus: dict[str, int] = {}
+    origins: dict[str, int] = {}
+    for row in drawn.rows:
+        histogram[histogram_bin(float(row["delta_bleu"]), bins)] += 1
+        per_corpus[str(row.get("corpus"))] = per_corpus.get(str(row.get("corpus")), 0) + 1
+        chosen = choose_target(row, rule, allow_flagged)
+        if chosen:
+            origins[chosen[1]] = origins.get(chosen[1], 0) + 1
+    return {
+        "rows": len(drawn.rows),
+        "per_corpus": per_corpus,
+        "target_origin": origins,
+        "histogram": {"edges": histogram_edges(bins), "counts": histogram},
+    }
+
+
+def bucket_table(buckets: Buckets, drawn: Draw) -> list[dict[str, Any]]:
+    return [
+        {
+            "bucket": label,
+            "weight": buckets.weights[i],
+            "excluded": i in buckets.excluded,
+            "available": drawn.available[i],
+            "quota": drawn.quota[i],
+            "drawn": drawn.drawn[i],
+        }
+        for i, label in enumerate(buckets.labels)
+    ]
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_histogram(path: Path, stats: dict[str, Any], buckets: Buckets) -> Path:
+    """ΔBLEU histogram before/after the draw plus bucket counts, as PNG (matplotlib) — or SVG without it."""
+    before = stats["before"]["histogram"]
+    after = stats["after"]["histogram"]
+    table = stats["buckets"]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return _write_svg(path.with_suffix(".svg"), before, after, table)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    edges = before["edges"]
+    width = edges[1] - edges[0]
+    ax1.bar(edges[:-1], before["counts"], width=width, align="edge", color="#bbb", label="journal (before)")
+    ax1.bar(edges[:-1], after["counts"], width=width * 0.6, align="edge", color="#d33", label="SFT set (after)")
+    for edge in buckets.edges:
+        ax1.axvline(edge, color="#333", linestyle="--", linewidth=0.8)
+    ax1.set_xlabel("ΔBLEU = |BLEU(A,C₁) − BLEU(A,C₂)|")
+    ax1.set_ylabel("rows")
+    ax1.set_xlim(0, 1)
+    ax1.legend()
+    xs = range(len(table))
+    ax2.bar([x - 0.2 for x in xs], [b["available"] for b in table], width=0.4, color="#bbb", label="available")
+    ax2.bar([x + 0.2 for x in xs], [b["drawn"] for b in table], width=0.4, color="#d33", label="drawn")
+    ax2.set_xticks(list(xs), [b["bucket"] + (" ✗" if b["excluded"] else "") for b in table])
+    ax2.set_xlabel("ΔBLEU bucket (✗ = excluded)")
+    ax2.legend()
+    fig.suptitle(f"redtrans sample · m1={stats['models']['m1']['model']} · m2={stats['models']['m2']['model']}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _write_svg(path: Path, before: dict, after: dict, table: list[dict]) -> Path:
+    counts, drawn = before["counts"], after["counts"]
+    top = max([*counts, 1])
+    w, h, pad = 600, 240, 20
+    bar = (w - 2 * pad) / len(counts)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h + 40}">']
+    for i, (c, d) in enumerate(zip(counts, drawn, strict=True)):
+        x = pad + i * bar
+        for value, colour, shrink in ((c, "#bbb", 0.0), (d, "#d33", 0.25)):
+            bh = (h - 2 * pad) * value / top
+            left, span = x + bar * shrink, bar * (1 - 2 * shrink)
+            parts.append(
+                f'<rect x="{left:.1f}" y="{h - pad - bh:.1f}" width="{span:.1f}" height="{bh:.1f}" fill="{colour}"/>'
+            )
+    labels = "  ".join(f"{b['bucket']}: {b['available']}→{b['drawn']}" for b in table)
+    parts.append(f'<text x="{pad}" y="{h + 20}" font-size="11">{labels}</text></svg>')
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
