@@ -71,7 +71,7 @@ class BodyLimit:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge
+                    raise _TooLarge(message)
             return msg
 
         try:
@@ -146,7 +146,9 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
                 },
             )
         except Exception as exc:  # noqa: BLE001 - never a bare 500 page: a JSON error and a log line
-            if not isinstance(exc, ServiceError):
+            if isinstance(exc, _TooLarge):
+                exc = ServiceError(413, "body_too_large", str(exc))
+            elif not isinstance(exc, ServiceError):
                 log.exception("unexpected error")
                 exc = ServiceError(500, "internal_error", "unexpected server error; it was logged")
             status, code = exc.status, exc.code
@@ -181,7 +183,9 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
             log.info("request", extra={"fields": fields})
         return response
 
-    @app.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+    @app.get(
+        "/healthz", response_model=Health, response_model_exclude_none=True, summary="Liveness: the process answers"
+    )
     async def healthz() -> Health:
         return Health(status="ok")
 

@@ -536,21 +536,23 @@ class TranslationService:
         self.metrics.batch_items.observe(len(units))
         store: dict[str, CacheEntry] = {}
         now = time.time()
+        outcomes: list[_Done] = []
         for n, unit in enumerate(units):
             if error is not None:
-                done = _Done(None, started, engine_s, error)
-            else:
-                result = results[n]
-                if ENGINE_ERROR in result.flags:
-                    done = _Done(None, started, engine_s, "the engine returned an error for this text")
-                else:
-                    entry = CacheEntry(result.translation, result.src, list(result.flags), now)
-                    store[unit.key] = entry
-                    done = _Done(entry, started, engine_s)
-            if not unit.future.done():
-                unit.future.set_result(done)
-        if store:
+                outcomes.append(_Done(None, started, engine_s, error))
+                continue
+            result = results[n]
+            if ENGINE_ERROR in result.flags:
+                outcomes.append(_Done(None, started, engine_s, "the engine returned an error for this text"))
+                continue
+            entry = CacheEntry(result.translation, result.src, list(result.flags), now)
+            store[unit.key] = entry
+            outcomes.append(_Done(entry, started, engine_s))
+        if store:  # written before answering: a restart or another replica right after sees it
             try:
                 await self.cache.put_many(store)
             except Exception as exc:  # noqa: BLE001 - a cache outage must not fail translations
                 log.warning("cache write failed", extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
+        for unit, done in zip(units, outcomes, strict=True):
+            if not unit.future.done():
+                unit.future.set_result(done)
