@@ -18,6 +18,7 @@ $(VENV)/.run-stamp: pyproject.toml | $(VENV)/bin/activate
 $(VENV)/.test-stamp: pyproject.toml | $(VENV)/bin/activate
 	$(PIP) install --quiet "torch==2.13.0"
 	$(PIP) install --quiet -e ".[dev,train]"
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	touch $@
 
 setup-run: $(VENV)/.run-stamp
