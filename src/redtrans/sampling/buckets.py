@@ -20,7 +20,7 @@ import hashlib
 import heapq
 import math
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,7 +138,7 @@ class Draw:
 
 
 def draw(
-    journal: str | Path,
+    journal: str | Path | Callable[[], Iterable[dict[str, Any]]],
     buckets: Buckets,
     target: int,
     seed: int,
@@ -148,11 +148,15 @@ def draw(
 ) -> Draw:
     """Draw `target` rows (0 = all eligible rows of the buckets kept) from the journal's scored rows.
 
+    `journal` is the journal's path, or a function giving a fresh iterable of scored rows for each pass.
     `observe` sees every scored row of the first pass (statistics without another pass)."""
+    rows_of: Callable[[], Iterable[dict[str, Any]]] = (
+        journal if callable(journal) else lambda: iter_scored(journal)  # type: ignore[arg-type]
+    )
     n = len(buckets)
     available = [0] * n
     journal_rows = ineligible = out_of_range = 0
-    for row in iter_scored(journal):
+    for row in rows_of():
         journal_rows += 1
         if observe is not None:
             observe(row)
@@ -177,7 +181,7 @@ def draw(
     heaps: list[list[tuple[float, str, dict[str, Any]]]] = [[] for _ in range(n)]
     pool: list[tuple[float, str, dict[str, Any]]] = []  # weighted method: min-heap of the largest keys
     if keep_all or method == "quota" or target > 0:
-        for row in iter_scored(journal):
+        for row in rows_of():
             i = buckets.index(float(row["delta_bleu"]))
             if i is None or not eligible(row):
                 continue

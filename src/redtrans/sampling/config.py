@@ -316,3 +316,49 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         apply_override(data, key, value)
     config = config_from_dict(data)
     return config
+
+
+def _number_list(text: str, what: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--{what}: expected comma-separated numbers, got {text!r}") from None
+
+
+def cli_overrides(options: dict[str, Any], sets: list[str] | None = None) -> dict[str, Any]:
+    """Dotted overrides from command-line options (None = not given) and `KEY=VALUE` strings (YAML values).
+
+    `input`/`reference`/`src`/`tgt` describe one corpus that replaces the configured ones."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    given = {k: v for k, v in options.items() if v is not None}
+    if "input" in given:
+        if "src" not in given or "tgt" not in given:
+            raise ConfigError("--input needs --src and --tgt (the direction of the round trip)")
+        corpus: dict[str, Any] = {"path": str(given.pop("input")), "src": given.pop("src"), "tgt": given.pop("tgt")}
+        if "reference" in given:
+            corpus["reference_path"] = str(given.pop("reference"))
+        out["corpora"] = [corpus]
+    elif {"reference", "src", "tgt"} & set(given):
+        raise ConfigError("--reference/--src/--tgt describe an --input corpus; give --input too (or use --config)")
+    for key in ("edges", "weights"):
+        if key in given:
+            out[key] = _number_list(str(given.pop(key)), key)
+    if "exclude" in given:
+        items = [x.strip() for x in str(given.pop("exclude")).split(",") if x.strip()]
+        out["exclude"] = [int(x) if x.lstrip("-").isdigit() else x for x in items]
+    for m in ("m1", "m2"):
+        if m in given:
+            out[f"{m}.model"] = str(given.pop(m))
+    for key, value in given.items():
+        out[key] = str(value) if isinstance(value, Path) else value
+    for item in sets or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE (dotted keys, YAML values), got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: invalid value {raw!r}: {exc}") from None
+    return out

@@ -124,3 +124,26 @@ def run_sample(
         for engine in owned:
             engine.close()
     return draw_and_export(config, run)
+
+
+def summary_lines(report: SampleReport) -> list[str]:
+    """A short human summary of a sample run (the CLI prints it)."""
+    lines: list[str] = []
+    run = report.run
+    if run is not None:
+        lines.append(
+            f"round trips: {run.written} new, {run.skipped} already journaled, {run.failed} failed (engine errors; "
+            f"re-run to retry), {run.rejected} bad input rows"
+            + (f" (see {report.stats_path.parent / 'rejects.jsonl'})" if run.rejected else "")
+            + f" · {run.rows_per_s:.2f} rows/s"
+        )
+        if run.short:
+            lines.append("corpora short of their quota: " + ", ".join(f"{k} −{v}" for k, v in run.short.items()))
+    stats = report.stats
+    table = " ".join(f"{b['bucket']} {b['available']}→{b['drawn']}" + ("✗" if b["excluded"] else "")
+                     for b in stats["buckets"])  # fmt: skip
+    lines.append(f"journal: {stats['journal']['rows']} scored rows · ΔBLEU buckets (available→drawn): {table}")
+    files = ", ".join(f"{path} ({n})" for path, n in report.sft_files.items())
+    lines.append(f"SFT set: {files}")
+    lines.append(f"stats → {report.stats_path} · histogram → {report.histogram_path}")
+    return lines
