@@ -480,6 +480,14 @@ def test_resume_after_the_engine_fails(tmp_path: Path, suite_file: Path) -> None
     assert rows[:8] == first and [r["id"] for r in rows] == [f"p{i}" for i in range(12)]
     assert results["systems"][0]["translated_this_run"] == 4
     assert results["slices"][0]["scores"]["scripted"]["chrf++"] == pytest.approx(100.0)
+    # a hypothesis made with another prompt version is stale: only that one is made again
+    rows[0]["prompt_version"] = "rt-prompt-0"
+    cache.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    engine = ScriptedEngine()
+    assert (
+        run_bench(config, engines={"scripted": engine}, show_progress=False)["systems"][0]["translated_this_run"] == 1
+    )
+    assert engine.calls == 1
     # the same name with another configuration must not reuse these hypotheses
     config.systems = [SystemSpec("scripted", model="scripted", mode="sns")]
     with pytest.raises(BenchError, match="were made with"):

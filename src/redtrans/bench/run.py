@@ -27,6 +27,7 @@ from redtrans.bench.systems import (
     SystemSpecError,
     check_cache_config,
     load_outputs,
+    prompt_version,
     read_cache,
     safe_name,
     translate_missing,
@@ -98,7 +99,7 @@ def _collect(
         return SystemRun(spec, {s.id: hyps[s.id] for s in suite.segments}, describe={"outputs": spec.outputs})
     cache = out / "hyps" / f"{safe_name(spec.name)}.jsonl"
     check_cache_config(cache.with_suffix(".config.json"), spec.config())
-    done = len(read_cache(cache, suite.segments))
+    done = len(read_cache(cache, suite.segments, prompt_version(spec)))
     engine = pool.get(spec)
     translator = translator_for(spec, engine)
     started = time.perf_counter()
@@ -109,12 +110,12 @@ def _collect(
         if show_progress:
             with progress_bar("seg") as bar:
                 task = bar.add_task(f"{spec.name}", total=len(suite.segments), completed=done, start=done)
-                for _ in translate_missing(translator, suite.segments, cache, lambda n: bar.advance(task, n)):
+                for _ in translate_missing(spec, translator, suite.segments, cache, lambda n: bar.advance(task, n)):
                     translated += 1
         else:
-            for _ in translate_missing(translator, suite.segments, cache):
+            for _ in translate_missing(spec, translator, suite.segments, cache):
                 translated += 1
-    rows = read_cache(cache, suite.segments)
+    rows = read_cache(cache, suite.segments, prompt_version(spec))
     lost = [s.id for s in suite.segments if s.id not in rows]
     if lost:
         raise BenchError(f"system {spec.name!r} produced no hypothesis for {len(lost)} segments ({lost[:3]})")

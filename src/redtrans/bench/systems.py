@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from redtrans import prompts
 from redtrans.bench.suites import Segment
 from redtrans.engines import Engine, create_engine
 from redtrans.engines.models import DEFAULT_MODEL
@@ -146,8 +147,9 @@ def load_outputs(spec: SystemSpec, all_ids: list[str]) -> dict[str, str]:
 
 
 # -- engine systems (cached) ----------------------------------------------------------------------------
-def read_cache(path: Path, segments: list[Segment]) -> dict[str, dict]:
-    """Cached rows for `segments` (the last row per id whose source text matches the segment's)."""
+def read_cache(path: Path, segments: list[Segment], version: str | None = None) -> dict[str, dict]:
+    """Cached rows for `segments`: the last row per id whose source text matches the segment's (and, when
+    given, whose prompt version is `version`: a changed prompt makes old hypotheses stale)."""
     if not path.is_file():
         return {}
     repair_tail(path)
@@ -155,9 +157,15 @@ def read_cache(path: Path, segments: list[Segment]) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     for _, row in read_jsonl(path):
         key = str(row.get("id"))
-        if key in wanted and row.get("text") == wanted[key]:
+        fresh = version is None or row.get("prompt_version") == version
+        if key in wanted and row.get("text") == wanted[key] and fresh:
             rows[key] = row
     return rows
+
+
+def prompt_version(spec: SystemSpec) -> str:
+    """The prompt version the translator records for this system's results."""
+    return "plain" if spec.mode == "plain" else prompts.PROMPT_VERSION
 
 
 def check_cache_config(config_path: Path, config: dict[str, Any]) -> None:
@@ -175,13 +183,14 @@ def check_cache_config(config_path: Path, config: dict[str, Any]) -> None:
 
 
 def translate_missing(
+    spec: SystemSpec,
     translator: Translator,
     segments: list[Segment],
     cache_path: Path,
     on_result: Callable[[int], None] | None = None,
 ) -> Iterator[dict]:
     """Translate the segments not yet in the cache, appending each result as it comes; yields the rows."""
-    done = read_cache(cache_path, segments)
+    done = read_cache(cache_path, segments, prompt_version(spec))
     todo = [s for s in segments if s.id not in done]
     items = (Item(s.id, s.source, s.tgt, s.src) for s in todo)
     with JSONLWriter(cache_path) as writer:
