@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -67,8 +68,27 @@ class RoundTripScore:
 Job = tuple[str, str, str, str]
 
 
+def _clear_tokenizer_caches() -> None:
+    """sacrebleu's tokenizers memoise up to 65,536 sentences each; a corpus streams past once, so the memo
+    only grows memory. Cleared after every chunk: memory stays flat however long the run."""
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("sacrebleu.tokenizers") or module is None:
+            continue
+        for value in vars(module).values():
+            call = getattr(value, "__call__", None) if isinstance(value, type) else None  # noqa: B004
+            if call is not None and hasattr(call, "cache_clear"):
+                call.cache_clear()
+
+
 def score_chunk(jobs: Sequence[Job]) -> list[RoundTripScore]:
     """Scores of a chunk of round trips (runs in a worker process)."""
+    try:
+        return _score(jobs)
+    finally:
+        _clear_tokenizer_caches()
+
+
+def _score(jobs: Sequence[Job]) -> list[RoundTripScore]:
     out = []
     for source, lang, back1, back2 in jobs:
         out.append(
