@@ -332,6 +332,8 @@ def resolve_base(name_or_path: str) -> tuple[str, str | None, str]:
         return str(gguf.parent), gguf.name, str(gguf)
     if not p.is_dir():
         raise ConfigError(f"model_name_or_path: no model directory, .gguf file or registry name {name_or_path!r}")
+    if not (p / "config.json").is_file():
+        raise ConfigError(f"model_name_or_path: {p} is not a transformers model directory (no config.json)")
     return str(p.resolve()), None, str(p.resolve())
 
 
@@ -357,17 +359,41 @@ def load_tokenizer(config: SFTRunConfig) -> Any:
     return tokenizer
 
 
+def load_dense_model(ref: str, gguf_file: str | None, dtype: Any, **kwargs: Any) -> Any:
+    """`AutoModelForCausalLM.from_pretrained`, with a GGUF file dequantized into an ordinary trainable model.
+
+    transformers marks a GGUF-loaded model as quantized even when every weight was unpacked to dense tensors,
+    and then refuses to train or save it; the marker is dropped once the weights are known to be dense."""
+    from transformers import AutoModelForCausalLM
+
+    if gguf_file is None:
+        return AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, **kwargs)
+    from transformers import GgufConfig
+
+    model = AutoModelForCausalLM.from_pretrained(
+        ref, gguf_file=gguf_file, dtype=dtype, quantization_config=GgufConfig(dequantize=True), **kwargs
+    )
+    packed = [name for name, module in model.named_modules() if "gguf" in type(module).__name__.lower()]
+    if packed:
+        raise ConfigError(f"{gguf_file}: weights stayed GGUF-packed ({packed[0]}, …); they cannot be trained")
+    model.hf_quantizer = None
+    for cfg in {
+        id(model.config): model.config,
+        id(model.config.get_text_config()): model.config.get_text_config(),
+    }.values():
+        if hasattr(cfg, "quantization_config"):
+            delattr(cfg, "quantization_config")
+    return model
+
+
 def load_model(config: SFTRunConfig, bf16: bool) -> tuple[Any, str]:
     """The base model and the base path to record in adapter_config.json."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     ref, gguf_file, recorded = resolve_base(config.model_name_or_path)
-    kwargs: dict[str, Any] = {"trust_remote_code": config.trust_remote_code}
-    if gguf_file:
-        kwargs["gguf_file"] = gguf_file
     dtype = {"auto": torch.bfloat16 if bf16 else torch.float32}.get(config.dtype) or getattr(torch, config.dtype)
-    return AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, **kwargs), recorded
+    model = load_dense_model(ref, gguf_file, dtype, trust_remote_code=config.trust_remote_code)
+    return model, recorded
 
 
 def peft_config(config: SFTRunConfig) -> Any:
@@ -481,7 +507,7 @@ class JSONLLogCallback(_callback_base()):  # type: ignore[misc]
         logs = logs or {}
         self._write(state, "eval" if any(k.startswith("eval_") for k in logs) else "log", logs)
 
-    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+    def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -641,13 +667,13 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base: str | None
     """Fold a LoRA adapter into its base model and save a plain transformers model (+ tokenizer) in `out_dir`."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     adapter = Path(adapter_dir)
     base = base or json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
     ref, gguf_file, _ = resolve_base(base)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    model = AutoModelForCausalLM.from_pretrained(ref, dtype=torch.float32, **kwargs)
+    model = load_dense_model(ref, gguf_file, torch.float32)
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     out = Path(out_dir)
     merged.save_pretrained(out)
@@ -656,13 +682,27 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base: str | None
     return out
 
 
-def run_sft(config: SFTRunConfig, callbacks: list[Any] | None = None) -> SFTResult:
-    """Fine-tune `config.model_name_or_path` on `config.train_file`; see the module docstring for outputs.
+@dataclass
+class SFTSetup:
+    """A configured trainer and what went into it (see `build_trainer`)."""
 
-    Works the same under `accelerate launch` (DDP, DeepSpeed ZeRO-3): every process calls it; only the main
-    process writes logs and outputs."""
+    trainer: Any
+    tokenizer: Any
+    train_examples: list[Example]
+    eval_examples: list[Example]
+    base_model: str
+    translation_eval: TranslationEval | None
+    log: JSONLLogCallback
+
+
+def build_trainer(config: SFTRunConfig, callbacks: list[Any] | None = None) -> SFTSetup:
+    """Load data, tokenizer and model and build the TRL trainer for `config`, without training."""
     if not config.train_file:
         raise ConfigError("train_file is required")
+    for name in ("train_file", "eval_file"):
+        value = getattr(config, name)
+        if value and not Path(value).is_file():
+            raise ConfigError(f"{name}: data file not found: {value}")
     bf16 = _use_bf16(config)
     # The tokenizer first: whether it has a chat template decides the prompt form of plain pairs.
     tokenizer = load_tokenizer(config)
@@ -670,8 +710,7 @@ def run_sft(config: SFTRunConfig, callbacks: list[Any] | None = None) -> SFTResu
     # The TrainingArguments before the model, so DeepSpeed ZeRO-3 can partition it while loading.
     args = trl_config(config, bf16, has_eval=bool(eval_ex))
     model, base = load_model(config, bf16)
-    out = Path(config.output_dir)
-
+    log = JSONLLogCallback(Path(config.output_dir) / "logs.jsonl")
     trainer = sft_trainer_class()(
         model=model,
         args=args,
@@ -679,7 +718,7 @@ def run_sft(config: SFTRunConfig, callbacks: list[Any] | None = None) -> SFTResu
         eval_dataset=to_dataset(eval_ex) if eval_ex else None,
         processing_class=tokenizer,
         peft_config=peft_config(config) if config.use_peft else None,
-        callbacks=[JSONLLogCallback(out / "logs.jsonl"), *(callbacks or [])],
+        callbacks=[log, *(callbacks or [])],
     )
     gen_eval = None
     if eval_ex and config.eval_generate_rows > 0:
@@ -690,11 +729,22 @@ def run_sft(config: SFTRunConfig, callbacks: list[Any] | None = None) -> SFTResu
             config.per_device_eval_batch_size,
         )
         trainer.translation_eval = gen_eval
+    return SFTSetup(trainer, tokenizer, train_ex, eval_ex, base, gen_eval, log)
+
+
+def run_sft(config: SFTRunConfig, callbacks: list[Any] | None = None) -> SFTResult:
+    """Fine-tune `config.model_name_or_path` on `config.train_file`; see the module docstring for outputs.
+
+    Works the same under `accelerate launch` (DDP, DeepSpeed ZeRO-3): every process calls it; only the main
+    process writes logs and outputs."""
+    out = Path(config.output_dir)
     resume = config.resume_from_checkpoint
     if resume == "auto":
         resume = last_checkpoint(out)
     elif resume is not None and not Path(resume).is_dir():
         raise ConfigError(f"resume_from_checkpoint: no checkpoint directory {resume}")
+    setup = build_trainer(config, callbacks)
+    trainer = setup.trainer
 
     train_output = trainer.train(resume_from_checkpoint=resume)
     train_metrics: dict[str, Any] = dict(train_output.metrics)
@@ -704,33 +754,37 @@ def run_sft(config: SFTRunConfig, callbacks: list[Any] | None = None) -> SFTResu
         train_metrics["train_tokens_per_second"] = train_metrics["train_tokens"] / train_metrics["train_runtime"]
 
     eval_metrics: dict[str, Any] = {}
-    if eval_ex:
+    if setup.eval_examples:
         eval_metrics = trainer.evaluate()
+    setup.log.close()
     trainer.save_model(str(out))
     merged_dir: str | None = None
     if trainer.is_world_process_zero():
         if config.use_peft:
-            _fix_adapter_base(out, base)
+            _fix_adapter_base(out, setup.base_model)
         record = {
-            "base_model": base,
+            "base_model": setup.base_model,
             "prompt_version": PROMPT_VERSION,
-            "train_examples": len(train_ex),
-            "eval_examples": len(eval_ex),
+            "world_size": trainer.args.world_size,
+            "global_step": trainer.state.global_step,
+            "resumed_from": resume,
+            "train_examples": len(setup.train_examples),
+            "eval_examples": len(setup.eval_examples),
             "train": train_metrics,
             "eval": eval_metrics,
-            "samples": gen_eval.last_samples if gen_eval else [],
+            "samples": setup.translation_eval.last_samples if setup.translation_eval else [],
             "config": dataclasses.asdict(config),
         }
         (out / "eval_results.json").write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n")
     if config.use_peft and config.merge_adapter:
         trainer.accelerator.wait_for_everyone()
         if trainer.is_world_process_zero():
-            merged_dir = str(merge_adapter(out, out / "merged", base))
+            merged_dir = str(merge_adapter(out, out / "merged", setup.base_model))
     trainer.accelerator.wait_for_everyone()
     return SFTResult(
         output_dir=str(out),
         merged_dir=merged_dir,
-        base_model=base,
+        base_model=setup.base_model,
         train_metrics=train_metrics,
         eval_metrics=eval_metrics,
         resumed_from=resume,

@@ -1,0 +1,222 @@
+"""`redtrans sft` on a tiny random-weight Qwen2 model built here (no network): data forms, the exact inference
+prompt, completion-only loss, LoRA and full training, resume, outputs the ``hf`` engine loads, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("trl")
+
+from redtrans.jsonl import JSONLError  # noqa: E402
+from redtrans.prompts import completion_prompt, prompt_completion, sft_messages, translation_messages  # noqa: E402
+from redtrans.train.config import ConfigError, parse_overrides  # noqa: E402
+from redtrans.train.sft import SFTRunConfig, load_sft_config, load_sft_rows, run_sft  # noqa: E402
+from redtrans.train.tiny import build_tiny_model, tiny_pairs  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "pairs.jsonl"
+    with path.open("w", encoding="utf-8") as f:
+        for row in tiny_pairs(40):
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+def fast_config(model: Path, data: Path, out: Path, **kw: object) -> SFTRunConfig:
+    values: dict[str, object] = {
+        "model_name_or_path": str(model),
+        "train_file": str(data),
+        "output_dir": str(out),
+        "eval_split": 8,
+        "eval_strategy": "no",
+        "eval_generate_rows": 4,
+        "eval_max_new_tokens": 6,
+        "per_device_train_batch_size": 8,
+        "learning_rate": 3e-3,
+        "warmup_steps": 0,
+        "lr_scheduler_type": "constant",
+        "logging_steps": 1,
+        "save_steps": 2,
+        "max_length": 512,
+        "max_steps": 4,
+    }
+    values.update(kw)
+    return load_sft_config(None, values)
+
+
+def logged_losses(out: Path) -> list[float]:
+    rows = [json.loads(line) for line in (out / "logs.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if r["kind"] == "log" and "loss" in r]
+
+
+# ------------------------------------------------------------------------------------------ config
+
+
+def test_yaml_config_with_typed_overrides(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "sft.yaml"
+    cfg_file.write_text("train_file: a.jsonl\nlora_r: 8\nlearning_rate: 1e-4\nlora_target_modules: [q_proj, v_proj]\n")
+    cfg = load_sft_config(cfg_file, parse_overrides(["lora_r=4", "use_peft=false", "extra_args={report_to: none}"]))
+    assert cfg.train_file == "a.jsonl" and cfg.learning_rate == pytest.approx(1e-4)
+    assert cfg.lora_r == 4 and cfg.use_peft is False and cfg.lora_target_modules == ["q_proj", "v_proj"]
+    assert cfg.extra_args == {"report_to": "none"}
+    with pytest.raises(ConfigError, match="unknown field.*lora_rank"):
+        load_sft_config(cfg_file, {"lora_rank": 4})
+    with pytest.raises(ConfigError, match="max_steps: expected an integer"):
+        load_sft_config(cfg_file, parse_overrides(["max_steps=many"]))
+    with pytest.raises(ConfigError, match="not key=value"):
+        parse_overrides(["lora_r"])
+    with pytest.raises(ConfigError, match="eval_strategy"):
+        load_sft_config(None, {"eval_strategy": "sometimes"})
+
+
+def test_every_row_form_becomes_the_inference_prompt(tmp_path: Path) -> None:
+    src_text, tgt_text = "你不是我的菜", "You're not my type"
+    rows = [
+        {"id": "m", "messages": sft_messages(src_text, tgt_text, "zh", "en")},
+        {"id": "p", **prompt_completion(src_text, tgt_text, "zh", "en")},
+        {"id": "s", "source": src_text, "target": tgt_text, "src": "zh", "tgt": "en"},
+        {"id": "d", "source": src_text, "target": tgt_text},  # languages detected
+    ]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    examples = load_sft_rows(path)
+    expected = translation_messages(src_text, "zh", "en")
+    for e in examples:
+        assert e.prompt == expected, e.id
+        assert e.completion == [{"role": "assistant", "content": tgt_text}]
+        assert e.reference == tgt_text
+    assert examples[3].src == "zh" and examples[3].tgt == "en"
+    # A base model (no chat template) gets the few-shot completion prompt the translator sends it.
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps(rows[2], ensure_ascii=False) + "\n", encoding="utf-8")
+    [base] = load_sft_rows(plain, chat=False)
+    assert base.prompt == completion_prompt(src_text, "zh", "en") and base.completion == f" {tgt_text}\n"
+    with pytest.raises(JSONLError, match="need a model with a chat template"):
+        load_sft_rows(path, chat=False)
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "x", "source": "a"}) + "\n" + json.dumps({"messages": []}) + "\n")
+    with pytest.raises(JSONLError, match=r"bad.jsonl:1: a row needs"):
+        load_sft_rows(bad)
+    bad.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "x"}]}))
+    with pytest.raises(JSONLError, match=r"bad.jsonl:1: the last message must be the assistant"):
+        load_sft_rows(bad)
+
+
+def test_completion_only_labels_and_the_exact_chat_prompt(tiny_model: Path, tiny_data: Path, tmp_path: Path) -> None:
+    from redtrans.train.sft import build_trainer
+
+    setup = build_trainer(fast_config(tiny_model, tiny_data, tmp_path / "out"))
+    tok = setup.tokenizer
+    row = setup.trainer.train_dataset[0]
+    example = setup.train_examples[0]
+    ids, labels = row["input_ids"], row["labels"]
+    first = next(i for i, label in enumerate(labels) if label != -100)
+    assert all(label == -100 for label in labels[:first])
+    # the unlabelled part is exactly what the hf engine feeds at inference: the shared prompt, the chat template
+    source = example.prompt[1]["content"]
+    assert example.prompt == translation_messages(source, "zh", "en")
+    inference = tok.apply_chat_template(
+        translation_messages(source, "zh", "en"), tokenize=False, add_generation_prompt=True
+    )
+    assert tok.decode(ids[:first]) == inference
+    # the labelled part is the translation and the end-of-turn token the model must learn to emit
+    assert tok.decode(ids[first:]).startswith(example.reference + "<|im_end|>")
+
+
+# ---------------------------------------------------------------------------------------- training
+
+
+def test_lora_trains_saves_and_the_hf_engine_translates(tiny_model: Path, tiny_data: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from redtrans.engines import GenRequest
+    from redtrans.engines.hf import HFEngine
+
+    out = tmp_path / "lora"
+    result = run_sft(fast_config(tiny_model, tiny_data, out, max_steps=10, save_steps=5, merge_adapter=True))
+
+    losses = logged_losses(out)
+    assert len(losses) == 10 and losses[-1] < losses[0] * 0.9, losses
+    # LoRA B matrices start at zero: trained ones are not
+    weights = load_file(str(out / "adapter_model.safetensors"))
+    lora_b = [t for name, t in weights.items() if "lora_B" in name]
+    assert lora_b and all(float(t.abs().max()) > 0 for t in lora_b)
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == str(tiny_model.resolve()) and cfg["peft_type"] == "LORA"
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-5"]
+
+    record = json.loads((out / "eval_results.json").read_text())
+    assert record["eval_examples"] == 8 and record["train_examples"] == 32
+    for key in ("eval_loss", "eval_bleu", "eval_chrf", "eval_bleu_zh-en"):
+        assert key in result.eval_metrics and key in record["eval"]
+    assert len(record["samples"]) == 4 and result.train_metrics["train_tokens"] > 0
+
+    request = GenRequest(messages=translation_messages("我有三只猫", "zh", "en"), max_tokens=6)
+    engine = HFEngine(model=str(out))
+    assert engine.model.endswith(f"+{out}") and engine.chat
+    [adapted] = engine.generate([request])
+    assert isinstance(adapted.text, str) and adapted.completion_tokens > 0
+    # the merged model is a plain model directory that translates exactly like base + adapter
+    assert result.merged_dir and (Path(result.merged_dir) / "config.json").is_file()
+    [merged] = HFEngine(model=result.merged_dir).generate([request])
+    assert merged.text == adapted.text
+    [base] = HFEngine(model=str(tiny_model)).generate([request])
+    assert base.text != adapted.text
+
+
+def test_full_finetune_writes_a_model_directory(tiny_model: Path, tiny_data: Path, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from redtrans.engines import GenRequest
+    from redtrans.engines.hf import HFEngine
+
+    out = tmp_path / "full"
+    run_sft(fast_config(tiny_model, tiny_data, out, use_peft=False, max_steps=2, eval_split=0, learning_rate=1e-3))
+    assert not (out / "adapter_config.json").exists()
+    before, after = load_file(str(tiny_model / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    changed = [k for k in before if k in after and not torch.equal(before[k], after[k])]
+    assert len(changed) >= len(before) // 2
+    [res] = HFEngine(model=str(out)).generate([GenRequest(messages=translation_messages("你好", "zh", "en"))])
+    assert res.completion_tokens > 0
+
+
+def test_resume_from_the_last_checkpoint(tiny_model: Path, tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "resume"
+    first = run_sft(fast_config(tiny_model, tiny_data, out, max_steps=4, eval_split=0))
+    assert first.resumed_from is None
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    # the same command with a longer budget continues from checkpoint-4 instead of starting over
+    second = run_sft(fast_config(tiny_model, tiny_data, out, max_steps=6, eval_split=0))
+    assert second.resumed_from == str(out / "checkpoint-4")
+    record = json.loads((out / "eval_results.json").read_text())
+    assert record["global_step"] == 6
+    rows = [json.loads(line) for line in (out / "logs.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]  # the log continues, nothing repeated
+    with pytest.raises(ConfigError, match="no checkpoint directory"):
+        run_sft(fast_config(tiny_model, tiny_data, out, resume_from_checkpoint=str(out / "checkpoint-99")))
+
+
+# -------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_reports_bad_config_without_a_traceback(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from redtrans.cli import app
+
+    res = CliRunner().invoke(app, ["sft", "--set", "lora_rnk=4", "--train-file", "x.jsonl"])
+    assert res.exit_code == 2 and "unknown field(s) lora_rnk" in res.output
+    res = CliRunner().invoke(app, ["sft", "--train-file", str(tmp_path / "missing.jsonl"), "-m", str(tmp_path)])
+    assert res.exit_code == 2 and "not found" in res.output
