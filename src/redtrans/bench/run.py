@@ -33,7 +33,7 @@ from redtrans.bench.systems import (
     translate_missing,
     translator_for,
 )
-from redtrans.bench.tags import segment_fidelity, tag_source
+from redtrans.bench.tags import TAGS, segment_fidelity, tag_source
 from redtrans.engines import Engine
 from redtrans.text.profiles import load_profile
 
@@ -142,8 +142,6 @@ def _slices(segments: list[Segment], tags: dict[str, list[str]]) -> list[tuple[s
         for category in sorted({s.category for s in segs}):
             out.append((f"{direction}/{category}", "category", direction, [s for s in segs if s.category == category]))
         present = Counter(t for s in segs for t in tags[s.id])
-        from redtrans.bench.tags import TAGS
-
         for tag in TAGS:
             if present[tag]:
                 out.append((f"{direction}/#{tag}", "tag", direction, [s for s in segs if tag in tags[s.id]]))
