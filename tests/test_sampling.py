@@ -411,3 +411,20 @@ def test_cli_sample_validates_options(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "config file not found" in result.output
     result = runner.invoke(app, ["sample", "-c", str(ROOT / "examples" / "sample.yaml"), "--weights", "1,2"])
     assert result.exit_code == 2 and "4 buckets need 4 weights" in result.output
+
+
+def test_cli_overrides_parse_lists_bucket_labels_and_sets() -> None:
+    from redtrans.sampling.config import cli_overrides
+
+    options = {"input": Path("x.zh"), "reference": Path("x.en"), "src": "zh", "tgt": "en", "exclude": "[0,0.1), 3",
+               "weights": "1,2.5", "m1": "qwen2.5-coder-0.5b", "seed": None}  # fmt: skip
+    assert cli_overrides(options, ["m2.options.n_parallel=4", "method=weighted"]) == {
+        "corpora": [{"path": "x.zh", "src": "zh", "tgt": "en", "reference_path": "x.en"}],
+        "exclude": ["[0,0.1)", 3],
+        "weights": [1.0, 2.5],
+        "m1.model": "qwen2.5-coder-0.5b",
+        "m2.options.n_parallel": 4,
+        "method": "weighted",
+    }
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        cli_overrides({}, ["seed"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -346,7 +347,7 @@ def cli_overrides(options: dict[str, Any], sets: list[str] | None = None) -> dic
         if key in given:
             out[key] = _number_list(str(given.pop(key)), key)
     if "exclude" in given:
-        items = [x.strip() for x in str(given.pop("exclude")).split(",") if x.strip()]
+        items = re.findall(r"\[[^\])]*[\])]|[^,\s]+", str(given.pop("exclude")))  # labels hold commas
         out["exclude"] = [int(x) if x.lstrip("-").isdigit() else x for x in items]
     for m in ("m1", "m2"):
         if m in given:
