@@ -436,7 +436,7 @@ def test_overload_gives_429_with_retry_after_and_stays_bounded(tmp_path: Path) -
                 if r.status_code == 429:
                     assert r.json()["error"]["code"] == "overloaded"
                     assert int(r.headers["retry-after"]) >= 1
-            assert service._in_flight == {} and service._queue.qsize() == 0
+            assert service._in_flight == {} and len(service._pending) == 0
             # The service recovers: a new request goes through.
             assert (await post(client, [{"text": "恢复了", "tgt": "en"}])).status_code == 200
 
@@ -445,7 +445,7 @@ def test_overload_gives_429_with_retry_after_and_stays_bounded(tmp_path: Path) -
 
 def test_deadline_gives_504_and_drops_queued_work(tmp_path: Path) -> None:
     engine = ToyEngine(delay=0.6)
-    config = make_config(tmp_path, max_concurrency=1, max_batch_items=1, request_timeout_s=5)
+    config = make_config(tmp_path, max_concurrency=1, max_batch_items=1, max_queue=1, request_timeout_s=5)
 
     async def body() -> None:
         async with serving(config, engine) as client:
@@ -456,7 +456,10 @@ def test_deadline_gives_504_and_drops_queued_work(tmp_path: Path) -> None:
             late = await post(client, [{"text": "第二条", "tgt": "en"}], deadline_ms=200)
             assert late.status_code == 504 and late.json()["error"]["code"] == "deadline_exceeded"
             assert time.monotonic() - started < 0.5
+            # The queue (one slot) was freed when the late request gave up: the next one is admitted at once.
+            admitted = asyncio.create_task(post(client, [{"text": "第四条", "tgt": "en"}]))
             assert (await slow).status_code == 200
+            assert (await admitted).status_code == 200
             await asyncio.sleep(0.1)
             assert "第二条" not in engine.texts  # given up before a worker took it: never translated
             assert service._in_flight == {}

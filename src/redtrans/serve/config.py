@@ -125,11 +125,19 @@ class ServeConfig:
         self.validate()
 
     def validate(self) -> None:
-        positive = ("max_concurrency", "max_batch_items", "max_body_bytes", "max_items", "max_text_chars", "parallel")
+        positive = (
+            "max_concurrency",
+            "max_batch_items",
+            "max_queue",
+            "max_body_bytes",
+            "max_items",
+            "max_text_chars",
+            "parallel",
+        )
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ServeConfigError(f"{name} must be at least 1, not {getattr(self, name)!r}")
-        for name in ("max_queue", "cache_memory_items", "rate_limit_burst", "retry_after_s"):
+        for name in ("cache_memory_items", "rate_limit_burst", "retry_after_s"):
             if int(getattr(self, name)) < 0:
                 raise ServeConfigError(f"{name} must not be negative, not {getattr(self, name)!r}")
         for name in ("request_timeout_s", "graceful_shutdown_s"):

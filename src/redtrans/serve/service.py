@@ -4,21 +4,22 @@ A request is validated, its texts are normalised and looked up in the cache; wha
 job on a bounded queue (full → 429 with Retry-After). `max_concurrency` worker tasks each take a job plus
 whatever else is queued, up to `max_batch_items` texts, and translate them in one `Translator.translate`
 call in a thread, so concurrent requests fill the engine's parallel slots together. Identical texts in
-flight are translated once. A request that outlives its deadline gets 504; its texts are dropped from the
-queue if no other request waits for them. Nothing here grows without bound: the queue, the in-flight table
-(≤ queue + batches), the LRU and the rate-limit table are all capped.
+flight are translated once. A request that outlives its deadline gets 504; its texts leave the queue at
+once (freeing the slot) if no other request waits for them. Nothing here grows without bound: the queue,
+the in-flight table (≤ queue + batches), the LRU and the rate-limit table are all capped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import sys
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,20 +182,22 @@ class _Done:
     error: str | None = None
 
 
-@dataclass
+@dataclass(eq=False)
+class _Job:
+    units: list[_Unit] = field(default_factory=list)  # the texts this request put in flight
+    taken: bool = False  # a worker took it off the queue
+
+
+@dataclass(eq=False)
 class _Unit:
     """One distinct text being translated, shared by every request that asks for it meanwhile."""
 
     key: str
     item: Item
     future: asyncio.Future[_Done]
+    job: _Job
     waiters: int = 0
     started: bool = False
-
-
-@dataclass
-class _Job:
-    units: list[_Unit]  # the texts this request put in flight; others may wait for them too
 
 
 @dataclass
@@ -221,14 +224,16 @@ class TranslationService:
         self.limiter = RateLimiter(config.rate_limit_rps, config.rate_limit_burst)
         self.cache = TranslationCache(None, 0)
         self.load_error: str | None = None
-        self._queue: asyncio.Queue[_Job] | None = None
+        self._pending: deque[_Job] = deque()  # live jobs only: a job nobody waits for is removed at once
+        self._has_work = asyncio.Event()
+        self._started = False
         self._in_flight: dict[str, _Unit] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._loader: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="redtrans-batch")
         self._batch_ewma_s = 1.0
         self._prompt_version = f"{prompts.PROMPT_VERSION}/{config.mode}/{config.profile}"
-        self.metrics.queue_depth.set_function(lambda: self._queue.qsize() if self._queue else 0)
+        self.metrics.queue_depth.set_function(lambda: len(self._pending))
         self.metrics.in_flight.set_function(lambda: len(self._in_flight))
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -245,7 +250,7 @@ class TranslationService:
         config = self.config
         store = await asyncio.to_thread(open_store, config.cache, config.cache_max_entries, config.cache_ttl_s)
         self.cache = TranslationCache(store, config.cache_memory_items, config.cache_ttl_s)
-        self._queue = asyncio.Queue(maxsize=max(1, config.max_queue))
+        self._started = True
         log.info(
             "starting",
             extra={
@@ -303,12 +308,11 @@ class TranslationService:
         self.metrics.ready.set(0)
         if self._loader is not None and not self._loader.done():
             self._loader.cancel()
-        if self._queue is not None:  # requests still queued (only past the graceful timeout) are failed
-            while not self._queue.empty():
-                job = self._queue.get_nowait()
-                for unit in job.units:
-                    if not unit.future.done():
-                        unit.future.set_result(_Done(None, time.monotonic(), 0.0, "shutting down"))
+        while self._pending:  # requests still queued (only past the graceful timeout) are failed
+            job = self._pending.popleft()
+            for unit in job.units:
+                if not unit.future.done():
+                    unit.future.set_result(_Done(None, time.monotonic(), 0.0, "shutting down"))
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
@@ -365,14 +369,14 @@ class TranslationService:
     def retry_after(self) -> int:
         if self.config.retry_after_s:
             return self.config.retry_after_s
-        depth = self._queue.qsize() if self._queue else 0
+        depth = len(self._pending)
         waves = depth / self.config.max_concurrency + 1
         return max(1, min(120, math.ceil(waves * self._batch_ewma_s)))
 
     # -- translate ------------------------------------------------------------------------------------
     async def translate(self, request: TranslateRequest) -> Outcome:
         admitted = time.monotonic()
-        if not self.ready or self._queue is None:
+        if not self.ready:
             detail = f"the engine failed to load: {self.load_error}" if self.load_error else "the model is loading"
             raise ServiceError(503, "not_ready", detail, headers={"Retry-After": "5"})
         items = self._check(request)
@@ -432,14 +436,13 @@ class TranslationService:
     async def _run(
         self, keys: list[str], items: dict[str, Item], admitted: float, request: TranslateRequest
     ) -> dict[str, _Done]:
-        assert self._queue is not None
         timeout = self.config.request_timeout_s
         if request.deadline_ms is not None:
             timeout = min(timeout, request.deadline_ms / 1000)
         deadline = admitted + timeout
         fresh = [k for k in keys if k not in self._in_flight]
         if fresh:
-            if self._queue.full():
+            if len(self._pending) >= self.config.max_queue:
                 self.metrics.rejected.labels("overloaded").inc()
                 raise ServiceError(
                     429,
@@ -448,10 +451,12 @@ class TranslationService:
                     headers={"Retry-After": str(self.retry_after())},
                 )
             loop = asyncio.get_running_loop()
-            job = _Job([_Unit(k, items[k], loop.create_future()) for k in fresh])
+            job = _Job()
+            job.units = [_Unit(k, items[k], loop.create_future(), job) for k in fresh]
             for unit in job.units:
                 self._in_flight[unit.key] = unit
-            self._queue.put_nowait(job)
+            self._pending.append(job)
+            self._has_work.set()
         units = [self._in_flight[k] for k in keys]
         for unit in units:
             unit.waiters += 1
@@ -475,26 +480,48 @@ class TranslationService:
                         unit.future.cancel()
                         if self._in_flight.get(unit.key) is unit:
                             del self._in_flight[unit.key]
+                        self._drop_if_dead(unit.job)
+
+    def _drop_if_dead(self, job: _Job) -> None:
+        """Free the queue slot of a job none of whose texts anybody waits for any more."""
+        if not job.taken and all(u.future.done() for u in job.units):
+            job.taken = True
+            with contextlib.suppress(ValueError):
+                self._pending.remove(job)
+
+    async def _next_job(self, wait_s: float | None) -> _Job | None:
+        """The oldest queued job; waits for one up to `wait_s` (None = forever, 0 = not at all)."""
+        deadline = None if wait_s is None else time.monotonic() + wait_s
+        while not self._pending:
+            self._has_work.clear()
+            if deadline is None:
+                await self._has_work.wait()
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                await asyncio.wait_for(self._has_work.wait(), left)
+            except TimeoutError:
+                return None
+        job = self._pending.popleft()
+        job.taken = True
+        return job
 
     async def _worker(self, translator: Translator) -> None:
-        assert self._queue is not None
-        queue = self._queue
         loop = asyncio.get_running_loop()
         limit = self.config.max_batch_items
         wait_s = self.config.batch_wait_ms / 1000
         while True:
-            jobs = [await queue.get()]
-            count = len(jobs[0].units)
+            first = await self._next_job(None)
+            assert first is not None
+            jobs = [first]
+            count = len(first.units)
+            until = time.monotonic() + wait_s
             while count < limit:
-                if queue.empty():
-                    if not wait_s:
-                        break
-                    try:
-                        job = await asyncio.wait_for(queue.get(), wait_s)
-                    except TimeoutError:
-                        break
-                else:
-                    job = queue.get_nowait()
+                job = await self._next_job(max(0.0, until - time.monotonic()))
+                if job is None:
+                    break
                 jobs.append(job)
                 count += len(job.units)
             now = time.monotonic()
