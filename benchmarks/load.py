@@ -1,4 +1,4 @@
-"""Load test of `redtrans serve` on the embedded model: an async httpx client on loopback, bounded in count and time.
+"""Load test of `redtrans serve` on the embedded model: an async client on loopback, bounded in count and time.
 
 Starts `redtrans serve` as its own process (fresh SQLite cache in a temp dir, access logs on, to a file) and runs:
 1. concurrency 1, 4, 16, 64 with distinct posts (every one a cache miss, so every one reaches the model):
@@ -12,6 +12,9 @@ Starts `redtrans serve` as its own process (fresh SQLite cache in a temp dir, ac
 
 Targets: HTTP overhead p50 ≤ 5 ms (at concurrency 1); cache-hit throughput ≥ 1,000 requests/s; overload as above.
 Exits 1 when one is missed. Client and server share this machine's cores.
+
+The client is aiohttp: httpx costs about 1.9 ms of client CPU per request here (aiohttp about 0.15 ms), so with
+httpx on 2 shared cores this would measure the client, not the service.
 
     python benchmarks/load.py --model qwen2.5-coder-0.5b --out load.json
 """
@@ -31,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 
 ZH = [
@@ -74,10 +78,11 @@ def free_port() -> int:
 
 
 async def run_load(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     bodies: list[dict[str, Any]],
     concurrency: int,
     time_limit: float,
+    succeeded: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Send `bodies` with `concurrency` requests in flight; stop issuing new ones after `time_limit` s."""
     latencies: list[float] = []
@@ -95,13 +100,16 @@ async def run_load(
             cursor += 1
             t0 = time.perf_counter()
             try:
-                r = await client.post("/v1/translate", json=body)
-            except httpx.HTTPError as exc:
+                async with client.post("/v1/translate", json=body) as r:
+                    await r.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
                 continue
             ms = (time.perf_counter() - t0) * 1000
-            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-            if r.status_code == 200:
+            statuses[r.status] = statuses.get(r.status, 0) + 1
+            if r.status == 200:
+                if succeeded is not None:
+                    succeeded.append(body)
                 latencies.append(ms)
                 e, q = float(r.headers["x-engine-ms"]), float(r.headers["x-queue-ms"])
                 engine.append(e)
@@ -128,10 +136,12 @@ async def run_load(
 
 async def bench(args: argparse.Namespace, base: str, pid: int) -> dict[str, Any]:
     deadline = time.monotonic() + args.max_seconds
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     report: dict[str, Any] = {}
-    async with httpx.AsyncClient(base_url=base, timeout=300, limits=limits) as client:
-        await client.post("/v1/translate", json={"items": [post(10_000)]})  # warm-up
+    connector = aiohttp.TCPConnector(limit=256)
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(base, connector=connector, timeout=timeout) as client:
+        async with client.post("/v1/translate", json={"items": [post(10_000)]}) as warm:  # warm-up
+            assert warm.status == 200, await warm.text()
         levels = [int(c) for c in args.levels.split(",")]
         per_level = [int(n) for n in args.requests.split(",")]
         if len(per_level) != len(levels):
@@ -140,11 +150,14 @@ async def bench(args: argparse.Namespace, base: str, pid: int) -> dict[str, Any]
         used: list[dict[str, Any]] = []
         offset = 0
         for c, n in zip(levels, per_level, strict=True):
-            bodies = [{"items": [post(offset + i)]} for i in range(max(n, c))]
+            left = max(1.0, min(args.level_seconds, deadline - time.monotonic()))
+            # Requests still unanswered 60 s after the level's time is up get 504: the run stays bounded.
+            deadline_ms = int((left + 60) * 1000)
+            bodies = [{"items": [post(offset + i)], "deadline_ms": deadline_ms} for i in range(max(n, c))]
             offset += len(bodies)
-            left = deadline - time.monotonic()
-            result = await run_load(client, bodies, c, max(1.0, min(args.level_seconds, left)))
-            used += bodies[: result["requests"]]
+            answered: list[dict[str, Any]] = []
+            result = await run_load(client, bodies, c, left, answered)
+            used += [{"items": b["items"]} for b in answered]
             report["model_levels"].append(result)
             print(
                 f"model c={c:3d}: {result['ok']} ok in {result['seconds']} s, {result['throughput_rps']} req/s, "
@@ -152,6 +165,8 @@ async def bench(args: argparse.Namespace, base: str, pid: int) -> dict[str, Any]
                 flush=True,
             )
 
+        if not used:
+            raise SystemExit("no request of the model levels succeeded: nothing to replay from the cache")
         hits = [used[i % len(used)] for i in range(args.cache_requests)]
         result = await run_load(client, hits, 32, max(1.0, min(args.cache_seconds, deadline - time.monotonic())))
         report["cache_hits"] = result
@@ -170,8 +185,10 @@ async def bench(args: argparse.Namespace, base: str, pid: int) -> dict[str, Any]
             rss.append(rss_mib(pid))
             rounds.append(result)
             print(f"overload round {r + 1}: statuses {result['statuses']}, RSS {rss[-1]:.1f} MiB", flush=True)
-        ready = (await client.get("/readyz")).status_code
-        metrics = (await client.get("/metrics")).text
+        async with client.get("/readyz") as r:
+            ready = r.status
+        async with client.get("/metrics") as r:
+            metrics = await r.text()
     depth = next(
         (float(line.split()[1]) for line in metrics.splitlines() if line.startswith("redtrans_queue_depth ")), -1
     )
@@ -189,7 +206,7 @@ def main() -> int:
     parser.add_argument("--model", default="qwen2.5-coder-0.5b", help="Embedded model (registry name or .gguf).")
     parser.add_argument("--parallel", type=int, default=4, help="llama.cpp parallel slots.")
     parser.add_argument("--levels", default="1,4,16,64")
-    parser.add_argument("--requests", default="6,8,16,64", help="Requests per concurrency level (≥ the level).")
+    parser.add_argument("--requests", default="4,8,16,64", help="Requests per concurrency level (≥ the level).")
     parser.add_argument("--level-seconds", type=float, default=180, help="Time limit per concurrency level.")
     parser.add_argument("--cache-requests", type=int, default=4000)
     parser.add_argument("--cache-seconds", type=float, default=30)
@@ -280,13 +297,11 @@ def main() -> int:
     args.out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report["summary"]))
     print(f"overload: statuses {sorted(seen)}, RSS {rss1:.1f} → {rss2:.1f} MiB (growth {growth:+.1f} MiB)")
-    print(
-        f"cache_hit_throughput_rps: {cache_rps} target: 1000 ({report['summary']['cache_hit_speedup_vs_miss_c64']}× miss)"
-    )
+    print(f"cache hits vs misses (c=64): {report['summary']['cache_hit_speedup_vs_miss_c64']}×")
     failed = [name for name, ok in checks.items() if not ok]
-    if failed:
-        print(f"missed: {', '.join(failed)}")
+    print(f"missed: {', '.join(failed)}" if failed else "all targets met")
     print(f"http_overhead_p50_ms: {overhead_p50} target: 5")
+    print(f"cache_hit_throughput_rps: {cache_rps} target: 1000")
     return 1 if failed else 0
 
 
