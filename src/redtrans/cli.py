@@ -289,6 +289,8 @@ def sft(
     except (ConfigError, JSONLError) as exc:
         _fail(str(exc))
         return
+    if not result.main_process:
+        return
     ev = result.eval_metrics
     scores = f", eval BLEU {ev['eval_bleu']:.2f} chrF++ {ev['eval_chrf']:.2f}" if "eval_bleu" in ev else ""
     loss = result.train_metrics.get("train_loss")

@@ -75,6 +75,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     if hint is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):  # YAML 1.1 reads an unquoted no / yes (eval_strategy: no) as a boolean
+            return "yes" if value else "no"
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
         raise ConfigError(f"{name}: expected a string, got {value!r}")

@@ -169,6 +169,8 @@ class SFTRunConfig:
     """Token budget of those translations."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.resume_from_checkpoint, str) and self.resume_from_checkpoint.lower() in {"", "no", "none"}:
+            self.resume_from_checkpoint = None
         if self.eval_split < 0:
             raise ValueError("eval_split must be >= 0")
         if self.eval_strategy not in {"no", "steps", "epoch"}:
@@ -198,6 +200,8 @@ class SFTResult:
     """Final held-out metrics (eval_loss, eval_bleu, eval_chrf); empty without an eval split."""
     resumed_from: str | None
     """The checkpoint the run resumed from, if any."""
+    main_process: bool = True
+    """Whether this is the main process of a distributed run (the one that wrote the outputs)."""
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -416,6 +420,14 @@ def _report_to(config: SFTRunConfig) -> list[str] | str:
     return config.report_to
 
 
+def _cpu_only_multiprocess() -> bool:
+    import os
+
+    import torch
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
 def trl_config(config: SFTRunConfig, bf16: bool, has_eval: bool) -> Any:
     """The `trl.SFTConfig` for this run (built before the model, so DeepSpeed ZeRO-3 can shard at load)."""
     from trl import SFTConfig
@@ -458,6 +470,9 @@ def trl_config(config: SFTRunConfig, bf16: bool, has_eval: bool) -> Any:
     )
     args[ckpt] = config.gradient_checkpointing
     args[f"{ckpt}_kwargs"] = {"use_reentrant": False}
+    if _cpu_only_multiprocess():
+        # torchrun / `accelerate launch --multi_gpu` on a machine without GPUs: train on CPU over gloo
+        args["use_cpu"] = True
     args.update(config.extra_args)
     try:
         return SFTConfig(**args)
@@ -788,4 +803,5 @@ def run_sft(config: SFTRunConfig, callbacks: list[Any] | None = None) -> SFTResu
         train_metrics=train_metrics,
         eval_metrics=eval_metrics,
         resumed_from=resume,
+        main_process=trainer.is_world_process_zero(),
     )
