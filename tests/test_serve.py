@@ -431,7 +431,7 @@ def test_overload_gives_429_with_retry_after_and_stays_bounded(tmp_path: Path) -
             rs = await asyncio.gather(*(post(client, [{"text": f"第{n}条评论", "tgt": "en"}]) for n in range(12)))
             codes = [r.status_code for r in rs]
             assert set(codes) == {200, 429}, codes
-            assert 3 <= codes.count(200) <= 4  # one in the engine, two queued (+ one racing the first pick)
+            assert 2 <= codes.count(200) <= 3  # two queued, and one more if a worker took one off meanwhile
             for r in rs:
                 if r.status_code == 429:
                     assert r.json()["error"]["code"] == "overloaded"

@@ -51,7 +51,17 @@ def cache_key(text: str, src: str | None, tgt: str, model: str, prompt_version: 
 
 
 class CacheStore:
-    """A durable key → entry store. Implementations may block (they are called from a worker thread)."""
+    """A durable key → entry store. A `blocking` store (SQLite) also offers `get_sync`/`put_sync`: point
+    reads run on the event loop (a primary-key lookup costs less than a thread hop) and writes in the worker
+    thread that produced the translations."""
+
+    blocking = False
+
+    def get_sync(self, keys: list[str]) -> dict[str, CacheEntry]:
+        raise NotImplementedError
+
+    def put_sync(self, entries: dict[str, CacheEntry]) -> None:
+        raise NotImplementedError
 
     async def get_many(self, keys: list[str]) -> dict[str, CacheEntry]:
         raise NotImplementedError
@@ -97,7 +107,9 @@ class SQLiteStore(CacheStore):
         metadata.create_all(self._engine)
         self._writes = 0
 
-    def _get(self, keys: list[str]) -> dict[str, CacheEntry]:
+    blocking = True
+
+    def get_sync(self, keys: list[str]) -> dict[str, CacheEntry]:
         from sqlalchemy import select
 
         table = self._table
@@ -105,7 +117,7 @@ class SQLiteStore(CacheStore):
             rows = conn.execute(select(table.c.key, table.c.value).where(table.c.key.in_(keys))).all()
         return {key: CacheEntry.loads(value) for key, value in rows}
 
-    def _put(self, entries: dict[str, CacheEntry]) -> None:
+    def put_sync(self, entries: dict[str, CacheEntry]) -> None:
         from sqlalchemy import func, select
         from sqlalchemy.dialects.sqlite import insert
 
@@ -127,11 +139,11 @@ class SQLiteStore(CacheStore):
                     conn.execute(table.delete().where(table.c.key.in_(oldest.scalar_subquery())))
 
     async def get_many(self, keys: list[str]) -> dict[str, CacheEntry]:
-        return await asyncio.to_thread(self._get, keys) if keys else {}
+        return await asyncio.to_thread(self.get_sync, keys) if keys else {}
 
     async def put_many(self, entries: dict[str, CacheEntry]) -> None:
         if entries:
-            await asyncio.to_thread(self._put, entries)
+            await asyncio.to_thread(self.put_sync, entries)
 
     async def close(self) -> None:
         self._engine.dispose()
@@ -236,7 +248,8 @@ class TranslationCache:
             else:
                 found[key] = entry
         if missing and self.store is not None:
-            for key, entry in (await self.store.get_many(missing)).items():
+            stored = self.store.get_sync(missing) if self.store.blocking else await self.store.get_many(missing)
+            for key, entry in stored.items():
                 if self._fresh(entry):
                     found[key] = entry
                     self._remember(key, entry)
@@ -244,11 +257,16 @@ class TranslationCache:
         self.misses += len(keys) - len(found)
         return found
 
-    async def put_many(self, entries: dict[str, CacheEntry]) -> None:
+    def remember_many(self, entries: dict[str, CacheEntry]) -> None:
+        """Into the in-memory LRU only (event-loop thread)."""
         now = time.time()
         for key, entry in entries.items():
             entry.created = entry.created or now
             self._remember(key, entry)
+
+    async def put_many(self, entries: dict[str, CacheEntry]) -> None:
+        """Into the LRU and the store."""
+        self.remember_many(entries)
         if self.store is not None:
             await self.store.put_many(entries)
 

@@ -399,14 +399,15 @@ class TranslationService:
         engine_s = queue_s = 0.0
         missing = list(dict.fromkeys(k for k in keys if k not in entries))
         if missing:
-            done = await self._run(missing, {k: i for k, i in zip(keys, items, strict=True)}, admitted, request)
+            by_key = dict(zip(keys, items, strict=True))
+            done, enqueued = await self._run(missing, by_key, admitted, request)
             for key, result in done.items():
                 if result.entry is None:
                     self.metrics.items.labels("error").inc(sum(1 for k in keys if k == key))
                     raise ServiceError(502, "engine_error", f"the engine failed: {result.error}")
                 entries[key] = result.entry
                 engine_s = max(engine_s, result.engine_s)
-                queue_s = max(queue_s, result.batch_started - admitted)
+                queue_s = max(queue_s, result.batch_started - enqueued)
         self.metrics.items.labels("cache").inc(cached)
         self.metrics.items.labels("engine").inc(len(keys) - cached)
         translations = []
@@ -435,12 +436,14 @@ class TranslationService:
 
     async def _run(
         self, keys: list[str], items: dict[str, Item], admitted: float, request: TranslateRequest
-    ) -> dict[str, _Done]:
+    ) -> tuple[dict[str, _Done], float]:
+        """Wait for `keys` to be translated (queueing what is not in flight yet); also when queueing began."""
         timeout = self.config.request_timeout_s
         if request.deadline_ms is not None:
             timeout = min(timeout, request.deadline_ms / 1000)
         deadline = admitted + timeout
         fresh = [k for k in keys if k not in self._in_flight]
+        enqueued = time.monotonic()
         if fresh:
             if len(self._pending) >= self.config.max_queue:
                 self.metrics.rejected.labels("overloaded").inc()
@@ -467,7 +470,7 @@ class TranslationService:
                 await asyncio.wait([u.future for u in units], timeout=remaining)
             if all(u.future.done() for u in units):
                 finished = True
-                return {u.key: u.future.result() for u in units}
+                return {u.key: u.future.result() for u in units}, enqueued
             self.metrics.rejected.labels("deadline").inc()
             raise ServiceError(
                 504, "deadline_exceeded", f"not translated within {timeout:g} s; the service is busy or the text long"
@@ -546,40 +549,47 @@ class TranslationService:
     async def _batch(self, translator: Translator, units: list[_Unit], loop: asyncio.AbstractEventLoop) -> None:
         started = time.monotonic()
         before = translator.engine_seconds
+        store = self.cache.store
 
-        def work() -> list[Any]:
-            return list(translator.translate([u.item for u in units]))
+        def work() -> tuple[list[Any], dict[str, CacheEntry]]:
+            """Translate, and write a blocking (SQLite) store from this thread: no extra thread hop."""
+            results = list(translator.translate([u.item for u in units]))
+            now = time.time()
+            entries = {
+                u.key: CacheEntry(r.translation, r.src, list(r.flags), now)
+                for u, r in zip(units, results, strict=True)
+                if ENGINE_ERROR not in r.flags
+            }
+            if entries and store is not None and store.blocking:
+                try:
+                    store.put_sync(entries)
+                except Exception as exc:  # noqa: BLE001 - a cache outage must not fail translations
+                    log.warning("cache write failed", extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
+            return results, entries
 
+        entries: dict[str, CacheEntry] = {}
         try:
-            results = await loop.run_in_executor(self._pool, work)
+            _results, entries = await loop.run_in_executor(self._pool, work)
             error = None
         except Exception as exc:  # noqa: BLE001 - the engine is unusable: the waiting requests get 502
-            results, error = [], f"{type(exc).__name__}: {exc}"
+            error = f"{type(exc).__name__}: {exc}"
             log.error("batch failed", extra={"fields": {"error": error, "texts": len(units)}})
         elapsed = time.monotonic() - started
         engine_s = translator.engine_seconds - before
         self._batch_ewma_s = 0.8 * self._batch_ewma_s + 0.2 * elapsed
         self.metrics.batch_seconds.observe(elapsed)
         self.metrics.batch_items.observe(len(units))
-        store: dict[str, CacheEntry] = {}
-        now = time.time()
-        outcomes: list[_Done] = []
-        for n, unit in enumerate(units):
-            if error is not None:
-                outcomes.append(_Done(None, started, engine_s, error))
-                continue
-            result = results[n]
-            if ENGINE_ERROR in result.flags:
-                outcomes.append(_Done(None, started, engine_s, "the engine returned an error for this text"))
-                continue
-            entry = CacheEntry(result.translation, result.src, list(result.flags), now)
-            store[unit.key] = entry
-            outcomes.append(_Done(entry, started, engine_s))
-        if store:  # written before answering: a restart or another replica right after sees it
+        self.cache.remember_many(entries)
+        if entries and store is not None and not store.blocking:  # written before answering
             try:
-                await self.cache.put_many(store)
+                await store.put_many(entries)
             except Exception as exc:  # noqa: BLE001 - a cache outage must not fail translations
                 log.warning("cache write failed", extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
-        for unit, done in zip(units, outcomes, strict=True):
+        for unit in units:
+            entry = entries.get(unit.key)
+            if entry is not None:
+                done = _Done(entry, started, engine_s)
+            else:
+                done = _Done(None, started, engine_s, error or "the engine returned an error for this text")
             if not unit.future.done():
                 unit.future.set_result(done)
