@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
 import unicodedata
 from collections import OrderedDict
@@ -19,6 +20,7 @@ from typing import Any
 
 import regex
 
+log = logging.getLogger("redtrans.serve")
 _TRAILING_SPACE = regex.compile(r"[ \t\u3000]+$", regex.MULTILINE)
 
 
@@ -202,15 +204,27 @@ def open_store(url: str, max_entries: int = 1_000_000, ttl_s: float = 0.0) -> Ca
 
 
 class TranslationCache:
-    """A bounded LRU in memory in front of an optional durable store. Used from one event loop."""
+    """A bounded LRU in memory in front of an optional durable store. Used from one event loop.
 
-    def __init__(self, store: CacheStore | None, memory_items: int = 50_000, ttl_s: float = 0.0) -> None:
+    New entries go into the LRU at once and into the store write-behind (a background task, in batches,
+    at most `write_buffer` entries pending), so a store write never delays an answer; `close` flushes.
+    """
+
+    def __init__(
+        self, store: CacheStore | None, memory_items: int = 50_000, ttl_s: float = 0.0, write_buffer: int = 10_000
+    ) -> None:
         self.store = store
         self.memory_items = memory_items
         self.ttl_s = ttl_s
+        self.write_buffer = write_buffer
         self._memory: OrderedDict[str, CacheEntry] = OrderedDict()
+        self._pending: dict[str, CacheEntry] = {}
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
         self.hits = 0
         self.misses = 0
+        self.dropped_writes = 0
 
     @property
     def enabled(self) -> bool:
@@ -264,13 +278,53 @@ class TranslationCache:
             entry.created = entry.created or now
             self._remember(key, entry)
 
+    def add(self, entries: dict[str, CacheEntry]) -> None:
+        """Into the LRU now and the store soon (write-behind)."""
+        self.remember_many(entries)
+        if self.store is None or not entries:
+            return
+        for key, entry in entries.items():
+            if len(self._pending) >= self.write_buffer and key not in self._pending:
+                self.dropped_writes += 1  # the store is far behind: keep memory bounded, lose a cache entry
+                continue
+            self._pending[key] = entry
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop(), name="redtrans-cache-writer")
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._flush()
+            if self._closing:
+                return
+
+    async def _flush(self) -> None:
+        store = self.store
+        while self._pending and store is not None:
+            batch, self._pending = self._pending, {}
+            try:
+                if store.blocking:
+                    await asyncio.to_thread(store.put_sync, batch)
+                else:
+                    await store.put_many(batch)
+            except Exception as exc:  # noqa: BLE001 - a cache outage must not fail translations
+                log.warning("cache write failed", extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
+
     async def put_many(self, entries: dict[str, CacheEntry]) -> None:
-        """Into the LRU and the store."""
+        """Into the LRU and the store, now."""
         self.remember_many(entries)
         if self.store is not None:
             await self.store.put_many(entries)
 
     async def close(self) -> None:
+        """Flush pending writes, then close the store."""
+        self._closing = True
+        if self._writer is not None:
+            self._wake.set()
+            await self._writer
+        await self._flush()
         if self.store is not None:
             await self.store.close()
 

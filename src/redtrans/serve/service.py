@@ -549,27 +549,19 @@ class TranslationService:
     async def _batch(self, translator: Translator, units: list[_Unit], loop: asyncio.AbstractEventLoop) -> None:
         started = time.monotonic()
         before = translator.engine_seconds
-        store = self.cache.store
 
-        def work() -> tuple[list[Any], dict[str, CacheEntry]]:
-            """Translate, and write a blocking (SQLite) store from this thread: no extra thread hop."""
-            results = list(translator.translate([u.item for u in units]))
+        def work() -> dict[str, CacheEntry]:
+            results = translator.translate([u.item for u in units])
             now = time.time()
-            entries = {
+            return {
                 u.key: CacheEntry(r.translation, r.src, list(r.flags), now)
                 for u, r in zip(units, results, strict=True)
-                if ENGINE_ERROR not in r.flags
+                if ENGINE_ERROR not in r.flags  # failures are never cached
             }
-            if entries and store is not None and store.blocking:
-                try:
-                    store.put_sync(entries)
-                except Exception as exc:  # noqa: BLE001 - a cache outage must not fail translations
-                    log.warning("cache write failed", extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
-            return results, entries
 
         entries: dict[str, CacheEntry] = {}
         try:
-            _results, entries = await loop.run_in_executor(self._pool, work)
+            entries = await loop.run_in_executor(self._pool, work)
             error = None
         except Exception as exc:  # noqa: BLE001 - the engine is unusable: the waiting requests get 502
             error = f"{type(exc).__name__}: {exc}"
@@ -579,12 +571,7 @@ class TranslationService:
         self._batch_ewma_s = 0.8 * self._batch_ewma_s + 0.2 * elapsed
         self.metrics.batch_seconds.observe(elapsed)
         self.metrics.batch_items.observe(len(units))
-        self.cache.remember_many(entries)
-        if entries and store is not None and not store.blocking:  # written before answering
-            try:
-                await store.put_many(entries)
-            except Exception as exc:  # noqa: BLE001 - a cache outage must not fail translations
-                log.warning("cache write failed", extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
+        self.cache.add(entries)
         for unit in units:
             entry = entries.get(unit.key)
             if entry is not None:
