@@ -1,0 +1,161 @@
+"""Throughput of the embedded engine: a bare xllamacpp loop vs. redtrans sequential vs. redtrans with slots.
+
+All three run in this process on the same comment-length posts, the same model and the same prompts, so the
+comparison is a ratio within one run (the machine is noisy). Reported per configuration: posts/s, generated
+tokens/s and, for redtrans, the share of wall time spent outside engine calls (pipeline overhead).
+
+Targets (issue "core translator"): overhead ≤ 10% of wall time; with parallel slots, posts/s ≥ the bare loop's.
+
+    python benchmarks/engine_throughput.py [--model qwen2.5-coder-1.5b] [--slots 4] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+from redtrans import prompts
+from redtrans.engines.base import Engine, GenRequest, GenResult
+from redtrans.engines.llamacpp import LlamaCppConfig, LlamaCppEngine
+from redtrans.engines.models import resolve_gguf
+from redtrans.translator import Item, Translator, TranslatorConfig
+
+# Comment-length posts written for this benchmark (not from any test set), both directions.
+POSTS: list[tuple[str, str, str]] = [
+    ("zh", "en", "这家店的奶茶真的绝了，下次还来"),
+    ("zh", "en", "姐妹们这个口红颜色也太好看了吧"),
+    ("zh", "en", "笑死，我妈看到这个视频也笑了"),
+    ("zh", "en", "求链接！这件外套在哪里买的"),
+    ("zh", "en", "周末去爬山，累并快乐着"),
+    ("zh", "en", "这个价格真的很香，已经下单了"),
+    ("zh", "en", "博主的皮肤状态好好，羡慕"),
+    ("zh", "en", "我也是这么觉得的，完全同意"),
+    ("en", "zh", "This is literally the best pasta I've ever had"),
+    ("en", "zh", "Where did you get that jacket? I need it"),
+    ("en", "zh", "Can't stop laughing at this video, so funny"),
+    ("en", "zh", "The view from the top was totally worth it"),
+    ("en", "zh", "Just ordered one, the price is too good"),
+    ("en", "zh", "Your skin looks amazing, what's your routine?"),
+    ("en", "zh", "Same here, I couldn't agree more"),
+    ("en", "zh", "Weekend plans: sleep, eat, repeat"),
+]
+
+
+@dataclass
+class Run:
+    name: str
+    seconds: float
+    posts: int
+    tokens: int
+    engine_seconds: float | None = None
+
+    @property
+    def posts_per_s(self) -> float:
+        return self.posts / self.seconds
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+    @property
+    def overhead(self) -> float | None:
+        return None if self.engine_seconds is None else max(0.0, 1 - self.engine_seconds / self.seconds)
+
+
+class CountingEngine(Engine):
+    """Wraps an engine to count generated tokens (what the bare loop counts too)."""
+
+    def __init__(self, inner: Engine) -> None:
+        self.inner, self.tokens = inner, 0
+        self.name, self.model, self.chat, self.parallelism = inner.name, inner.model, inner.chat, inner.parallelism
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        results = self.inner.generate(requests)
+        self.tokens += sum(r.completion_tokens for r in results)
+        return results
+
+
+def bare_loop(model_path: str, threads: int) -> Run:
+    """The physical limit: one slot, a plain Python loop over xllamacpp with the same prompts."""
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = model_path
+    params.n_parallel = 1
+    params.n_ctx = 2048
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.verbosity = -1
+    server = xllamacpp.Server(params)
+    server.handle_chat_completions({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})  # warm-up
+    tokens = 0
+    started = time.perf_counter()
+    for src, tgt, text in POSTS:
+        body = {
+            "messages": prompts.translation_messages(text, src, tgt),
+            "max_tokens": 32 + 2 * len(text),
+            "temperature": 0.0,
+        }
+        tokens += server.handle_chat_completions(body)["usage"]["completion_tokens"]
+    seconds = time.perf_counter() - started
+    del server
+    return Run("bare xllamacpp loop", seconds, len(POSTS), tokens)
+
+
+def redtrans_run(model_path: str, threads: int, slots: int) -> Run:
+    engine = LlamaCppEngine(LlamaCppConfig(model=model_path, n_parallel=slots, n_threads=threads))
+    engine.generate([GenRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=1)])  # warm-up
+    counting = CountingEngine(engine)
+    translator = Translator(counting, TranslatorConfig(batch_size=1 if slots == 1 else 0))
+    items = [Item(str(i), text, tgt, src) for i, (src, tgt, text) in enumerate(POSTS)]
+    started = time.perf_counter()
+    results = list(translator.translate(items))
+    seconds = time.perf_counter() - started
+    engine.close()
+    assert len(results) == len(POSTS)
+    name = "redtrans sequential" if slots == 1 else f"redtrans {slots} slots"
+    return Run(name, seconds, len(POSTS), counting.tokens, translator.engine_seconds)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="qwen2.5-coder-1.5b")
+    parser.add_argument("--slots", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions; the best of each is kept")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args()
+    path, _ = resolve_gguf(args.model)
+    threads = os.cpu_count() or 1
+    best: dict[str, Run] = {}
+    for _ in range(args.rounds):
+        for run in (bare_loop(str(path), threads), redtrans_run(str(path), threads, 1),
+                    redtrans_run(str(path), threads, args.slots)):  # fmt: skip
+            if run.name not in best or run.seconds < best[run.name].seconds:
+                best[run.name] = run
+    bare = best["bare xllamacpp loop"]
+    rows = []
+    for run in best.values():
+        overhead = "" if run.overhead is None else f"  outside engine {run.overhead:6.1%}"
+        print(f"{run.name:22} {run.posts_per_s:6.3f} posts/s {run.tokens_per_s:6.2f} tok/s "
+              f"({run.posts} posts, {run.tokens} tokens, {run.seconds:.1f}s){overhead}")  # fmt: skip
+        rows.append({**run.__dict__, "posts_per_s": run.posts_per_s, "tokens_per_s": run.tokens_per_s,
+                     "overhead": run.overhead})  # fmt: skip
+    slots = best[f"redtrans {args.slots} slots"]
+    seq = best["redtrans sequential"]
+    ratio = slots.posts_per_s / bare.posts_per_s
+    worst_overhead = max(seq.overhead or 0.0, slots.overhead or 0.0)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"runs": rows, "slots_vs_bare": ratio, "max_overhead": worst_overhead}, handle, indent=2)
+    print(f"pipeline overhead (max of sequential, slots): {worst_overhead:.1%} target: <= 10%")
+    ok = ratio >= 1.0 and worst_overhead <= 0.10
+    print(f"slots_vs_bare_posts_per_s: {ratio:.3f} target: 1.000")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
