@@ -167,9 +167,9 @@ def examples(
     items = [Item(str(r.get("id", i)), r["text"], r["tgt"], r.get("src")) for i, r in enumerate(rows)]
     table = Table(title=f"redtrans · {eng.model}", show_lines=True)
     table.add_column("dir", no_wrap=True)
-    table.add_column("source")
-    table.add_column("translation")
-    table.add_column("flags")
+    table.add_column("source", overflow="fold", ratio=1)
+    table.add_column("translation", overflow="fold", ratio=1)
+    table.add_column("flags", overflow="fold")
     with progress_bar("posts") as bar:
         task = bar.add_task("translate", total=len(items))
         for result in translator.translate(items):
