@@ -1,0 +1,123 @@
+"""Training throughput of `redtrans sft` (`run_sft`) against a bare TRL `SFTTrainer` script, same model and data.
+
+Both train the same tiny random-weight Qwen2 model (built here, no network) with LoRA on the same pairs, with the
+same prompts, hyperparameters and step count; tokens/s = non-padding training tokens / the trainer's
+`train_runtime`. Runs alternate (bare, ours, bare, ours, …) and each side keeps its best, to damp the noise of a
+shared machine. Target: ours / bare >= 0.95 (the wrapper — config, data conversion, JSON-lines logging,
+evaluation hooks — costs nothing measurable while training).
+
+    python benchmarks/sft_throughput.py [--repeats 3] [--steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET = 0.95
+
+
+def bare_trl(model_dir: Path, data: Path, out: Path, steps: int, batch: int, seed: int) -> tuple[int, float]:
+    """What a user would write with TRL alone: the same prompt-completion rows, LoRA, SFTTrainer."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from redtrans.prompts import prompt_completion
+
+    rows = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines()]
+    ds = Dataset.from_list([prompt_completion(r["source"], r["target"], r["src"], r["tgt"]) for r in rows])
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    args = SFTConfig(
+        output_dir=str(out),
+        max_steps=steps,
+        per_device_train_batch_size=batch,
+        learning_rate=1e-4,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.03,
+        max_length=512,
+        activation_checkpointing=True,
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        bf16=False,
+        seed=seed,
+        data_seed=seed,
+        logging_steps=10,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+    )
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora)
+    metrics = trainer.train().metrics
+    return int(trainer._total_train_tokens), float(metrics["train_runtime"])
+
+
+def redtrans_sft(model_dir: Path, data: Path, out: Path, steps: int, batch: int, seed: int) -> tuple[int, float]:
+    from redtrans.train.sft import SFTRunConfig, run_sft
+
+    config = SFTRunConfig(
+        model_name_or_path=str(model_dir),
+        train_file=str(data),
+        output_dir=str(out),
+        eval_split=0,
+        max_steps=steps,
+        per_device_train_batch_size=batch,
+        max_length=512,
+        seed=seed,
+        report_to="none",
+        resume_from_checkpoint=None,
+    )
+    result = run_sft(config)
+    return int(result.train_metrics["train_tokens"]), float(result.train_metrics["train_runtime"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each side (best kept)")
+    parser.add_argument("--steps", type=int, default=20, help="optimizer steps per run")
+    parser.add_argument("--batch", type=int, default=8, help="examples per step")
+    parser.add_argument("--hidden", type=int, default=128, help="hidden size of the tiny model")
+    parser.add_argument("--target", type=float, default=TARGET)
+    opts = parser.parse_args()
+
+    from redtrans.train.tiny import build_tiny_model, tiny_pairs
+
+    with tempfile.TemporaryDirectory(prefix="sft-bench-") as tmp:
+        root = Path(tmp)
+        model_dir = build_tiny_model(root / "model", hidden_size=opts.hidden)
+        data = root / "pairs.jsonl"
+        n_rows = opts.steps * opts.batch
+        data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in tiny_pairs(n_rows)), "utf-8")
+        best = {"bare": 0.0, "redtrans": 0.0}
+        tokens_seen: dict[str, set[int]] = {"bare": set(), "redtrans": set()}
+        sides = {"bare": bare_trl, "redtrans": redtrans_sft}
+        for rep in range(opts.repeats):
+            for name, fn in sides.items():
+                started = time.perf_counter()
+                tokens, runtime = fn(model_dir, data, root / f"{name}-{rep}", opts.steps, opts.batch, seed=42)
+                rate = tokens / runtime
+                tokens_seen[name].add(tokens)
+                best[name] = max(best[name], rate)
+                print(
+                    f"run {rep + 1} {name:9} {tokens} tokens in {runtime:.2f}s train "
+                    f"({time.perf_counter() - started:.1f}s wall): {rate:,.0f} tokens/s",
+                    flush=True,
+                )
+        if tokens_seen["bare"] != tokens_seen["redtrans"]:
+            print(f"error: the two sides trained on different token counts: {tokens_seen}", file=sys.stderr)
+            return 2
+    ratio = best["redtrans"] / best["bare"]
+    print(f"best bare TRL: {best['bare']:,.0f} tokens/s; best redtrans sft: {best['redtrans']:,.0f} tokens/s")
+    print(f"sft_throughput_ratio: {ratio:.3f} target: {opts.target}")
+    return 0 if ratio >= opts.target else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
