@@ -37,6 +37,20 @@ class GenResult:
     seconds: float = 0.0  # time the engine spent on this request (queueing included)
     error: str | None = None
 
+    @classmethod
+    def from_openai(cls, data: dict[str, Any], elapsed: float) -> GenResult:
+        """From an OpenAI-style chat/text completion response (llama.cpp's and vLLM's are the same shape)."""
+        choice = data["choices"][0]
+        text = (choice.get("message") or {}).get("content") if "message" in choice else choice.get("text")
+        usage = data.get("usage") or {}
+        return cls(
+            text=text or "",
+            finish_reason=choice.get("finish_reason") or "stop",
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
+            seconds=elapsed,
+        )
+
 
 class EngineError(RuntimeError):
     """The engine could not produce a result (unreachable endpoint, model failed to load, …)."""

@@ -84,16 +84,7 @@ class LlamaCppEngine(Engine):
         if not isinstance(response, dict) or "choices" not in response:
             message = response.get("error", response) if isinstance(response, dict) else response
             return GenResult("", "error", seconds=elapsed, error=str(message))
-        choice = response["choices"][0]
-        text = choice["message"]["content"] if "message" in choice else choice.get("text", "")
-        usage = response.get("usage", {})
-        return GenResult(
-            text=text or "",
-            finish_reason=choice.get("finish_reason") or "stop",
-            prompt_tokens=usage.get("prompt_tokens", 0),
-            completion_tokens=usage.get("completion_tokens", 0),
-            seconds=elapsed,
-        )
+        return GenResult.from_openai(response, elapsed)
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         if len(requests) == 1:

@@ -80,7 +80,7 @@ class OpenAIEngine(Engine):
                 try:
                     response = await client.post(url, json=body, headers=self._headers)
                     if response.status_code == 200:
-                        return self._parse(response.json(), time.perf_counter() - started)
+                        return GenResult.from_openai(response.json(), time.perf_counter() - started)
                     last_error = f"HTTP {response.status_code} from {url}: {response.text[:300]}"
                     if response.status_code != 429 and response.status_code < 500:
                         break  # a client error will not change on retry
@@ -90,19 +90,6 @@ class OpenAIEngine(Engine):
                     delay = self.config.backoff_s * 2**attempt
                     await asyncio.sleep(delay * (0.5 + random.random()))
         return GenResult("", "error", seconds=time.perf_counter() - started, error=last_error)
-
-    @staticmethod
-    def _parse(data: dict[str, Any], elapsed: float) -> GenResult:
-        choice = data["choices"][0]
-        text = (choice.get("message") or {}).get("content") if "message" in choice else choice.get("text")
-        usage = data.get("usage") or {}
-        return GenResult(
-            text=text or "",
-            finish_reason=choice.get("finish_reason") or "stop",
-            prompt_tokens=usage.get("prompt_tokens", 0),
-            completion_tokens=usage.get("completion_tokens", 0),
-            seconds=elapsed,
-        )
 
     async def agenerate(self, requests: list[GenRequest]) -> list[GenResult]:
         sem = asyncio.Semaphore(self.parallelism)
