@@ -88,6 +88,7 @@ async def run_load(
     """Send `bodies` with `concurrency` requests in flight; stop issuing new ones after `time_limit` s."""
     latencies: list[float] = []
     overheads: list[float] = []
+    handler: list[float] = []
     engine: list[float] = []
     statuses: dict[int, int] = {}
     errors: list[str] = []
@@ -115,6 +116,7 @@ async def run_load(
                 e, q = float(r.headers["x-engine-ms"]), float(r.headers["x-queue-ms"])
                 engine.append(e)
                 overheads.append(ms - e - q)
+                handler.append(float(r.headers["x-service-ms"]) - e - q)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall = time.perf_counter() - started
@@ -132,13 +134,15 @@ async def run_load(
         "engine_ms_p50": round(pct(engine, 50), 2),
         "overhead_ms": {p: round(pct(overheads, q), 3) for p, q in (("p50", 50), ("p95", 95), ("p99", 99))},
         "mean_overhead_ms": round(statistics.fmean(overheads), 3) if overheads else None,
+        "in_handler_overhead_ms_p50": round(pct(handler, 50), 3),
     }
 
 
 async def bench(args: argparse.Namespace, base: str, pid: int) -> dict[str, Any]:
     deadline = time.monotonic() + args.max_seconds
     report: dict[str, Any] = {}
-    connector = aiohttp.TCPConnector(limit=256)
+    # Idle pooled connections are dropped by the client (30 s) before the server closes them (75 s).
+    connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=30)
     timeout = aiohttp.ClientTimeout(total=600)
     async with aiohttp.ClientSession(base, connector=connector, timeout=timeout) as client:
         async with client.post("/v1/translate", json={"items": [post(10_000)]}) as warm:  # warm-up
@@ -206,6 +210,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="qwen2.5-coder-0.5b", help="Embedded model (registry name or .gguf).")
     parser.add_argument("--parallel", type=int, default=4, help="llama.cpp parallel slots.")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="llama.cpp threads (0 = all cores). Default 1: client, HTTP server and model share 2 cores, and "
+        "llama.cpp threads that spin on a busy core stall each other.",
+    )
     parser.add_argument("--levels", default="1,4,16,64")
     parser.add_argument("--requests", default="4,8,16,64", help="Requests per concurrency level (≥ the level).")
     parser.add_argument("--level-seconds", type=float, default=180, help="Time limit per concurrency level.")
@@ -220,6 +231,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("load.json"))
     args = parser.parse_args()
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="redtrans-load-") as tmp:
         port = free_port()
         config = Path(tmp) / "serve.yaml"
@@ -229,6 +241,7 @@ def main() -> int:
                     "port": port,
                     "model": args.model,
                     "parallel": args.parallel,
+                    "engine_options": {"n_threads": args.threads},
                     "cache": f"sqlite:///{Path(tmp) / 'cache.sqlite'}",
                     "max_queue": 128,
                     "request_timeout_s": 300,
@@ -285,7 +298,9 @@ def main() -> int:
     report.update(
         model=args.model,
         parallel=args.parallel,
+        threads=args.threads,
         cpu_count=os.cpu_count(),
+        loadavg_1m={"start": round(load_before[0], 2), "end": round(os.getloadavg()[0], 2)},
         model_load_s=round(load_s, 1),
         server_log_lines=len(log_lines),
         summary={

@@ -241,5 +241,6 @@ def run(config: ServeConfig, engine: Engine | None = None) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=config.graceful_shutdown_s,
+        timeout_keep_alive=config.keep_alive_s,
         server_header=False,
     )

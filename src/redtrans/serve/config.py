@@ -52,6 +52,9 @@ class ServeConfig:
     """TCP port."""
     graceful_shutdown_s: float = 60.0
     """On SIGTERM/SIGINT: stop accepting, then wait up to this long for requests in flight to finish."""
+    keep_alive_s: float = 75.0
+    """Idle keep-alive connections are closed after this long. Keep it above the idle timeout of the proxy or
+    client pool in front (nginx: 60 s), or they may send on a connection the server is closing."""
 
     # -- engine ---------------------------------------------------------------------------------------
     engine: str | None = None
@@ -140,7 +143,7 @@ class ServeConfig:
         for name in ("cache_memory_items", "rate_limit_burst", "retry_after_s"):
             if int(getattr(self, name)) < 0:
                 raise ServeConfigError(f"{name} must not be negative, not {getattr(self, name)!r}")
-        for name in ("request_timeout_s", "graceful_shutdown_s"):
+        for name in ("request_timeout_s", "graceful_shutdown_s", "keep_alive_s"):
             if float(getattr(self, name)) <= 0:
                 raise ServeConfigError(f"{name} must be positive, not {getattr(self, name)!r}")
         for name in ("rate_limit_rps", "cache_ttl_s", "batch_wait_ms"):
