@@ -571,6 +571,12 @@ class TranslationService:
         self._batch_ewma_s = 0.8 * self._batch_ewma_s + 0.2 * elapsed
         self.metrics.batch_seconds.observe(elapsed)
         self.metrics.batch_items.observe(len(units))
+        log.info(
+            "batch",
+            extra={
+                "fields": {"texts": len(units), "s": round(elapsed, 3), "engine_s": round(engine_s, 3), "error": error}
+            },
+        )
         self.cache.add(entries)
         for unit in units:
             entry = entries.get(unit.key)
