@@ -59,7 +59,8 @@ class SFTRunConfig:
     # --- model ---
     model_name_or_path: str = "qwen2.5-coder-0.5b"
     """Base model: a transformers model directory, a `.gguf` file (dequantized by transformers' `gguf_file=`),
-    or a name from the redtrans model registry (e.g. `qwen2.5-coder-0.5b`, resolved to its GGUF)."""
+    a name from the redtrans model registry (e.g. `qwen2.5-coder-0.5b`, resolved to its GGUF), or a Hugging Face
+    Hub id (`org/name`, downloaded by transformers where a hub is reachable)."""
     dtype: str = "auto"
     """Weights dtype when loading: auto (bfloat16 when bf16 training is on, else float32), float32, bfloat16,
     float16."""
@@ -131,8 +132,8 @@ class SFTRunConfig:
     """AdamW weight decay."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm."""
-    optim: str = "adamw_torch"
-    """Optimizer (transformers `OptimizerNames`)."""
+    optim: str | None = None
+    """Optimizer (transformers `OptimizerNames`); unset = transformers' default (`adamw_torch_fused`)."""
     gradient_checkpointing: bool = True
     """Recompute activations in the backward pass: much less memory for ~30% more compute."""
     bf16: bool | None = None
@@ -334,6 +335,8 @@ def resolve_base(name_or_path: str) -> tuple[str, str | None, str]:
             raise ConfigError(f"model_name_or_path: {exc}") from None
         gguf = gguf.resolve()
         return str(gguf.parent), gguf.name, str(gguf)
+    if not p.exists() and name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~")):
+        return name_or_path, None, name_or_path  # a Hugging Face Hub id (org/name), fetched by transformers
     if not p.is_dir():
         raise ConfigError(f"model_name_or_path: no model directory, .gguf file or registry name {name_or_path!r}")
     if not (p / "config.json").is_file():
@@ -447,7 +450,6 @@ def trl_config(config: SFTRunConfig, bf16: bool, has_eval: bool) -> Any:
         "warmup_steps": config.warmup_steps,
         "weight_decay": config.weight_decay,
         "max_grad_norm": config.max_grad_norm,
-        "optim": config.optim,
         "bf16": bf16,
         "fp16": False,
         "seed": config.seed,
@@ -470,6 +472,8 @@ def trl_config(config: SFTRunConfig, bf16: bool, has_eval: bool) -> Any:
     )
     args[ckpt] = config.gradient_checkpointing
     args[f"{ckpt}_kwargs"] = {"use_reentrant": False}
+    if config.optim is not None:
+        args["optim"] = config.optim
     if _cpu_only_multiprocess():
         # torchrun / `accelerate launch --multi_gpu` on a machine without GPUs: train on CPU over gloo
         args["use_cpu"] = True
