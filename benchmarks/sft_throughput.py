@@ -3,10 +3,10 @@
 Both train the same tiny random-weight Qwen2 model (built here, no network) with LoRA on the same pairs, with the
 same prompts, hyperparameters and step count; tokens/s = non-padding training tokens / the trainer's
 `train_runtime`. After an untimed warm-up of each side, runs alternate (bare, ours, ours, bare, …) and each side
-keeps its best, to damp the noise of a shared machine. Target: ours / bare >= 0.95 (the wrapper — config, data conversion, JSON-lines logging,
-evaluation hooks — costs nothing measurable while training).
+keeps its best, to damp the noise of a shared machine. Target: ours / bare >= 0.95 (the wrapper — config, data
+conversion, JSON-lines logging, evaluation hooks — costs nothing measurable while training).
 
-    python benchmarks/sft_throughput.py [--repeats 3] [--steps 20]
+    python benchmarks/sft_throughput.py [--repeats 3] [--steps 12]
 """
 
 from __future__ import annotations
