@@ -480,6 +480,10 @@ def test_resume_after_the_engine_fails(tmp_path: Path, suite_file: Path) -> None
     assert rows[:8] == first and [r["id"] for r in rows] == [f"p{i}" for i in range(12)]
     assert results["systems"][0]["translated_this_run"] == 4
     assert results["slices"][0]["scores"]["scripted"]["chrf++"] == pytest.approx(100.0)
+    # everything cached: no engine is built at all ("scripted" is no real model, so building one would fail)
+    again = run_bench(config, show_progress=False)
+    assert again["systems"][0]["translated_this_run"] == 0 and again["systems"][0]["engine"]["from_cache"]
+    assert again["slices"] == results["slices"]
     # a hypothesis made with another prompt version is stale: only that one is made again
     rows[0]["prompt_version"] = "rt-prompt-0"
     cache.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")

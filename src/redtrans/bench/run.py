@@ -100,16 +100,20 @@ def _collect(
     cache = out / "hyps" / f"{safe_name(spec.name)}.jsonl"
     check_cache_config(cache.with_suffix(".config.json"), spec.config())
     done = len(read_cache(cache, suite.segments, prompt_version(spec)))
-    engine = pool.get(spec)
-    translator = translator_for(spec, engine)
     started = time.perf_counter()
     translated = 0
-    if done < len(suite.segments):
+    describe: dict[str, Any] = {"engine": spec.engine, "model": spec.model, "from_cache": True}
+    if done < len(suite.segments):  # the model is loaded only when something is left to translate
         from redtrans.console import progress_bar
+
+        engine = pool.get(spec)
+        describe = engine.describe()
+        translator = translator_for(spec, engine)
 
         if show_progress:
             with progress_bar("seg") as bar:
-                task = bar.add_task(f"{spec.name}", total=len(suite.segments), completed=done, start=done)
+                task = bar.add_task(f"{spec.name}", total=len(suite.segments), completed=done)
+                bar.update(task, start=done)  # the rate column counts from here (resumed segments excluded)
                 for _ in translate_missing(spec, translator, suite.segments, cache, lambda n: bar.advance(task, n)):
                     translated += 1
         else:
@@ -123,7 +127,7 @@ def _collect(
         spec,
         {s.id: rows[s.id]["translation"] for s in suite.segments},
         rows,
-        {**engine.describe(), "mode": spec.mode, "profile": spec.profile},
+        {**describe, "mode": spec.mode, "profile": spec.profile},
         translated,
         time.perf_counter() - started,
         str(cache),
