@@ -146,7 +146,7 @@ def test_lora_trains_saves_and_the_hf_engine_translates(tiny_model: Path, tiny_d
     result = run_sft(fast_config(tiny_model, tiny_data, out, max_steps=8, save_steps=4, merge_adapter=True))
 
     losses = logged_losses(out)
-    assert len(losses) == 8 and losses[-1] < losses[0] * 0.9, losses
+    assert len(losses) == 8 and losses[-1] < losses[0] - 0.3, losses
     # LoRA B matrices start at zero: trained ones are not
     weights = load_file(str(out / "adapter_model.safetensors"))
     lora_b = [t for name, t in weights.items() if "lora_B" in name]
@@ -193,17 +193,17 @@ def test_full_finetune_writes_a_model_directory(tiny_model: Path, tiny_data: Pat
 
 def test_resume_from_the_last_checkpoint(tiny_model: Path, tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "resume"
-    first = run_sft(fast_config(tiny_model, tiny_data, out, max_steps=4, eval_split=0))
+    first = run_sft(fast_config(tiny_model, tiny_data, out, max_steps=2, eval_split=0))
     assert first.resumed_from is None
-    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
-    assert state["global_step"] == 4
-    # the same command with a longer budget continues from checkpoint-4 instead of starting over
-    second = run_sft(fast_config(tiny_model, tiny_data, out, max_steps=6, eval_split=0))
-    assert second.resumed_from == str(out / "checkpoint-4")
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    # the same command with a longer budget continues from checkpoint-2 instead of starting over
+    second = run_sft(fast_config(tiny_model, tiny_data, out, max_steps=3, eval_split=0))
+    assert second.resumed_from == str(out / "checkpoint-2")
     record = json.loads((out / "eval_results.json").read_text())
-    assert record["global_step"] == 6
+    assert record["global_step"] == 3 and record["resumed_from"] == str(out / "checkpoint-2")
     rows = [json.loads(line) for line in (out / "logs.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]  # the log continues, nothing repeated
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]  # the log continues, nothing repeated
     with pytest.raises(ConfigError, match="no checkpoint directory"):
         run_sft(fast_config(tiny_model, tiny_data, out, resume_from_checkpoint=str(out / "checkpoint-99")))
 
