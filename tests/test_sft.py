@@ -17,6 +17,18 @@ from redtrans.train.sft import SFTRunConfig, load_sft_config, load_sft_rows, run
 from redtrans.train.tiny import build_tiny_model, tiny_pairs  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The tiny model gains nothing from threads, and on a busy 2-core machine OpenMP spin-waiting makes each
+    step several times slower; restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
