@@ -86,6 +86,11 @@ def test_yaml_config_with_typed_overrides(tmp_path: Path) -> None:
         load_sft_config(cfg_file, parse_overrides(["max_steps=many"]))
     with pytest.raises(ConfigError, match="not key=value"):
         parse_overrides(["lora_r"])
+    # YAML 1.1 reads an unquoted `no` as false; string fields take it back as "no"
+    assert (
+        load_sft_config(None, parse_overrides(["eval_strategy=no", "resume_from_checkpoint=null"])).eval_strategy
+        == "no"
+    )
     with pytest.raises(ConfigError, match="eval_strategy"):
         load_sft_config(None, {"eval_strategy": "sometimes"})
 
