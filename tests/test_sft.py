@@ -237,3 +237,12 @@ def test_cli_reports_bad_config_without_a_traceback(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "unknown field(s) lora_rnk" in res.output
     res = CliRunner().invoke(app, ["sft", "--train-file", str(tmp_path / "missing.jsonl"), "-m", str(tmp_path)])
     assert res.exit_code == 2 and "not found" in res.output
+
+
+def test_tensorboard_events_when_installed(tiny_model: Path, tiny_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip(
+        "tensorboard", reason="tensorboard is not installed (report_to: auto then logs JSON lines only)"
+    )
+    out = tmp_path / "tb"
+    run_sft(fast_config(tiny_model, tiny_data, out, max_steps=1, eval_split=0))
+    assert list(out.rglob("events.out.tfevents.*"))
