@@ -49,6 +49,7 @@ def main() -> int:
     parser.add_argument("--per-stratum", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = all cores)")
     parser.add_argument("--out", default="runs/sns_fidelity")
     args = parser.parse_args()
 
@@ -58,7 +59,7 @@ def main() -> int:
     refs = {f"rtb-{i}": r[r["dst_lang"]] for i, r in sample}
     category = {f"rtb-{i}": r["source"] for i, r in sample}
     out = Path(args.out)
-    engine = create_engine("llamacpp", args.model, n_parallel=args.parallel)
+    engine = create_engine("llamacpp", args.model, n_parallel=args.parallel, n_threads=args.threads)
     hyps: dict[str, dict[str, str]] = {}
     for mode in ("plain", "sns"):
         path = out / f"{mode}.jsonl"

@@ -114,6 +114,13 @@ def test_markup_is_rebuilt_for_the_target_language() -> None:
     assert back.translation == "字 字 [字R] #字[话题]#"
 
 
+def test_emoji_inside_markup_survive_term_translation() -> None:
+    engine = PseudoTranslator()
+    result = Translator(engine).translate_text("#Germany🇩🇪[Topic]# #🐱Cats[Topic]#", "zh", "en")
+    assert result.translation == "#字🇩🇪[话题]# #🐱字[话题]#"
+    assert [r.messages[-1]["content"] for r in engine.requests] == ["Germany", "Cats"]  # no emoji in terms
+
+
 def test_lines_already_in_target_language_are_kept() -> None:
     post = "今天吃火锅\nIf you plan to post content, use the hashtags."
     engine = PseudoTranslator()

@@ -21,7 +21,16 @@ from redtrans.languages import LANGUAGES, get_language
 from redtrans.text import checks
 from redtrans.text.langid import detect_language, letter_share
 from redtrans.text.profiles import PlatformProfile, load_profile
-from redtrans.text.spans import Core, LinePlan, Span, has_letters, plan_line, restore_markers, split_lines
+from redtrans.text.spans import (
+    Core,
+    LinePlan,
+    Span,
+    has_letters,
+    plan_line,
+    restore_markers,
+    split_emoji,
+    split_lines,
+)
 
 ENGINE_ERROR = "engine_error"
 UNTRANSLATED_MARKUP = "untranslated_markup"
@@ -158,8 +167,9 @@ class Translator:
                         segments.append(_Segment(index, piece, plan.src, plan.item.tgt))
                     spans = piece.spans if isinstance(piece, Core) else [piece] if isinstance(piece, Span) else []
                     for span in spans:
-                        if span.rule is not None and self._needs_translation(span.inner, plan.src, plan.item.tgt):
-                            terms.setdefault((span.inner, span.rule.kind, plan.src, plan.item.tgt), None)
+                        term = split_emoji(span.inner)[1]
+                        if span.rule is not None and self._needs_translation(term, plan.src, plan.item.tgt):
+                            terms.setdefault((term, span.rule.kind, plan.src, plan.item.tgt), None)
 
         term_keys = list(terms)
         requests = [self._request(s.core.masked, s.src, s.tgt) for s in segments]
@@ -231,13 +241,14 @@ class Translator:
     def _render(self, span: Span, terms: dict, src: str, tgt: str, flags: set[str]) -> str:
         if span.rule is None:
             return span.text
-        if not self._needs_translation(span.inner, src, tgt):
+        lead, term, trail = split_emoji(span.inner)
+        if not self._needs_translation(term, src, tgt):
             return span.rule.render(span.inner, tgt)
-        translated = terms.get((span.inner, span.rule.kind, src, tgt))
+        translated = terms.get((term, span.rule.kind, src, tgt))
         if translated is None:
             flags.add(UNTRANSLATED_MARKUP)
-            translated = span.inner
-        return span.rule.render(translated, tgt)
+            translated = term
+        return span.rule.render(lead + translated + trail, tgt)
 
     def _assemble(self, plan: _Plan, segments: list[_Segment], terms: dict) -> Result:
         item = plan.item

@@ -165,6 +165,17 @@ def split_lines(text: str) -> list[str]:
     return text.split("\n")
 
 
+def split_emoji(text: str) -> tuple[str, str, str]:
+    """(leading emoji, text without emoji, other emoji) — markup terms are translated without their emoji,
+    which then go back where they were at the edges (inner ones at the end)."""
+    runs = list(EMOJI_RUN.finditer(text))
+    if not runs:
+        return "", text, ""
+    lead = runs[0].group(0) if runs[0].start() == 0 else ""
+    rest = "".join(m.group(0) for m in runs[1 if lead else 0 :])
+    return lead, EMOJI_RUN.sub("", text).strip(), rest
+
+
 def restore_markers(translated: str, spans: list[Span], rendered: list[str]) -> tuple[str, list[int]]:
     """Put `rendered[i]` where marker i+1 is; return the text and the marker numbers that were missing.
 
