@@ -180,7 +180,8 @@ class Translator:
         for key, out in zip(term_keys, outputs[len(segments) :], strict=True):
             terms[key] = self._clean_term(out, key[2], key[3])
 
-        if self.config.retry:
+        # Base models get the same few-shot prompt on a retry, so only chat engines are retried.
+        if self.config.retry and self.engine.chat:
             failed = [s for s in segments if s.flags]
             retry_outputs = self._generate([self._request(s.core.masked, s.src, s.tgt, strict=True) for s in failed])
             for segment, out in zip(failed, retry_outputs, strict=True):
