@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip("trl")
 
+from redtrans.config import ConfigError, parse_overrides  # noqa: E402
 from redtrans.jsonl import JSONLError  # noqa: E402
 from redtrans.prompts import completion_prompt, prompt_completion, sft_messages, translation_messages  # noqa: E402
-from redtrans.train.config import ConfigError, parse_overrides  # noqa: E402
 from redtrans.train.sft import SFTRunConfig, load_sft_config, load_sft_rows, run_sft  # noqa: E402
 from redtrans.train.tiny import build_tiny_model, tiny_pairs  # noqa: E402
 

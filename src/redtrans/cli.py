@@ -269,8 +269,8 @@ def sft(
     """Supervised fine-tuning (LoRA or full) with TRL on translation pairs, with the inference prompt.
 
     Also runs under `accelerate launch --config_file … -m redtrans sft …` (DDP, DeepSpeed ZeRO-3)."""
+    from redtrans.config import ConfigError, parse_overrides
     from redtrans.jsonl import JSONLError
-    from redtrans.train.config import ConfigError, parse_overrides
     from redtrans.train.sft import load_sft_config, run_sft
 
     typed = {

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from redtrans.config import ConfigError as SharedConfigError
+from redtrans.config import read_yaml_mapping
 from redtrans.languages import get_language
 
 DEFAULT_EDGES = [0.0, 0.1, 0.2, 0.4, 1.0]
@@ -292,20 +294,13 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     """Read a YAML config (optional), apply dotted overrides, build and validate the dataclasses.
 
     Relative corpus paths in the YAML file are resolved against the file's folder."""
-    import yaml
-
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {p}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: invalid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping at the top level")
-        data = loaded or {}
+            data = read_yaml_mapping(p)
+        except SharedConfigError as exc:
+            raise ConfigError(str(exc)) from None
         for corpus in data.get("corpora") or []:
             if isinstance(corpus, dict):
                 for key in ("path", "reference_path"):

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from redtrans.config import ConfigError, read_yaml_mapping
 from redtrans.paths import redtrans_home
 
 API_KEYS_ENV = "REDTRANS_API_KEYS"
@@ -194,17 +193,10 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ServeConfig
     """A ServeConfig from a YAML file (or the defaults), with overrides applied."""
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ServeConfigError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ServeConfigError(f"{path}: not valid YAML: {exc}") from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ServeConfigError(f"{path}: expected a mapping of settings at the top level")
+            loaded = read_yaml_mapping(path)
+        except ConfigError as exc:
+            raise ServeConfigError(str(exc)) from None
         names = {f.name for f in dataclasses.fields(ServeConfig)}
         unknown = sorted(set(loaded) - names)
         if unknown:

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from redtrans.config import ConfigError, load_config
 from redtrans.jsonl import JSONLError, JSONLWriter, read_jsonl
 from redtrans.prompts import PROMPT_VERSION, completion_prompt, prompt_completion
-from redtrans.train.config import ConfigError, load_config
 
 __all__ = [
     "SFTResult",
