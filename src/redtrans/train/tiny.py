@@ -83,7 +83,6 @@ def build_tiny_model(out_dir: str | Path, hidden_size: int = 64, layers: int = 2
     texts = []
     for src, tgt in (("zh", "en"), ("en", "zh")):
         texts.append(system_prompt(src, tgt))
-        texts.append(system_prompt(src, tgt, strict=True))
     for row in tiny_pairs(200, seed=seed):
         texts.extend(m["content"] for m in sft_messages(row["source"], row["target"], "zh", "en")[1:])
     tokenizer = build_tokenizer(texts * 3)
