@@ -37,13 +37,18 @@ def gguf_path():
     return get
 
 
+def _embedded_engine(path: Path, name: str):
+    from redtrans.engines.llamacpp import LlamaCppConfig, LlamaCppEngine
+
+    engine = LlamaCppEngine(LlamaCppConfig(model=str(path), n_parallel=2))
+    engine.model = name  # report the registry name, not the cache path
+    return engine
+
+
 @pytest.fixture(scope="session")
 def engine_1p5b(gguf_path):
     """The embedded default model, loaded once for the whole session (2 slots)."""
-    from redtrans.engines.llamacpp import LlamaCppConfig, LlamaCppEngine
-
-    engine = LlamaCppEngine(LlamaCppConfig(model=str(gguf_path("qwen2.5-coder-1.5b")), n_parallel=2))
-    engine.model = "qwen2.5-coder-1.5b"
+    engine = _embedded_engine(gguf_path("qwen2.5-coder-1.5b"), "qwen2.5-coder-1.5b")
     yield engine
     engine.close()
 
@@ -51,9 +56,6 @@ def engine_1p5b(gguf_path):
 @pytest.fixture(scope="session")
 def engine_0p5b(gguf_path):
     """The small Qwen model: fast enough for tests that only need a real model to answer."""
-    from redtrans.engines.llamacpp import LlamaCppConfig, LlamaCppEngine
-
-    engine = LlamaCppEngine(LlamaCppConfig(model=str(gguf_path("qwen2.5-coder-0.5b")), n_parallel=2))
-    engine.model = "qwen2.5-coder-0.5b"
+    engine = _embedded_engine(gguf_path("qwen2.5-coder-0.5b"), "qwen2.5-coder-0.5b")
     yield engine
     engine.close()
