@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
-
 import regex
 
 from redtrans.engines.base import Engine, GenRequest, GenResult
@@ -36,17 +34,3 @@ class PseudoTranslator(Engine):
                 out = regex.sub(r"⟨\d+⟩", "", out)
             results.append(GenResult(self.preamble + out))
         return results
-
-
-class SlotPseudoTranslator(PseudoTranslator):
-    """The same, submitting requests one by one to a pool, as the llama.cpp engine does with its slots."""
-
-    supports_submit = True
-    parallelism = 3
-
-    def __init__(self, drop_markers: bool = False, preamble: str = "") -> None:
-        super().__init__(drop_markers, preamble)
-        self._pool = ThreadPoolExecutor(self.parallelism)
-
-    def submit(self, request: GenRequest) -> Future[GenResult]:
-        return self._pool.submit(lambda: self.generate([request])[0])

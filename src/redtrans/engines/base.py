@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,16 +63,11 @@ class Engine(ABC):
     model: str = ""
     chat: bool = True  # accepts chat messages; False = completion prompts only (base models)
     parallelism: int = 1  # how many requests it decodes together; callers size batches by it
-    supports_submit: bool = False  # `submit` runs requests independently (slots): follow-ups need no new round
 
     @abstractmethod
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         """Results in request order. A failed request gives finish_reason="error", not an exception,
         unless the whole engine is unusable (then EngineError)."""
-
-    def submit(self, request: GenRequest) -> Future[GenResult]:
-        """Queue one request and return at once (engines with `supports_submit`)."""
-        raise NotImplementedError(f"{self.name} generates in batches: use generate()")
 
     async def agenerate(self, requests: list[GenRequest]) -> list[GenResult]:
         """Async twin; engines with native async I/O override it."""

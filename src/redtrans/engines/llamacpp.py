@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,6 @@ class LlamaCppConfig:
 
 class LlamaCppEngine(Engine):
     name = "llamacpp"
-    supports_submit = True
 
     def __init__(self, config: LlamaCppConfig | None = None, **overrides: Any) -> None:
         import xllamacpp  # the `local` extra; imported here so the core needs no native wheel
@@ -86,9 +85,6 @@ class LlamaCppEngine(Engine):
             message = response.get("error", response) if isinstance(response, dict) else response
             return GenResult("", "error", seconds=elapsed, error=str(message))
         return GenResult.from_openai(response, elapsed)
-
-    def submit(self, request: GenRequest) -> Future[GenResult]:
-        return self._pool.submit(self._one, request)
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         if len(requests) == 1:
