@@ -103,10 +103,11 @@ def translate(
         if text is not None and not text.strip():
             _fail("the text to translate is empty")
         fields = FileFields(text_field, id_field, src_field, tgt_field)
+        rows = None
         if input is not None:
             from redtrans.translate_file import validate_input
 
-            validate_input(input, fields, tgt or "en")
+            rows = validate_input(input, fields, tgt or "en")  # before loading a model: bad input fails fast
         options = _engine_options(engine, model, parallel, served_model)
         with err_console.status("loading model…"):
             eng = create_engine(engine, model, **options)
@@ -125,7 +126,7 @@ def translate(
                         bar.update(task, total=total, completed=done, start=done)
                     bar.update(task, completed=done)
 
-                summary = translate_file(translator, input, output, fields, src, tgt or "en", on_progress)
+                summary = translate_file(translator, input, output, fields, src, tgt or "en", on_progress, rows)
             err_console.print(
                 f"translated {summary.written} rows ({summary.skipped} already done, "
                 f"{summary.flagged} flagged) → {output}"

@@ -82,10 +82,13 @@ def translate_file(
     src: str | None = None,
     tgt: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    validated_rows: int | None = None,
 ) -> FileSummary:
-    """Translate `input_path` into `output_path`, skipping ids already there. `on_progress(done, total)`."""
+    """Translate `input_path` into `output_path`, skipping ids already there. `on_progress(done, total)`.
+
+    `validated_rows`: the row count from an earlier `validate_input` of this file (saves a second pass)."""
     fields = fields or FileFields()
-    total = validate_input(input_path, fields, tgt)
+    total = validated_rows if validated_rows is not None else validate_input(input_path, fields, tgt)
     done = done_ids(output_path)
     skipped = len(done)
     written = flagged = 0
