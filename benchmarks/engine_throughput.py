@@ -15,7 +15,9 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from redtrans import prompts
@@ -81,16 +83,28 @@ class Run:
 
 
 class CountingEngine(Engine):
-    """Wraps an engine to count generated tokens (what the bare loop counts too)."""
+    """Wraps an engine to count generated tokens (what the bare loop counts too), with all its capabilities:
+    the translator picks its retry kind and its scheduling by them."""
 
     def __init__(self, inner: Engine) -> None:
-        self.inner, self.tokens = inner, 0
+        self.inner, self.tokens, self._lock = inner, 0, threading.Lock()
         self.name, self.model, self.chat, self.parallelism = inner.name, inner.model, inner.chat, inner.parallelism
+        self.supports_grammar, self.supports_submit = inner.supports_grammar, inner.supports_submit
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         results = self.inner.generate(requests)
         self.tokens += sum(r.completion_tokens for r in results)
         return results
+
+    def submit(self, request: GenRequest, ahead: bool = False) -> Future[GenResult]:
+        future = self.inner.submit(request, ahead)
+        future.add_done_callback(self._count)
+        return future
+
+    def _count(self, future: Future[GenResult]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            with self._lock:  # callbacks run on the engine's slot threads
+                self.tokens += future.result().completion_tokens
 
 
 def bare_loop(model_path: str, threads: int) -> Run:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import regex
 
 from redtrans.engines.base import Engine, GenRequest, GenResult
@@ -33,4 +35,35 @@ class PseudoTranslator(Engine):
             if self.drop_markers:
                 out = regex.sub(r"⟨\d+⟩", "", out)
             results.append(GenResult(self.preamble + out))
+        return results
+
+
+class SlotPseudoTranslator(PseudoTranslator):
+    """The same, submitting requests one by one to a pool, as the llama.cpp engine does with its slots."""
+
+    supports_submit = True
+    parallelism = 3
+
+    def __init__(self, drop_markers: bool = False, preamble: str = "") -> None:
+        super().__init__(drop_markers, preamble)
+        self._pool = ThreadPoolExecutor(self.parallelism)
+
+    def submit(self, request: GenRequest, ahead: bool = False) -> Future[GenResult]:
+        return self._pool.submit(lambda: self.generate([request])[0])
+
+
+class LeakyTranslator(PseudoTranslator):
+    """Leaves source text in its first answer, as small models do ("The奶茶 here…" into English, English
+    echoed into Chinese); a grammar-constrained request or the strict retry prompt gets a clean answer."""
+
+    supports_grammar = True
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        results = super().generate(requests)
+        for request, result in zip(requests, results, strict=True):
+            text = request.messages[-1]["content"]
+            if request.grammar is None and "Translate this" not in text:
+                # Into English the first two Han characters stay; into Chinese the English comes back as is.
+                han = regex.findall(r"\p{Han}", text)
+                result.text = "".join(han[:2]) + result.text[2:] if han else text
         return results

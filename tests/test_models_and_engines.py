@@ -65,6 +65,49 @@ def test_llamacpp_generates_chat_and_completion(engine_0p5b, gguf_path) -> None:
 
 
 @pytest.mark.model
+def test_llamacpp_honours_a_grammar(engine_0p5b) -> None:
+    free = engine_0p5b.generate([GenRequest(prompt="1, 2, 3, 4,", max_tokens=6, stop=["\n"])])
+    assert any(c.isdigit() for c in free[0].text)
+    no_digits = GenRequest(prompt="1, 2, 3, 4,", max_tokens=6, stop=["\n"], grammar="root ::= [^0-9]*")
+    yes_no = GenRequest(
+        messages=[{"role": "user", "content": "Is the sky blue? Answer yes or no."}],
+        max_tokens=4,
+        grammar='root ::= "yes" | "no"',
+    )
+    constrained = engine_0p5b.generate([no_digits, yes_no])
+    assert not any(c.isdigit() for c in constrained[0].text), constrained[0].text
+    assert constrained[1].text in {"yes", "no"}
+
+
+@pytest.mark.model
+def test_llamacpp_slots_keep_their_system_prompt(gguf_path) -> None:
+    """Requests go to the slot that last ran the same system prompt, so no slot re-reads one: with two
+    directions' prompts interleaved over two slots, every request after the first round reuses its whole
+    system prompt from the slot's cache."""
+    engine = create_engine("llamacpp", str(gguf_path("qwen2.5-coder-0.5b")), n_parallel=2)
+    systems = [
+        "You translate the user's message from Chinese to English. Output only the translation, nothing else.",
+        "You translate the user's message from English to Chinese. Output only the translation, nothing else.",
+    ]
+    words = ["你好", "hello", "谢谢", "thanks", "再见", "goodbye", "早上好", "good morning"]
+
+    def request(i: int, word: str) -> GenRequest:
+        return GenRequest([{"role": "system", "content": systems[i % 2]}, {"role": "user", "content": word}], None, 8)
+
+    try:
+        first = engine.generate([request(i, w) for i, w in enumerate(words[:2])])
+        system_tokens = min(r.prompt_tokens for r in first) - 8  # the user turn is a few tokens
+        later = engine.generate([request(i, w) for i, w in enumerate(words)])
+        assert all(r.cached_tokens >= system_tokens for r in later), [r.cached_tokens for r in later]
+        assert [r.text for r in later[:2]] == [r.text for r in first]
+        engine.close()
+        with pytest.raises(EngineError, match="closed"):
+            engine.generate([request(0, "你好")])
+    finally:
+        engine.close()  # closing twice is harmless
+
+
+@pytest.mark.model
 def test_base_model_refuses_chat_messages(gguf_path) -> None:
     engine = create_engine("llamacpp", str(gguf_path("gemma3-270m")), n_parallel=1, chat=False)
     try:
@@ -101,6 +144,13 @@ def test_openai_engine_against_real_local_server(engine_0p5b) -> None:
     # Same answers as in-process: the endpoint serves the same model greedily.
     direct = engine_0p5b.generate(requests[:1])
     assert direct[0].text == results[0].text
+    # A grammar travels in the field the server reads (llama.cpp: `grammar`); without one configured, the
+    # engine refuses instead of sending a field an OpenAI endpoint would reject.
+    digits = GenRequest(prompt="1, 2, 3, 4,", max_tokens=6, stop=["\n"], grammar="root ::= [^0-9]*")
+    constrained = OpenAIEngine(OpenAIConfig(base_urls=[base], grammar_field="grammar")).generate([digits])
+    assert constrained[0].finish_reason != "error" and not any(c.isdigit() for c in constrained[0].text)
+    with pytest.raises(EngineError, match="grammar_field"):
+        engine.generate([digits])
 
 
 class _SlowHandler(http.server.BaseHTTPRequestHandler):

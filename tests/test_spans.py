@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from redtrans.text.checks import source_script_grammar
 from redtrans.text.fidelity import fidelity
 from redtrans.text.profiles import ProfileError, load_profile
 from redtrans.text.spans import Core, find_spans, plan_line, restore_markers
 from redtrans.translator import Item, Translator, TranslatorConfig
-from tests.stand_ins import PseudoTranslator
+from tests.stand_ins import LeakyTranslator, PseudoTranslator, SlotPseudoTranslator
 
 REDNOTE = load_profile("rednote")
 
@@ -94,8 +95,9 @@ POSTS = [
 
 @pytest.mark.parametrize("post", POSTS)
 @pytest.mark.parametrize("drop_markers", [False, True])
-def test_pipeline_keeps_every_span_and_line(post: str, drop_markers: bool) -> None:
-    engine = PseudoTranslator(drop_markers=drop_markers)
+@pytest.mark.parametrize("engine_kind", [PseudoTranslator, SlotPseudoTranslator])
+def test_pipeline_keeps_every_span_and_line(post: str, drop_markers: bool, engine_kind: type) -> None:
+    engine = engine_kind(drop_markers=drop_markers)
     result = Translator(engine).translate_text(post, "en", "zh")
     f = fidelity(post, result.translation, REDNOTE)
     assert f.all_kept, (post, result.translation)
@@ -104,7 +106,33 @@ def test_pipeline_keeps_every_span_and_line(post: str, drop_markers: bool) -> No
     inner_spans = [c.spans for c in (plan_line(line, REDNOTE).core for line in post.split("\n")) if c and c.spans]
     if drop_markers and inner_spans:
         # Inner spans the model dropped are re-inserted, and the result says so.
-        assert "missing_span" in result.flags or "retried" in result.flags
+        assert "missing_span" in result.flags and "retried" in result.flags
+        strict = [r for r in engine.requests if "Translate this" in r.messages[-1]["content"]]
+        assert len(strict) == sum(len(spans) > 0 for spans in inner_spans)  # one retry per failing segment
+
+
+@pytest.mark.parametrize("supports_grammar", [True, False])
+def test_leaked_source_text_is_retried_under_a_grammar(supports_grammar: bool) -> None:
+    """Source text left in the answer is retried with the same prompt (cached in the slot) under a grammar
+    that rules out the source's script; engines without grammars get the strict prompt instead."""
+    engine = LeakyTranslator()
+    engine.supports_grammar = supports_grammar
+    result = Translator(engine).translate_text("这家奶茶", "en", "zh")  # first answer: "这家ww"
+    assert result.translation == "wwww" and result.flags == ["retried"]
+    first, retry = engine.requests
+    assert first.grammar is None and first.messages[-1]["content"] == "这家奶茶"
+    if supports_grammar:
+        assert retry.messages == first.messages and retry.grammar == source_script_grammar("zh", "en")
+    else:
+        assert retry.grammar is None and retry.messages[-1]["content"].startswith("Translate this Chinese text")
+
+
+def test_english_left_in_a_chinese_answer_gets_the_strict_retry() -> None:
+    """Latin cannot be ruled out of Chinese (brand names stay Latin), so that leak takes the strict prompt."""
+    engine = LeakyTranslator()
+    result = Translator(engine).translate_text("so good", "zh", "en")
+    assert result.translation == "字 字" and result.flags == ["retried"]
+    assert engine.requests[1].grammar is None and "Translate this" in engine.requests[1].messages[-1]["content"]
 
 
 def test_markup_is_rebuilt_for_the_target_language() -> None:

@@ -55,3 +55,11 @@ def test_instructions_in_a_post_are_translated_not_followed(translator: Translat
     assert letter_share(result.translation, "Han") > 0.5, result.translation
     # A translation of the whole instruction is much longer than one word.
     assert len(regex.findall(r"\p{Han}", result.translation)) >= 8, result.translation
+
+
+def test_source_words_left_in_an_answer_are_translated(translator: Translator) -> None:
+    """This model's first answer to the post is "The奶茶 here is amazing…"; the pipeline's retry (same prompt,
+    Han ruled out by a grammar) must end in plain English."""
+    result = translator.translate_text("这家店的奶茶真的绝了，下次还来", "en", "zh")
+    assert not regex.search(r"\p{Han}", result.translation), result.translation
+    assert "milk tea" in result.translation.lower() and "wrong_language" not in result.flags, result

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -79,7 +80,8 @@ class TranslatorConfig:
     batch_size: int = 0
     """Items per window sent to the engine together; 0 = 4 × the engine's parallelism."""
     retry: bool = True
-    """Retry a segment once with a stricter prompt when a check fails."""
+    """Retry a segment once when a check fails: under a grammar without the source's script when source text
+    leaked into the answer (engines that support grammars), else with a stricter prompt."""
     languages: list[str] | None = None
     """Candidate source languages for detection; None = every language in the table."""
     max_tokens: int = 1024
@@ -149,6 +151,18 @@ class Translator:
             stop=prompts.COMPLETION_STOP,
         )
 
+    def _retry_request(self, segment: _Segment) -> GenRequest:
+        """The one retry of a segment whose answer failed a check. Source text leaked into the answer (or
+        echoed) is fixed by asking again with the same prompt while ruling out the source's script; every
+        other failure gets the stricter prompt."""
+        leaked = checks.WRONG_LANGUAGE in segment.flags or checks.ECHO in segment.flags
+        grammar = checks.source_script_grammar(segment.src, segment.tgt) if self.engine.supports_grammar else None
+        if leaked and grammar:
+            request = self._request(segment.core.masked, segment.src, segment.tgt)
+            request.grammar = grammar
+            return request
+        return self._request(segment.core.masked, segment.src, segment.tgt, strict=True)
+
     def _term_request(self, term: str, kind: str, src: str, tgt: str) -> GenRequest:
         if self.engine.chat:
             return GenRequest(messages=prompts.term_messages(term, kind, src, tgt), max_tokens=24)
@@ -172,6 +186,20 @@ class Translator:
                             terms.setdefault((term, span.rule.kind, plan.src, plan.item.tgt), None)
 
         term_keys = list(terms)
+        # Base models get the same few-shot prompt on a retry, so only chat engines are retried.
+        retry = self.config.retry and self.engine.chat
+        if self.engine.supports_submit:
+            self._run_streaming(segments, term_keys, terms, retry)
+        else:
+            self._run_batched(segments, term_keys, terms, retry)
+
+        by_item: dict[int, list[_Segment]] = {}
+        for segment in segments:
+            by_item.setdefault(segment.item, []).append(segment)
+        return [self._assemble(plan, by_item.get(i, []), terms) for i, plan in enumerate(plans)]
+
+    def _run_batched(self, segments: list[_Segment], term_keys: list, terms: dict, retry: bool) -> None:
+        """One batch for the window's segments and terms, then one batch of retries."""
         requests = [self._request(s.core.masked, s.src, s.tgt) for s in segments]
         requests += [self._term_request(*key) for key in term_keys]
         outputs = self._generate(requests)
@@ -179,22 +207,50 @@ class Translator:
             self._accept(segment, out)
         for key, out in zip(term_keys, outputs[len(segments) :], strict=True):
             terms[key] = self._clean_term(out, key[2], key[3])
-
-        # Base models get the same few-shot prompt on a retry, so only chat engines are retried.
-        if self.config.retry and self.engine.chat:
+        if retry:
             failed = [s for s in segments if s.flags]
-            retry_outputs = self._generate([self._request(s.core.masked, s.src, s.tgt, strict=True) for s in failed])
+            retry_outputs = self._generate([self._retry_request(s) for s in failed])
             for segment, out in zip(failed, retry_outputs, strict=True):
-                first_output, first_flags = segment.output, segment.flags
-                self._accept(segment, out)
-                if len(segment.flags) > len(first_flags):  # the retry made it worse: keep the first
-                    segment.output, segment.flags = first_output, first_flags
-                segment.retried = True
+                self._settle_retry(segment, out, segment.output, segment.flags)
 
-        by_item: dict[int, list[_Segment]] = {}
+    def _run_streaming(self, segments: list[_Segment], term_keys: list, terms: dict, retry: bool) -> None:
+        """Each request goes to a slot on its own; a segment whose answer fails a check is retried at once, so
+        the retry overlaps with the rest of the window instead of forming a round of its own."""
+        started = time.perf_counter()
+        pending: dict[Future[GenResult], tuple[str, Any]] = {}
         for segment in segments:
-            by_item.setdefault(segment.item, []).append(segment)
-        return [self._assemble(plan, by_item.get(i, []), terms) for i, plan in enumerate(plans)]
+            pending[self.engine.submit(self._request(segment.core.masked, segment.src, segment.tgt))] = (
+                "segment",
+                segment,
+            )
+        for key in term_keys:
+            pending[self.engine.submit(self._term_request(*key))] = ("term", key)
+        first_answers: dict[int, tuple[str, list[str]]] = {}
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    kind, target = pending.pop(future)
+                    out = future.result()
+                    if kind == "term":
+                        terms[target] = self._clean_term(out, target[2], target[3])
+                    elif kind == "retry":
+                        self._settle_retry(target, out, *first_answers.pop(id(target)))
+                    else:
+                        self._accept(target, out)
+                        if retry and target.flags:
+                            first_answers[id(target)] = (target.output, target.flags)
+                            pending[self.engine.submit(self._retry_request(target), ahead=True)] = ("retry", target)
+        finally:
+            for future in pending:
+                future.cancel()
+            self.engine_seconds += time.perf_counter() - started
+
+    def _settle_retry(self, segment: _Segment, out: GenResult, first_output: str, first_flags: list[str]) -> None:
+        self._accept(segment, out)
+        if len(segment.flags) > len(first_flags):  # the retry made it worse: keep the first answer
+            segment.output, segment.flags = first_output, first_flags
+        segment.retried = True
 
     def _plan(self, item: Item) -> _Plan:
         src = item.src or self.detect(item.text, item.tgt)

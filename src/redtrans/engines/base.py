@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,8 @@ class GenRequest:
     temperature: float = 0.0  # greedy by default: deterministic translations
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    grammar: str | None = None
+    """A GBNF grammar the output must match (engines with `supports_grammar`; others reject it)."""
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -34,6 +37,7 @@ class GenResult:
     finish_reason: str = "stop"  # "stop" | "length" | "error"
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the server reused from its cache (llama.cpp, vLLM when reported)
     seconds: float = 0.0  # time the engine spent on this request (queueing included)
     error: str | None = None
 
@@ -48,6 +52,7 @@ class GenResult:
             finish_reason=choice.get("finish_reason") or "stop",
             prompt_tokens=usage.get("prompt_tokens", 0),
             completion_tokens=usage.get("completion_tokens", 0),
+            cached_tokens=(usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0,
             seconds=elapsed,
         )
 
@@ -63,11 +68,18 @@ class Engine(ABC):
     model: str = ""
     chat: bool = True  # accepts chat messages; False = completion prompts only (base models)
     parallelism: int = 1  # how many requests it decodes together; callers size batches by it
+    supports_grammar: bool = False  # honours GenRequest.grammar (constrained decoding)
+    supports_submit: bool = False  # `submit` runs requests independently (slots): follow-ups need no new round
 
     @abstractmethod
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         """Results in request order. A failed request gives finish_reason="error", not an exception,
         unless the whole engine is unusable (then EngineError)."""
+
+    def submit(self, request: GenRequest, ahead: bool = False) -> Future[GenResult]:
+        """Queue one request and return at once (engines with `supports_submit`). `ahead` queues it before
+        requests still waiting: a follow-up (a retry) then overlaps with the batch it came from."""
+        raise NotImplementedError(f"{self.name} generates in batches: use generate()")
 
     async def agenerate(self, requests: list[GenRequest]) -> list[GenResult]:
         """Async twin; engines with native async I/O override it."""

@@ -95,6 +95,8 @@ class HFEngine(Engine):
         return request.prompt or ""
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        if any(r.grammar for r in requests):
+            raise EngineError("the hf engine does not do grammar-constrained decoding")
         results: list[GenResult] = []
         step = self.parallelism
         for i in range(0, len(requests), step):

@@ -1,14 +1,18 @@
 """In-process GGUF inference with xllamacpp (llama.cpp's server, without HTTP in the request path).
 
-Concurrent requests are decoded together in llama.cpp's parallel slots: `generate` submits a batch from a
-thread pool as wide as the slot count and llama.cpp's continuous batching interleaves them.
+Concurrent requests are decoded together in llama.cpp's parallel slots: one worker thread per slot feeds
+its slot and llama.cpp's continuous batching interleaves them. Workers pick requests by prompt affinity: a
+slot keeps the KV cache of the last prompt it ran, so a request whose system prompt (or few-shot prefix)
+matches what the slot last held skips re-reading it. Without that, a zh→en post landing on a slot that last
+translated en→zh re-processes the whole system prompt, which on a CPU costs more than batching gains.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +38,8 @@ class LlamaCppConfig:
 
 class LlamaCppEngine(Engine):
     name = "llamacpp"
+    supports_grammar = True
+    supports_submit = True
 
     def __init__(self, config: LlamaCppConfig | None = None, **overrides: Any) -> None:
         import xllamacpp  # the `local` extra; imported here so the core needs no native wheel
@@ -58,19 +64,59 @@ class LlamaCppEngine(Engine):
             self._server = xllamacpp.Server(params)
         except Exception as exc:  # noqa: BLE001 - native loader errors are untyped
             raise EngineError(f"llama.cpp could not load {path}: {exc}") from exc
-        self._pool = ThreadPoolExecutor(self.parallelism, thread_name_prefix="llamacpp-slot")
+        self._pending: list[tuple[GenRequest, Future[GenResult]]] = []
+        self._wakeup = threading.Condition()
+        self._closing = False
+        self._slot_keys: list[str | None] = [None] * self.parallelism
+        self._oldest_passed_over = 0
+        self._workers = [
+            threading.Thread(target=self._work, args=(slot,), name=f"llamacpp-slot-{slot}", daemon=True)
+            for slot in range(self.parallelism)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     @property
     def listening_address(self) -> str:
         """llama.cpp's own OpenAI-compatible HTTP endpoint for this model (loopback)."""
         return str(self._server.listening_address)
 
-    def _one(self, request: GenRequest) -> GenResult:
+    def _take(self, slot: int) -> tuple[GenRequest, Future[GenResult]] | None:
+        """The next request for `slot` (None once closing): the oldest pending one whose prompt prefix this
+        slot already holds, else the oldest. The oldest is passed over at most 4 × slots times, so a request
+        with a different prefix is not starved while matching ones keep arriving."""
+        with self._wakeup:
+            while not self._pending and not self._closing:
+                self._wakeup.wait()
+            if not self._pending:
+                return None
+            held, index = self._slot_keys[slot], 0
+            if self._oldest_passed_over < 4 * self.parallelism:
+                index = next((i for i, (request, _) in enumerate(self._pending) if _prefix_key(request) == held), 0)
+            self._oldest_passed_over = self._oldest_passed_over + 1 if index else 0
+            request, future = self._pending.pop(index)
+            self._slot_keys[slot] = _prefix_key(request)
+            return request, future
+
+    def _work(self, slot: int) -> None:
+        while (task := self._take(slot)) is not None:
+            request, future = task
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(self._one(request, slot))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller waiting on the future
+                future.set_exception(exc)
+
+    def _one(self, request: GenRequest, slot: int) -> GenResult:
         body: dict[str, Any] = {"max_tokens": request.max_tokens, "temperature": request.temperature}
+        body["id_slot"] = slot  # llama.cpp runs it in this slot (waiting if busy): the affinity above holds
         if request.seed is not None:
             body["seed"] = request.seed
         if request.stop:
             body["stop"] = request.stop
+        if request.grammar:
+            body["grammar"] = request.grammar
         started = time.perf_counter()
         if request.messages is not None:
             if not self.chat:
@@ -86,16 +132,38 @@ class LlamaCppEngine(Engine):
             return GenResult("", "error", seconds=elapsed, error=str(message))
         return GenResult.from_openai(response, elapsed)
 
+    def _enqueue(self, requests: list[GenRequest], ahead: bool = False) -> list[Future[GenResult]]:
+        futures: list[Future[GenResult]] = [Future() for _ in requests]
+        with self._wakeup:
+            if self._closing:
+                raise EngineError("the llama.cpp engine is closed")
+            queued = list(zip(requests, futures, strict=True))
+            self._pending = queued + self._pending if ahead else self._pending + queued
+            self._wakeup.notify_all()
+        return futures
+
+    def submit(self, request: GenRequest, ahead: bool = False) -> Future[GenResult]:
+        return self._enqueue([request], ahead)[0]
+
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
-        if len(requests) == 1:
-            return [self._one(requests[0])]
-        return list(self._pool.map(self._one, requests))
+        return [future.result() for future in self._enqueue(requests)]
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "path": str(self.path), "n_ctx_per_slot": self.config.n_ctx_per_slot}
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        with self._wakeup:
+            self._closing = True  # workers finish what is pending, then exit
+            self._wakeup.notify_all()
+        for worker in self._workers:
+            worker.join()
         server = getattr(self, "_server", None)
         if server is not None:
             del self._server
+
+
+def _prefix_key(request: GenRequest) -> str:
+    """What a slot's KV cache can reuse: the system prompt of a chat, the few-shot head of a completion."""
+    if request.messages:
+        return request.messages[0].get("content", "")
+    return (request.prompt or "")[:1024]

@@ -40,6 +40,10 @@ class OpenAIConfig:
     """First backoff; doubles each retry, with jitter."""
     chat: bool = True
     """Use /chat/completions (instruct models); False = /completions with raw prompts."""
+    grammar_field: str | None = None
+    """Request field that carries a GBNF grammar, for servers with constrained decoding: "grammar" for
+    llama.cpp's server. None = grammars are not sent (OpenAI itself rejects unknown fields), and the
+    translator retries with a stricter prompt instead."""
 
 
 class OpenAIEngine(Engine):
@@ -52,6 +56,7 @@ class OpenAIEngine(Engine):
         self.model = self.config.model
         self.chat = self.config.chat
         self.parallelism = max(1, self.config.concurrency)
+        self.supports_grammar = bool(self.config.grammar_field)
         self._urls = itertools.cycle([u.rstrip("/") for u in self.config.base_urls])
         key = self.config.api_key or os.environ.get("OPENAI_API_KEY")
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -66,6 +71,10 @@ class OpenAIEngine(Engine):
             body["seed"] = request.seed
         if request.stop:
             body["stop"] = request.stop
+        if request.grammar:
+            if not self.config.grammar_field:
+                raise EngineError("this endpoint takes no grammar: set grammar_field (llama.cpp: grammar)")
+            body[self.config.grammar_field] = request.grammar
         if request.messages is not None:
             body["messages"] = request.messages
             route = "/chat/completions"

@@ -102,7 +102,7 @@ class SampleConfig:
     profile: str = "rednote"
     """Platform markup profile of the SNS pipeline (rednote, generic, or a YAML path)."""
     retry: bool = True
-    """Retry a segment once with a stricter prompt when a check fails."""
+    """Retry a segment once when a check fails (as TranslatorConfig.retry)."""
     batch_size: int = 0
     """Rows per window sent through both models together; 0 = 4 × the larger engine parallelism."""
     concurrent_models: bool | None = None

@@ -2,7 +2,7 @@
 
 Clean-up removes what small instruct models add around a translation (a preamble line such as "Here is
 the translation:", wrapping quotes, trailing notes). Checks name what is still wrong; the translator retries
-once with a stricter prompt and flags what survives the retry.
+once (constrained to the target's script, or with a stricter prompt) and flags what survives the retry.
 """
 
 from __future__ import annotations
@@ -110,3 +110,30 @@ def wrong_script(text: str, src: str, tgt: str) -> bool:
 
 
 _SCRIPT_PROPERTY = {"Japanese": "Han"}
+
+# Code-point ranges of the scripts a translation into another script must not contain (Latin is absent on
+# purpose: brand names and code-mixing keep Latin in Chinese, Japanese or Korean text).
+_CJK_PUNCTUATION = ["\\u3000-\\u303f", "\\uff00-\\uffef"]
+_HAN = ["\\u3400-\\u4dbf", "\\u4e00-\\u9fff", "\\uf900-\\ufaff"]
+_SCRIPT_RANGES: dict[str, list[str]] = {
+    "Han": _HAN + _CJK_PUNCTUATION,
+    "Japanese": _HAN + ["\\u3040-\\u30ff"] + _CJK_PUNCTUATION,
+    "Hangul": ["\\u1100-\\u11ff", "\\u3130-\\u318f", "\\uac00-\\ud7af"],
+    "Thai": ["\\u0e00-\\u0e7f"],
+    "Cyrillic": ["\\u0400-\\u04ff"],
+    "Arabic": ["\\u0600-\\u06ff"],
+}
+
+
+def source_script_grammar(src: str, tgt: str) -> str | None:
+    """A GBNF grammar for output free of the source's script, or None when the pair cannot be constrained
+    that way (Latin sources; targets sharing characters with the source, such as Chinese and Japanese).
+
+    A segment whose first answer leaked source text ("The奶茶 here…") or echoed the source is retried with the
+    same prompt under this grammar: the slot already holds that prompt, so the retry costs only its output
+    tokens, and the model has to say the leaked words in the target language."""
+    src_ranges = _SCRIPT_RANGES.get(get_language(src).script)
+    tgt_ranges = _SCRIPT_RANGES.get(get_language(tgt).script, [])
+    if not src_ranges or set(src_ranges) & set(tgt_ranges):
+        return None
+    return f"root ::= [^{''.join(src_ranges)}]*"
