@@ -58,11 +58,17 @@ class LeakyTranslator(PseudoTranslator):
 
     supports_grammar = True
 
+    def __init__(self, empty_under_grammar: bool = False) -> None:
+        super().__init__()
+        self.empty_under_grammar = empty_under_grammar
+
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         results = super().generate(requests)
         for request, result in zip(requests, results, strict=True):
             text = request.messages[-1]["content"]
-            if request.grammar is None and "Translate this" not in text:
+            if request.grammar is not None and self.empty_under_grammar:
+                result.text = ""
+            elif request.grammar is None and "Translate this" not in text:
                 # Into English the first two Han characters stay; into Chinese the English comes back as is.
                 han = regex.findall(r"\p{Han}", text)
                 result.text = "".join(han[:2]) + result.text[2:] if han else text

@@ -127,6 +127,12 @@ def test_leaked_source_text_is_retried_under_a_grammar(supports_grammar: bool) -
         assert retry.grammar is None and retry.messages[-1]["content"].startswith("Translate this Chinese text")
 
 
+def test_a_retry_that_comes_back_empty_keeps_the_first_answer() -> None:
+    engine = LeakyTranslator(empty_under_grammar=True)
+    result = Translator(engine).translate_text("这家奶茶", "en", "zh")
+    assert result.translation == "这家ww" and set(result.flags) == {"wrong_language", "retried"}
+
+
 def test_english_left_in_a_chinese_answer_gets_the_strict_retry() -> None:
     """Latin cannot be ruled out of Chinese (brand names stay Latin), so that leak takes the strict prompt."""
     engine = LeakyTranslator()

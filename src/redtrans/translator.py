@@ -248,7 +248,9 @@ class Translator:
 
     def _settle_retry(self, segment: _Segment, out: GenResult, first_output: str, first_flags: list[str]) -> None:
         self._accept(segment, out)
-        if len(segment.flags) > len(first_flags):  # the retry made it worse: keep the first answer
+        # The retry made it worse (more problems, or nothing where the first answer had something): keep the first.
+        emptied = checks.EMPTY in segment.flags and checks.EMPTY not in first_flags
+        if emptied or len(segment.flags) > len(first_flags):
             segment.output, segment.flags = first_output, first_flags
         segment.retried = True
 
