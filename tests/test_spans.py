@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from redtrans.engines.base import GenRequest, GenResult
 from redtrans.text.checks import source_script_grammar
 from redtrans.text.fidelity import fidelity
 from redtrans.text.profiles import ProfileError, load_profile
@@ -139,6 +140,22 @@ def test_english_left_in_a_chinese_answer_gets_the_strict_retry() -> None:
     result = Translator(engine).translate_text("so good", "zh", "en")
     assert result.translation == "字 字" and result.flags == ["retried"]
     assert engine.requests[1].grammar is None and "Translate this" in engine.requests[1].messages[-1]["content"]
+
+
+@pytest.mark.timeout(30)  # a swallowed error would leave the caller waiting forever
+def test_an_engine_failure_during_slot_streaming_is_raised_not_hung() -> None:
+    """With a slot engine, answers are checked on the engine's threads; an exception there must reach the
+    caller (and not leave it waiting for an answer that never comes)."""
+
+    class Failing(SlotPseudoTranslator):
+        def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+            if any("boom" in r.messages[-1]["content"] for r in requests):
+                raise RuntimeError("engine fell over")
+            return super().generate(requests)
+
+    items = [Item(str(i), text, "zh", "en") for i, text in enumerate(["one", "two boom", "three"])]
+    with pytest.raises(RuntimeError, match="engine fell over"):
+        list(Translator(Failing()).translate(items))
 
 
 def test_markup_is_rebuilt_for_the_target_language() -> None:

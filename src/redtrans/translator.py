@@ -7,10 +7,12 @@ slots; retries of a window form a second batch.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import queue
 import time
-from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -214,35 +216,56 @@ class Translator:
                 self._settle_retry(segment, out, segment.output, segment.flags)
 
     def _run_streaming(self, segments: list[_Segment], term_keys: list, terms: dict, retry: bool) -> None:
-        """Each request goes to a slot on its own; a segment whose answer fails a check is retried at once, so
-        the retry overlaps with the rest of the window instead of forming a round of its own."""
+        """Each request goes to a slot on its own. An answer is checked the moment it arrives, on the engine's
+        thread (a done-callback), so a failing segment's retry is queued before that thread takes its next
+        request: the retry lands on the slot that still holds its prompt and overlaps the rest of the window."""
         started = time.perf_counter()
-        pending: dict[Future[GenResult], tuple[str, Any]] = {}
-        for segment in segments:
-            pending[self.engine.submit(self._request(segment.core.masked, segment.src, segment.tgt))] = (
-                "segment",
-                segment,
-            )
-        for key in term_keys:
-            pending[self.engine.submit(self._term_request(*key))] = ("term", key)
-        first_answers: dict[int, tuple[str, list[str]]] = {}
+        finished: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()  # one entry per segment/term
+        futures: list[Future[GenResult]] = []
+
+        def when_done(future: Future[GenResult], handle: Callable[[GenResult], bool]) -> None:
+            try:
+                complete = handle(future.result())
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread
+                finished.put(exc)
+            else:
+                if complete:
+                    finished.put(None)
+
+        def send(request: GenRequest, handle: Callable[[GenResult], bool], ahead: bool = False) -> None:
+            future = self.engine.submit(request, ahead=ahead)
+            futures.append(future)
+            future.add_done_callback(functools.partial(when_done, handle=handle))
+
+        def first_answer(segment: _Segment, out: GenResult) -> bool:
+            self._accept(segment, out)
+            if not (retry and segment.flags):
+                return True
+            settle = functools.partial(retry_answer, segment, segment.output, segment.flags)
+            send(self._retry_request(segment), settle, ahead=True)
+            return False  # complete once the retry is in
+
+        def retry_answer(segment: _Segment, first_output: str, first_flags: list[str], out: GenResult) -> bool:
+            self._settle_retry(segment, out, first_output, first_flags)
+            return True
+
+        def term_answer(key: tuple[str, str, str, str], out: GenResult) -> bool:
+            terms[key] = self._clean_term(out, key[2], key[3])
+            return True
+
         try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    kind, target = pending.pop(future)
-                    out = future.result()
-                    if kind == "term":
-                        terms[target] = self._clean_term(out, target[2], target[3])
-                    elif kind == "retry":
-                        self._settle_retry(target, out, *first_answers.pop(id(target)))
-                    else:
-                        self._accept(target, out)
-                        if retry and target.flags:
-                            first_answers[id(target)] = (target.output, target.flags)
-                            pending[self.engine.submit(self._retry_request(target), ahead=True)] = ("retry", target)
+            for segment in segments:
+                send(
+                    self._request(segment.core.masked, segment.src, segment.tgt),
+                    functools.partial(first_answer, segment),
+                )
+            for key in term_keys:
+                send(self._term_request(*key), functools.partial(term_answer, key))
+            for _ in range(len(segments) + len(term_keys)):
+                if (error := finished.get()) is not None:
+                    raise error
         finally:
-            for future in pending:
+            for future in list(futures):
                 future.cancel()
             self.engine_seconds += time.perf_counter() - started
 
