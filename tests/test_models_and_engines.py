@@ -92,7 +92,8 @@ def test_llamacpp_slots_keep_their_system_prompt(gguf_path) -> None:
     words = ["你好", "hello", "谢谢", "thanks", "再见", "goodbye", "早上好", "good morning"]
 
     def request(i: int, word: str) -> GenRequest:
-        return GenRequest([{"role": "system", "content": systems[i % 2]}, {"role": "user", "content": word}], None, 8)
+        messages = [{"role": "system", "content": systems[i % 2]}, {"role": "user", "content": word}]
+        return GenRequest(messages=messages, max_tokens=8)
 
     try:
         first = engine.generate([request(i, w) for i, w in enumerate(words[:2])])
