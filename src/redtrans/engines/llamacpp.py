@@ -64,7 +64,7 @@ class LlamaCppEngine(Engine):
             self._server = xllamacpp.Server(params)
         except Exception as exc:  # noqa: BLE001 - native loader errors are untyped
             raise EngineError(f"llama.cpp could not load {path}: {exc}") from exc
-        self._pending: list[tuple[GenRequest, Future[GenResult]]] = []
+        self._pending: list[tuple[str, GenRequest, Future[GenResult]]] = []  # (prefix key, request, future)
         self._wakeup = threading.Condition()
         self._closing = False
         self._slot_keys: list[str | None] = [None] * self.parallelism
@@ -92,10 +92,9 @@ class LlamaCppEngine(Engine):
                 return None
             held, index = self._slot_keys[slot], 0
             if self._oldest_passed_over < 4 * self.parallelism:
-                index = next((i for i, (request, _) in enumerate(self._pending) if _prefix_key(request) == held), 0)
+                index = next((i for i, (key, _, _) in enumerate(self._pending) if key == held), 0)
             self._oldest_passed_over = self._oldest_passed_over + 1 if index else 0
-            request, future = self._pending.pop(index)
-            self._slot_keys[slot] = _prefix_key(request)
+            self._slot_keys[slot], request, future = self._pending.pop(index)
             return request, future
 
     def _work(self, slot: int) -> None:
@@ -137,7 +136,7 @@ class LlamaCppEngine(Engine):
         with self._wakeup:
             if self._closing:
                 raise EngineError("the llama.cpp engine is closed")
-            queued = list(zip(requests, futures, strict=True))
+            queued = [(_prefix_key(r), r, f) for r, f in zip(requests, futures, strict=True)]
             self._pending = queued + self._pending if ahead else self._pending + queued
             self._wakeup.notify_all()
         return futures
