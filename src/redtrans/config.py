@@ -1,123 +1,129 @@
-"""YAML → config dataclass, with ``key=value`` overrides from the command line.
+"""The one config layer: stage configs are pydantic v2 models, read from YAML + ``--set a.b=v`` overrides.
 
-Every stage config is a dataclass whose fields are documented where they are declared. A YAML file gives
-any subset of the fields; ``--set key=value`` overrides them (values parsed as YAML, so ``3``, ``1e-4``,
-``true``, ``[q_proj, v_proj]`` and ``null`` have their usual types). Unknown keys and values of the wrong
-type are errors that name the field.
+Every stage config derives from `StageConfig`: unknown fields are refused, types and ranges are checked, and
+each field's docstring is its description (so ``--help``, `model_json_schema()` and docs show it). One loader
+serves every stage:
+
+```python
+cfg = load_config(SampleConfig, "sample.yaml", parse_overrides(["m1.parallel=2", "corpora.0.max_rows=40"]))
+```
+
+Override values are parsed as YAML (``3``, ``1e-4``, ``true``, ``[q_proj, v_proj]``, ``null``); dotted keys
+reach into nested models and lists (``corpora.0.max_rows``). A validation failure raises `ConfigError` naming
+the source and every field that is wrong. Serving adds environment variables through pydantic-settings
+(`redtrans.serve.config`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
+import copy
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-T = TypeVar("T")
+from redtrans.errors import ConfigError
+
+__all__ = [
+    "ConfigError",
+    "StageConfig",
+    "apply_override",
+    "format_validation_error",
+    "load_config",
+    "parse_overrides",
+    "read_yaml_mapping",
+    "validate_config",
+]
+
+M = TypeVar("M", bound=BaseModel)
 
 
-class ConfigError(ValueError):
-    """A config file or override that does not fit the config dataclass."""
+class StageConfig(BaseModel):
+    """Base of stage configs: unknown fields refused, docstrings as field descriptions, checked assignment."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        use_attribute_docstrings=True,
+        validate_assignment=True,
+        validate_default=True,
+    )
 
 
-def _coerce(name: str, value: Any, hint: Any) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        # Try the exact-type options first so "3" stays an int in `int | str`.
-        for option in sorted(options, key=lambda o: o is str):
-            if option is type(None):
-                continue
-            try:
-                return _coerce(name, value, option)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"{name}: {value!r} fits none of {hint}")
-    if hint is Any:
-        return value
-    if origin in (list, tuple):
-        (item,) = typing.get_args(hint)[:1] or (Any,)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{name}: expected a list, got {value!r}")
-        return [_coerce(name, v, item) for v in value]
-    if origin is dict or hint is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{name}: expected a mapping, got {value!r}")
-        return dict(value)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{name}: expected true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{name}: expected an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)  # YAML 1.1 reads 1e-4 as a string
-            except ValueError:
-                pass
-        raise ConfigError(f"{name}: expected a number, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, bool):  # YAML 1.1 reads an unquoted no / yes (eval_strategy: no) as a boolean
-            return "yes" if value else "no"
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{name}: expected a string, got {value!r}")
-    return value
+def format_validation_error(exc: ValidationError, source: str = "config") -> str:
+    """One readable line per problem: ``source: field.sub: message (got value)``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        got = err.get("input")
+        shown = "" if err["type"] in {"missing", "extra_forbidden"} or isinstance(got, Mapping) else f" (got {got!r})"
+        lines.append(f"{loc}: {msg}{shown}")
+    return f"{source}: " + "; ".join(lines)
+
+
+def validate_config(cls: type[M], values: Mapping[str, Any], source: str = "config") -> M:
+    """Build `cls` from plain data, turning pydantic's ValidationError into one ConfigError."""
+    try:
+        return cls.model_validate(dict(values))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
 
 
 def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
-    """``["a=1", "b=[x, y]"]`` → ``{"a": 1, "b": ["x", "y"]}`` (values parsed as YAML)."""
+    """``["a=1", "b.c=[x, y]"]`` → ``{"a": 1, "b.c": ["x", "y"]}`` (values parsed as YAML; keys stay dotted)."""
     out: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} is not key=value")
+            raise ConfigError(f"--set expects KEY=VALUE (dotted keys, YAML values), got {item!r}")
         try:
             out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: {exc}") from None
+            raise ConfigError(f"--set {key.strip()}: invalid YAML value {raw!r}: {exc}") from None
     return out
 
 
-def build_config(cls: type[T], values: Mapping[str, Any], source: str = "config") -> T:
-    """Instantiate dataclass `cls` from `values`, checking names and types."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(names))}")
-    kwargs = {k: _coerce(k, v, hints[k]) for k, v in values.items()}
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+def apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.0.c`` = value inside nested dicts/lists (lists indexed by number), creating mappings."""
+    keys = dotted.split(".")
+    node: Any = data
+    for i, key in enumerate(keys):
+        last = i == len(keys) - 1
+        if isinstance(node, list):
+            try:
+                index = int(key)
+                if last:
+                    node[index] = value
+                    return
+                node = node[index]
+            except (ValueError, IndexError):
+                raise ConfigError(f"--set {dotted}: {key!r} is not an index of a {len(node)}-item list") from None
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {'.'.join(keys[:i])} is not a mapping")
+        if last:
+            node[key] = value
+            return
+        if not isinstance(node.get(key), dict | list):
+            node[key] = {} if node.get(key) is None else node[key]
+            if not isinstance(node[key], dict | list):
+                raise ConfigError(f"--set {dotted}: {'.'.join(keys[: i + 1])} is {node[key]!r}, not a mapping")
+        node = node[key]
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """The top-level mapping of a YAML config file (empty file = {}); ConfigError naming the file otherwise."""
-    p = Path(path)
+    p = Path(path).expanduser()
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
         loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: invalid YAML: {exc}") from None
     if loaded is None:
@@ -127,8 +133,16 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     return dict(loaded)
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> T:
-    """Read `path` (YAML mapping, optional), apply `overrides` on top and build `cls`."""
+def merge_overrides(values: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A deep copy of `values` with dotted `overrides` applied (None values are skipped: unset CLI options)."""
+    data = copy.deepcopy(dict(values))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            apply_override(data, key, value)
+    return data
+
+
+def load_config(cls: type[M], path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> M:
+    """Read `path` (YAML mapping, optional), apply dotted `overrides` on top and validate as `cls`."""
     values: dict[str, Any] = read_yaml_mapping(path) if path is not None else {}
-    values.update(overrides or {})
-    return build_config(cls, values, str(path) if path else "config")
+    return validate_config(cls, merge_overrides(values, overrides), str(path) if path else "config")

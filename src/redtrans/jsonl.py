@@ -12,25 +12,35 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from redtrans.errors import InputError
 
-class JSONLError(ValueError):
+
+class JSONLError(InputError):
     """Bad input, with the file and line it came from."""
 
     def __init__(self, path: str | Path, line: int, message: str) -> None:
-        super().__init__(f"{path}:{line}: {message}")
-        self.path, self.line = str(path), line
+        super().__init__(message, path=path, line=line)
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line; JSONLError on invalid JSON or a non-object."""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    """(line number, object) for each non-blank line; JSONLError on invalid UTF-8, invalid JSON or a non-object."""
+    if Path(path).is_dir():
+        raise InputError("is a folder, not a JSONL file", path=path)
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise JSONLError(path, number, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise JSONLError(path, number, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+                hint = ""
+                if number == 1 and not line.lstrip().startswith(("{", "[")) and ("," in line or "\t" in line):
+                    hint = "; this looks like CSV/TSV, and the file is read as JSON Lines (one JSON object a line)"
+                raise JSONLError(path, number, f"invalid JSON ({exc.msg} at column {exc.colno}){hint}") from None
             if not isinstance(row, dict):
                 raise JSONLError(path, number, f"expected a JSON object, got {type(row).__name__}")
             yield number, row

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from redtrans.errors import LanguageError
+
 
 @dataclass(frozen=True)
 class Language:
@@ -41,8 +43,7 @@ LANGUAGES: dict[str, Language] = {
 }
 
 
-class UnknownLanguageError(ValueError):
-    """A language code that is not in the table."""
+UnknownLanguageError = LanguageError  # the name stages used before the error tree
 
 
 def get_language(code: str) -> Language:
@@ -54,3 +55,10 @@ def get_language(code: str) -> Language:
         raise UnknownLanguageError(
             f"unknown language {code!r}: use an ISO 639-1 code from {', '.join(sorted(LANGUAGES))}"
         ) from None
+
+
+def default_target(src: str | None) -> str:
+    """The target a source goes to when none is given: English, or Chinese for an English source.
+
+    One rule for text mode, file rows, serving and every stage (the `--tgt` help says the same)."""
+    return "zh" if src is not None and get_language(src).code == "en" else "en"

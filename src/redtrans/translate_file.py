@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from redtrans.errors import InputError
 from redtrans.jsonl import JSONLError, JSONLWriter, done_ids, read_jsonl
 from redtrans.languages import UnknownLanguageError, get_language
 from redtrans.translator import Item, Translator
@@ -29,7 +30,16 @@ class FileSummary:
     flagged: int
 
 
-def validate_input(path: str | Path, fields: FileFields, default_tgt: str | None) -> int:
+def check_output_path(path: str | Path) -> None:
+    """An output must be a file we can append to: InputError for a folder or a parent that is a file."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError("is a folder; --output takes a JSONL file path", path=p)
+    if p.parent.exists() and not p.parent.is_dir():
+        raise InputError(f"cannot write {p}: {p.parent} is not a folder")
+
+
+def validate_input(path: str | Path, fields: FileFields) -> int:
     """Check every row before any work starts; return the row count. Raises JSONLError (first 10 problems)."""
     problems: list[str] = []
     seen: set[str] = set()
@@ -46,8 +56,6 @@ def validate_input(path: str | Path, fields: FileFields, default_tgt: str | None
                     get_language(str(code))
                 except UnknownLanguageError as exc:
                     problems.append(f"{path}:{number}: {exc}")
-        if row.get(fields.tgt) is None and default_tgt is None:
-            problems.append(f"{path}:{number}: no {fields.tgt!r} field and no --tgt given")
         row_id = str(row.get(fields.id, f"line-{number}"))
         if row_id in seen:
             problems.append(f"{path}:{number}: duplicate id {row_id!r}")
@@ -69,7 +77,7 @@ def iter_items(
         src = row.get(fields.src) or default_src
         tgt = row.get(fields.tgt) or default_tgt
         try:
-            yield Item(row_id, row[fields.text], str(tgt), str(src) if src else None)
+            yield Item(row_id, row[fields.text], str(tgt) if tgt else None, str(src) if src else None)
         except (ValueError, KeyError) as exc:
             raise JSONLError(path, number, str(exc)) from None
 
@@ -88,7 +96,8 @@ def translate_file(
 
     `validated_rows`: the row count from an earlier `validate_input` of this file (saves a second pass)."""
     fields = fields or FileFields()
-    total = validated_rows if validated_rows is not None else validate_input(input_path, fields, tgt)
+    total = validated_rows if validated_rows is not None else validate_input(input_path, fields)
+    check_output_path(output_path)
     done = done_ids(output_path)
     skipped = len(done)
     written = flagged = 0

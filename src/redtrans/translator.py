@@ -20,7 +20,8 @@ import regex
 
 from redtrans import prompts
 from redtrans.engines.base import Engine, GenRequest, GenResult
-from redtrans.languages import LANGUAGES, get_language
+from redtrans.errors import InputError
+from redtrans.languages import LANGUAGES, default_target, get_language
 from redtrans.text import checks
 from redtrans.text.langid import detect_language, letter_share
 from redtrans.text.profiles import PlatformProfile, load_profile
@@ -41,17 +42,18 @@ UNTRANSLATED_MARKUP = "untranslated_markup"
 
 @dataclass
 class Item:
-    """One text to translate. `src` None = detect it."""
+    """One text to translate. `src` None = detect it; `tgt` None = `languages.default_target` of the source."""
 
     id: str
     text: str
-    tgt: str
+    tgt: str | None
     src: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str) or not self.text.strip():
-            raise ValueError("text is empty")
-        self.tgt = get_language(self.tgt).code
+            raise InputError("text is empty")
+        if self.tgt is not None:
+            self.tgt = get_language(self.tgt).code
         if self.src is not None:
             self.src = get_language(self.src).code
 
@@ -122,16 +124,24 @@ class Translator:
     # -- public API -----------------------------------------------------------------------------------
     def translate(self, items: Iterable[Item]) -> Iterator[Result]:
         size = self.config.batch_size or 4 * self.engine.parallelism
-        iterator = iter(items)
+        iterator = map(self.resolve_languages, items)
         while window := list(itertools.islice(iterator, size)):
             yield from self._window(window)
 
-    def translate_text(self, text: str, tgt: str, src: str | None = None) -> Result:
+    def translate_text(self, text: str, tgt: str | None = None, src: str | None = None) -> Result:
         return next(self.translate([Item("0", text, tgt, src)]))
 
     def detect(self, text: str, tgt: str) -> str:
         """The source language of `text`; the target itself when nothing in it is translatable."""
         return detect_language(text, self.config.languages or list(LANGUAGES)) or tgt
+
+    def resolve_languages(self, item: Item) -> Item:
+        """`item` with `src` detected when absent and `tgt` = the source's default target when absent."""
+        if item.src is not None and item.tgt is not None:
+            return item
+        detected = item.src or detect_language(item.text, self.config.languages or list(LANGUAGES))
+        tgt = item.tgt or default_target(detected)
+        return Item(item.id, item.text, tgt, detected or tgt)
 
     # -- internals ------------------------------------------------------------------------------------
     def _generate(self, requests: list[GenRequest]) -> list[GenResult]:

@@ -35,10 +35,11 @@ from redtrans.bench.systems import (
 )
 from redtrans.bench.tags import TAGS, segment_fidelity, tag_source
 from redtrans.engines import Engine
+from redtrans.errors import ConfigError
 from redtrans.text.profiles import load_profile
 
 
-class BenchError(ValueError):
+class BenchError(ConfigError):
     """A benchmark that cannot run as configured."""
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import regex
 from sacrebleu.metrics import BLEU, CHRF
 
+from redtrans.errors import ConfigError
 from redtrans.languages import get_language
 from redtrans.text.langid import detect_language
 
@@ -153,7 +154,7 @@ NeuralMetric = Callable[[list[str], list[str], list[str]], list[float]]
 """(sources, hypotheses, references) -> one score per segment; the system score is their mean."""
 
 
-class NeuralMetricError(RuntimeError):
+class NeuralMetricError(ConfigError):
     """A neural metric was asked for but cannot run here."""
 
 

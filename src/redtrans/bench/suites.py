@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from redtrans.errors import SuiteError
 from redtrans.jsonl import read_jsonl
 from redtrans.languages import UnknownLanguageError, get_language
 from redtrans.paths import redtrans_home
@@ -48,10 +49,6 @@ WMT23_FILES = {
     ("zh", "en"): ("generaltest2023.zh-en.src.zh", "generaltest2023.zh-en.ref.refA.en"),
     ("en", "zh"): ("generaltest2023.en-zh.src.en", "generaltest2023.en-zh.ref.refA.zh"),
 }
-
-
-class SuiteError(ValueError):
-    """A suite that cannot be found, downloaded or parsed; the message says how to fix it."""
 
 
 @dataclass(frozen=True)

@@ -24,15 +24,16 @@ from typing import Any
 
 from redtrans import prompts
 from redtrans.bench.suites import Segment
-from redtrans.engines import Engine, create_engine
+from redtrans.engines import Engine, EngineSpec, create_engine
 from redtrans.engines.models import DEFAULT_MODEL
+from redtrans.errors import ConfigError
 from redtrans.jsonl import JSONLWriter, read_jsonl, repair_tail
 from redtrans.translator import Item, Translator, TranslatorConfig
 
 _KEYS = {"name", "engine", "model", "mode", "profile", "parallel", "served_model", "base_model", "outputs"}
 
 
-class SystemSpecError(ValueError):
+class SystemSpecError(ConfigError):
     """A system spec that cannot be parsed or run."""
 
 
@@ -214,7 +215,11 @@ class EnginePool:
             return self.prebuilt[spec.name]
         key = spec.engine_key()
         if key not in self._engines:
-            self._engines[key] = create_engine(spec.engine, spec.model, **dict(spec.options))
+            options = dict(spec.options)
+            served_model = options.pop("served_model", None)
+            self._engines[key] = create_engine(
+                EngineSpec(kind=spec.engine, model=spec.model, served_model=served_model, options=options)
+            )
         return self._engines[key]
 
     def close(self) -> None:

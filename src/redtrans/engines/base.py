@@ -10,7 +10,14 @@ import asyncio
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from redtrans.errors import EngineError
+
+if TYPE_CHECKING:
+    from redtrans.config import StageConfig
+
+__all__ = ["Engine", "EngineError", "GenRequest", "GenResult"]
 
 
 @dataclass
@@ -44,7 +51,10 @@ class GenResult:
     @classmethod
     def from_openai(cls, data: dict[str, Any], elapsed: float) -> GenResult:
         """From an OpenAI-style chat/text completion response (llama.cpp's and vLLM's are the same shape)."""
-        choice = data["choices"][0]
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise EngineError(f"the upstream answer has no `choices`: {str(data)[:200]!r}")
+        choice = choices[0]
         text = (choice.get("message") or {}).get("content") if "message" in choice else choice.get("text")
         usage = data.get("usage") or {}
         return cls(
@@ -57,14 +67,14 @@ class GenResult:
         )
 
 
-class EngineError(RuntimeError):
-    """The engine could not produce a result (unreachable endpoint, model failed to load, …)."""
-
-
 class Engine(ABC):
     """Generates text. Subclasses set `name`, `model` and `chat` and implement `generate`."""
 
     name: str = "engine"
+    config_class: ClassVar[type[StageConfig]]
+    """The kind's own config model (built by `EngineSpec.engine_config`)."""
+    spec_fields: ClassVar[dict[str, str]] = {}
+    """Which config field each `EngineSpec` field (model, parallel, served_model) sets for this kind."""
     model: str = ""
     chat: bool = True  # accepts chat messages; False = completion prompts only (base models)
     parallelism: int = 1  # how many requests it decodes together; callers size batches by it

@@ -9,22 +9,23 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
+from redtrans.config import StageConfig
 from redtrans.engines.base import Engine, EngineError, GenRequest, GenResult
 
 
-@dataclass
-class HFConfig:
+class HFConfig(StageConfig):
     """Settings of the transformers engine."""
 
     model: str = ""
     """A model directory, an adapter directory (adapter_config.json) or a .gguf file."""
     base_model: str | None = None
     """Base model for an adapter when its adapter_config.json path is not valid here."""
-    batch_size: int = 8
+    batch_size: int = Field(default=8, ge=1)
     """Requests generated together."""
     dtype: str = "auto"
     """torch dtype: auto (bf16 on GPUs that have it, else fp32), float32, bfloat16, float16."""
@@ -48,6 +49,8 @@ def _load_causal_lm(path: str, dtype: Any, device: str) -> tuple[Any, Any]:
 
 class HFEngine(Engine):
     name = "hf"
+    config_class = HFConfig
+    spec_fields = {"model": "model", "parallel": "batch_size"}
 
     def __init__(self, config: HFConfig | None = None, **overrides: Any) -> None:
         import torch

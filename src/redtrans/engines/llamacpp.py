@@ -13,24 +13,25 @@ import os
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
+from pydantic import Field
+
+from redtrans.config import StageConfig
 from redtrans.engines.base import Engine, EngineError, GenRequest, GenResult
 from redtrans.engines.models import DEFAULT_MODEL, resolve_gguf
 
 
-@dataclass
-class LlamaCppConfig:
+class LlamaCppConfig(StageConfig):
     """Settings of the embedded engine."""
 
     model: str = DEFAULT_MODEL
     """Registry name (qwen2.5-coder-1.5b, qwen2.5-coder-0.5b, gemma3-270m) or a path to a .gguf file."""
-    n_parallel: int = 4
+    n_parallel: int = Field(default=4, ge=1)
     """Parallel slots: requests decoded together."""
-    n_ctx_per_slot: int = 2048
+    n_ctx_per_slot: int = Field(default=2048, ge=64)
     """Context tokens per slot (prompt + output of one request)."""
-    n_threads: int = 0
+    n_threads: int = Field(default=0, ge=0)
     """CPU threads; 0 = all cores."""
     chat: bool | None = None
     """Force chat (instruct) or completion (base) mode; None = from the registry (paths: chat)."""
@@ -38,6 +39,8 @@ class LlamaCppConfig:
 
 class LlamaCppEngine(Engine):
     name = "llamacpp"
+    config_class = LlamaCppConfig
+    spec_fields = {"model": "model", "parallel": "n_parallel"}
     supports_grammar = True
     supports_submit = True
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from redtrans.errors import ModelError
 from redtrans.paths import redtrans_home
 
 
@@ -89,10 +90,6 @@ MODELS: dict[str, ModelSpec] = {
     )
 }
 DEFAULT_MODEL = "qwen2.5-coder-1.5b"
-
-
-class ModelError(RuntimeError):
-    """A model could not be resolved or assembled."""
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -12,29 +12,29 @@ import itertools
 import os
 import random
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from pydantic import Field, field_validator
 
+from redtrans.config import StageConfig
 from redtrans.engines.base import Engine, EngineError, GenRequest, GenResult
 
 
-@dataclass
-class OpenAIConfig:
+class OpenAIConfig(StageConfig):
     """Settings of the OpenAI-compatible engine."""
 
-    base_urls: list[str] = field(default_factory=lambda: ["http://127.0.0.1:8000/v1"])
+    base_urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8000/v1"], min_length=1)
     """One or more endpoints ending in /v1; requests are spread over them round-robin."""
     model: str = "default"
     """The served model name (what `vllm serve` calls it)."""
     api_key: str | None = None
     """Bearer token; default from $OPENAI_API_KEY, none when unset."""
-    concurrency: int = 8
+    concurrency: int = Field(default=8, ge=1)
     """Requests in flight at once, over all endpoints."""
-    timeout_s: float = 120.0
+    timeout_s: float = Field(default=120.0, gt=0)
     """Per-request timeout."""
-    max_retries: int = 3
+    max_retries: int = Field(default=3, ge=0)
     """Retries of a request on connection errors, timeouts, 429 and 5xx, with exponential backoff."""
     backoff_s: float = 0.5
     """First backoff; doubles each retry, with jitter."""
@@ -45,9 +45,21 @@ class OpenAIConfig:
     llama.cpp's server. None = grammars are not sent (OpenAI itself rejects unknown fields), and the
     translator retries with a stricter prompt instead."""
 
+    @field_validator("base_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        """`http://a/v1,http://b/v1` (as --model gives them) → a list; trailing slashes dropped."""
+        if isinstance(value, str):
+            value = [u for u in (part.strip() for part in value.split(",")) if u]
+        if isinstance(value, list):
+            value = [str(u).strip().rstrip("/") for u in value]
+        return value
+
 
 class OpenAIEngine(Engine):
     name = "openai"
+    config_class = OpenAIConfig
+    spec_fields = {"model": "base_urls", "served_model": "model", "parallel": "concurrency"}
 
     def __init__(self, config: OpenAIConfig | None = None, **overrides: Any) -> None:
         self.config = config or OpenAIConfig(**overrides)

@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from redtrans.errors import ConfigError
 from redtrans.jsonl import read_jsonl, repair_tail
 
 
-class BucketError(ValueError):
+class BucketError(ConfigError):
     """A bucket specification that cannot work."""
 
 

@@ -16,14 +16,11 @@ from typing import Any, Literal
 
 from redtrans.config import ConfigError as SharedConfigError
 from redtrans.config import read_yaml_mapping
+from redtrans.errors import ConfigError
 from redtrans.languages import get_language
 
 DEFAULT_EDGES = [0.0, 0.1, 0.2, 0.4, 1.0]
 DEFAULT_WEIGHTS = [1.0, 2.0, 3.0, 4.0]
-
-
-class ConfigError(ValueError):
-    """A sampling configuration that cannot work, with the field that is wrong."""
 
 
 @dataclass

@@ -38,15 +38,12 @@ MODELS = ("m1", "m2")
 
 def build_engine(spec: ModelConfig) -> Engine:
     """An engine from a model config (`engine: standin` gives the pipeline stand-in)."""
+    from redtrans.engines import EngineSpec, create_engine
+
     options = dict(spec.options)
-    if spec.engine == "standin":
-        from redtrans.sampling.standin import StandInConfig, StandInEngine
-
-        engine: Engine = StandInEngine(StandInConfig(**options))
-    else:
-        from redtrans.engines import create_engine
-
-        engine = create_engine(spec.engine, spec.model, **options)
+    served_model = options.pop("served_model", None)
+    model = None if spec.engine == "standin" else spec.model
+    engine = create_engine(EngineSpec(kind=spec.engine, model=model, served_model=served_model, options=options))
     if spec.label:
         engine.model = spec.label
     return engine

@@ -27,8 +27,7 @@ API_KEYS_ENV = "REDTRANS_API_KEYS"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class ServeConfigError(ValueError):
-    """A serve.yaml (or an override) is not valid."""
+ServeConfigError = ConfigError  # the name serve used before the error tree
 
 
 def hash_key(key: str) -> str:

@@ -268,19 +268,19 @@ class TranslationService:
             self._loader = asyncio.create_task(self._load_engine())
 
     async def _load_engine(self) -> None:
-        from redtrans.engines import create_engine
+        from redtrans.engines import EngineSpec, create_engine
 
         config = self.config
-        options = dict(config.engine_options)
-        kind = config.engine or ("openai" if config.model and config.model.startswith("http") else "llamacpp")
-        options.setdefault("concurrency" if kind == "openai" else "n_parallel", config.parallel)
-        if config.served_model:
-            options["served_model"] = config.served_model
+        spec = EngineSpec(
+            kind=config.engine,
+            model=config.model,
+            parallel=config.parallel,
+            served_model=config.served_model,
+            options=dict(config.engine_options),
+        )
         started = time.perf_counter()
         try:
-            self.engine = await asyncio.get_running_loop().run_in_executor(
-                self._pool, lambda: create_engine(config.engine, config.model, **options)
-            )
+            self.engine = await asyncio.get_running_loop().run_in_executor(self._pool, lambda: create_engine(spec))
         except Exception as exc:  # noqa: BLE001 - reported on /readyz and in the log, the process stays up
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("engine failed to load", extra={"fields": {"error": self.load_error}})

@@ -15,6 +15,8 @@ from pathlib import Path
 import regex
 import yaml
 
+from redtrans.errors import ProfileError
+
 DEFAULT_PROFILE = "rednote"
 
 
@@ -39,10 +41,6 @@ class PlatformProfile:
     description: str
     markup: tuple[MarkupRule, ...]
     aliases: tuple[str, ...] = ()
-
-
-class ProfileError(ValueError):
-    """A profile that cannot be found or parsed."""
 
 
 def _parse(data: dict, origin: str) -> PlatformProfile:

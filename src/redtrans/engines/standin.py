@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import time
 import zlib
-from dataclasses import dataclass
 from typing import Any
 
 import regex
+from pydantic import Field
 
+from redtrans.config import StageConfig
 from redtrans.engines.base import Engine, EngineError, GenRequest, GenResult
 from redtrans.languages import LANGUAGES
 
@@ -75,15 +76,14 @@ def _encode(text: str, to_latin: bool) -> list[str]:
     return out
 
 
-@dataclass
-class StandInConfig:
+class StandInConfig(StageConfig):
     """Settings of the stand-in engine."""
 
     salt: int = 1
     """Varies which tokens get corrupted; give the two models different salts."""
     max_noise: float = 0.6
     """Upper bound of the share of tokens corrupted in one output (the share itself varies per text)."""
-    parallelism: int = 16
+    parallelism: int = Field(default=16, ge=1)
     """Advertised parallelism; the translator sizes its windows by it."""
     delay_s: float = 0.0
     """Sleep per generate() call (to make a run slow enough to kill in a test)."""
@@ -95,6 +95,8 @@ class StandInConfig:
 
 class StandInEngine(Engine):
     name = "standin"
+    config_class = StandInConfig
+    spec_fields = {"model": "model", "parallel": "parallelism"}
 
     def __init__(self, config: StandInConfig | None = None, **overrides: Any) -> None:
         self.config = config or StandInConfig(**overrides)

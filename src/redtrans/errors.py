@@ -1,0 +1,75 @@
+"""One exception tree for every stage (as httpx's `_exceptions.py`): what a user can fix, and how the CLI exits.
+
+```
+RedtransError              exit 2: the command could not do what was asked; one line, no traceback
+├── ConfigError            a config file, override or option that does not fit (names the field)
+├── InputError             input data that cannot be used (names file:line where there is one)
+│   ├── JSONLError         (redtrans.jsonl) invalid JSON / UTF-8, a non-object line
+│   ├── LanguageError      an unknown language code
+│   ├── ProfileError       a platform markup profile that cannot be read
+│   └── SuiteError         a benchmark suite that cannot be found or read
+├── EngineError            an engine that cannot generate (unreachable endpoint, bad answer, bad options)
+│   └── ModelError         a model that cannot be found, assembled or verified
+└── RowsFailedError        exit 1: the command ran, but some rows failed (they are retried by a re-run)
+```
+
+Anything else that escapes a command is a bug and keeps its traceback. The exception classes also derive from
+the builtin they replaced (`ValueError`, `RuntimeError`) so existing `except ValueError` callers keep working.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RedtransError(Exception):
+    """Base of every error redtrans raises on purpose. `exit_code` is what the CLI exits with."""
+
+    exit_code: int = 2
+
+    def __init__(self, message: str, *, path: str | Path | None = None, line: int | None = None) -> None:
+        self.message, self.path, self.line = message, (str(path) if path is not None else None), line
+        where = f"{self.path}:{line}: " if self.path is not None and line else f"{self.path}: " if self.path else ""
+        super().__init__(f"{where}{message}")
+
+
+class ConfigError(RedtransError, ValueError):
+    """A config file, `--set` override, environment variable or option value that does not fit its model."""
+
+
+class InputError(RedtransError, ValueError):
+    """Input data that cannot be used: names the file and line where there is one."""
+
+
+class LanguageError(InputError):
+    """A language code that is not in the table (`redtrans.languages`)."""
+
+
+class ProfileError(InputError):
+    """A platform markup profile that is unknown or invalid."""
+
+
+class SuiteError(InputError):
+    """A benchmark suite that cannot be found, downloaded or read."""
+
+
+class EngineError(RedtransError, RuntimeError):
+    """The engine could not produce results: unreachable endpoint, an answer that is not one, bad options."""
+
+
+class ModelError(EngineError):
+    """A model that cannot be found, assembled or verified."""
+
+
+class RowsFailedError(RedtransError):
+    """The command ran to the end but `failed` rows have no usable output; a re-run retries them."""
+
+    exit_code = 1
+
+    def __init__(self, failed: int, total: int, where: str | Path | None = None, detail: str = "") -> None:
+        self.failed, self.total = failed, total
+        target = f" in {where}" if where is not None else ""
+        super().__init__(
+            f"{failed} of {total} rows failed{target}{': ' + detail if detail else ''}; "
+            "re-run the same command to retry them"
+        )
