@@ -51,13 +51,13 @@ def make_corpus(path: Path, rows: int, seed: int = 0) -> None:
 
 def child(corpus: str, out: str) -> None:
     """One run of the stage in this (fresh) process; prints a JSON line of measurements."""
-    from redtrans.sampling.config import ModelConfig, load_config
+    from redtrans.sampling.config import ModelSpec, load_config
     from redtrans.sampling.stage import run_sample
 
     config = load_config(None, {"corpora": [{"path": corpus, "src": "zh", "tgt": "en"}]})
     config.output_dir = out
-    config.m1 = ModelConfig("", engine="standin", options={"salt": 1, "parallelism": 64})
-    config.m2 = ModelConfig("", engine="standin", options={"salt": 2, "parallelism": 64})
+    config.m1 = ModelSpec(kind="standin", parallel=64, options={"salt": 1})
+    config.m2 = ModelSpec(kind="standin", parallel=64, options={"salt": 2})
     config.score_workers = 2
     config.target_size = 1000
     started = time.perf_counter()

@@ -22,9 +22,10 @@ from sacrebleu.metrics import BLEU
 from typer.testing import CliRunner
 
 from redtrans.engines.base import EngineError
+from redtrans.engines.spec import EngineSpec
 from redtrans.jsonl import JSONLError
 from redtrans.sampling.buckets import BucketError, Buckets, allocate, draw
-from redtrans.sampling.config import ConfigError, ModelConfig, SampleConfig, load_config
+from redtrans.sampling.config import ConfigError, ModelSpec, SampleConfig, cli_overrides, load_config
 from redtrans.sampling.export import choose_target
 from redtrans.sampling.inputs import Corpus, MixState, mix, quotas
 from redtrans.sampling.roundtrip import build_engine
@@ -45,8 +46,8 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def standin(salt: int, **options: object) -> ModelConfig:
-    return ModelConfig(model="", engine="standin", options={"salt": salt, **options})
+def standin(salt: int, **options: object) -> ModelSpec:
+    return ModelSpec(kind="standin", options={"salt": salt, **options})
 
 
 def pair_config(tmp_path: Path, n: int = 30, **fields: object) -> SampleConfig:
@@ -262,7 +263,7 @@ def test_corpora_mix_by_ratio_in_a_smooth_deterministic_order(tmp_path: Path) ->
 
 
 def test_config_errors_name_the_field(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown key"):
+    with pytest.raises(ConfigError, match="bucket_edges: unknown field"):
         load_config(None, {"bucket_edges": [0, 1]})
     config = pair_config(tmp_path, weights=[1, 2])
     with pytest.raises(ConfigError, match="weights: 4 buckets need 4 weights"):
@@ -275,7 +276,7 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
     yaml_path.write_text("corpora:\n  - {path: c.zh, src: zh, tgt: en}\nm1: qwen2.5-coder-0.5b\n", encoding="utf-8")
     loaded = load_config(yaml_path, {"m1.options.n_parallel": 3, "corpora.0.max_rows": 5})
     assert loaded.corpora[0].path == str(tmp_path / "c.zh")  # relative to the YAML file
-    assert loaded.m1 == ModelConfig("qwen2.5-coder-0.5b", options={"n_parallel": 3})
+    assert loaded.m1 == ModelSpec(model="qwen2.5-coder-0.5b", options={"n_parallel": 3})
     assert loaded.corpora[0].max_rows == 5
 
 
@@ -414,8 +415,6 @@ def test_cli_sample_validates_options(tmp_path: Path) -> None:
 
 
 def test_cli_overrides_parse_lists_bucket_labels_and_sets() -> None:
-    from redtrans.sampling.config import cli_overrides
-
     options = {"input": Path("x.zh"), "reference": Path("x.en"), "src": "zh", "tgt": "en", "exclude": "[0,0.1), 3",
                "weights": "1,2.5", "m1": "qwen2.5-coder-0.5b", "seed": None}  # fmt: skip
     assert cli_overrides(options, ["m2.options.n_parallel=4", "method=weighted"]) == {
@@ -428,3 +427,37 @@ def test_cli_overrides_parse_lists_bucket_labels_and_sets() -> None:
     }
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         cli_overrides({}, ["seed"])
+
+
+def test_cli_sample_yaml_with_an_unknown_field_fails_in_one_line_naming_it(tmp_path: Path) -> None:
+    from redtrans.cli import app
+
+    yaml_path = tmp_path / "s.yaml"
+    yaml_path.write_text("corpora:\n  - {path: c.zh, src: zh, tgt: en}\nm1: {model: qwen2.5-coder-0.5b, colour: red}\n"
+                         "bucket_edges: [0, 1]\n", encoding="utf-8")  # fmt: skip
+    result = CliRunner().invoke(app, ["sample", "-c", str(yaml_path)])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert "m1.colour: unknown field" in result.output and "bucket_edges: unknown field" in result.output
+    assert str(yaml_path) in result.output
+
+
+def test_model_specs_are_engine_specs_and_overrides_reach_the_engine(tmp_path: Path) -> None:
+    config = load_config(None, cli_overrides({"m2": "gemma3-270m"}, ["m1.parallel=2", "m2.label=gemma"]))
+    assert isinstance(config.m1, EngineSpec) and config.m1.model == "qwen2.5-coder-1.5b"
+    assert config.m1.engine_config().n_parallel == 2  # type: ignore[attr-defined]  # llama.cpp slots
+    assert config.m2.provenance == "gemma" and config.m2.model_dump()["label"] == "gemma"
+    config = load_config(None, {"m1.kind": "standin", "m1.parallel": 2, "m1.options": {"salt": 1}})
+    engine = build_engine(config.m1)
+    assert (engine.name, engine.parallelism, engine.model) == ("standin", 2, "standin-1")
+    # older spellings: engine: for kind, options.served_model for served_model
+    old = ModelSpec.model_validate({"engine": "openai", "model": "http://a/v1", "options": {"served_model": "m"}})
+    assert (old.kind, old.served_model, old.options) == ("openai", "m", {})
+
+
+def test_an_unknown_engine_option_fails_before_any_model_loads(tmp_path: Path) -> None:
+    config = pair_config(tmp_path)
+    config.m2 = ModelSpec(model="no-such-model-is-loaded", options={"n_thread": 2})
+    with pytest.raises(ConfigError, match="m2: .*n_thread: unknown field"):
+        run_sample(config)
+    assert not config.journal_path.exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import regex
 
-from redtrans.sampling.config import ModelConfig, load_config
+from redtrans.sampling.config import ModelSpec, load_config
 from redtrans.sampling.scoring import sentence_bleu
 from redtrans.sampling.stage import run_sample
 
@@ -37,7 +37,7 @@ def test_round_trips_with_two_real_models_of_different_families(tmp_path: Path, 
     source.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     config = load_config(None, {"corpora": [{"path": str(source), "src": "zh", "tgt": "en"}]})
     config.output_dir = str(tmp_path / "out")
-    config.m1, config.m2 = ModelConfig("qwen2.5-coder-0.5b"), ModelConfig("gemma3-270m")
+    config.m1, config.m2 = ModelSpec(model="qwen2.5-coder-0.5b"), ModelSpec(model="gemma3-270m")
     config.score_workers, config.target_size, config.edges, config.weights = 1, 3, [0.0, 1.0], [1.0]
     config.allow_flagged_targets = True
     report = run_sample(config, engines={"m1": engine_0p5b, "m2": engine_gemma})

@@ -151,9 +151,7 @@ def draw(
 
     `journal` is the journal's path, or a function giving a fresh iterable of scored rows for each pass.
     `observe` sees every scored row of the first pass (statistics without another pass)."""
-    rows_of: Callable[[], Iterable[dict[str, Any]]] = (
-        journal if callable(journal) else lambda: iter_scored(journal)  # type: ignore[arg-type]
-    )
+    rows_of: Callable[[], Iterable[dict[str, Any]]] = journal if callable(journal) else lambda: iter_scored(journal)
     n = len(buckets)
     available = [0] * n
     journal_rows = ineligible = out_of_range = 0

@@ -1,30 +1,41 @@
 """Configuration of `redtrans sample`: corpora, the two models, buckets, the draw and the SFT export.
 
-Every field is documented where it is declared (TRL style). A YAML file maps one-to-one onto these
-dataclasses (see `examples/sample.yaml`); unknown keys are errors that name the key, and command-line
-overrides use dotted keys (`m1.options.n_parallel=2`, `corpora.0.max_rows=40`).
+The models are `redtrans.config.StageConfig` (pydantic): every field is documented where it is declared, a
+YAML file maps one-to-one onto them (see `examples/sample.yaml`), unknown fields and wrong types fail with
+the field named, and command-line overrides use dotted keys (`m1.parallel=2`, `corpora.0.max_rows=40`),
+read and merged by `redtrans.config`. Checks that involve several fields (edges against weights, corpus
+names, src ≠ tgt, each model's engine options) live in `SampleConfig.validate`, which `run_sample` and the
+CLI call before anything runs: fields stay assignable one at a time (``config.edges = …`` then
+``config.weights = …``) without tripping over a half-made change.
+
+Each model (`m1`, `m2`) is a `ModelSpec`: an `EngineSpec` (kind, model, parallel, served_model, options —
+the same description every stage builds engines from) plus a provenance `label`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from redtrans.config import ConfigError as SharedConfigError
-from redtrans.config import read_yaml_mapping
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from redtrans.config import StageConfig, merge_overrides, parse_overrides, read_yaml_mapping, validate_config
+from redtrans.engines.spec import EngineSpec
 from redtrans.errors import ConfigError
 from redtrans.languages import get_language
 
+__all__ = ["ConfigError", "CorpusConfig", "ModelSpec", "SampleConfig", "cli_overrides", "load_config"]
+
 DEFAULT_EDGES = [0.0, 0.1, 0.2, 0.4, 1.0]
 DEFAULT_WEIGHTS = [1.0, 2.0, 3.0, 4.0]
+DEFAULT_MODELS = {"m1": "qwen2.5-coder-1.5b", "m2": "gemma3-270m"}
+SftFormat = Literal["messages", "prompt_completion"]
+SFT_FORMATS: tuple[SftFormat, ...] = ("messages", "prompt_completion")
 
 
-@dataclass
-class CorpusConfig:
+class CorpusConfig(StageConfig):
     """One input corpus and the direction it is translated in."""
 
     path: str
@@ -45,11 +56,16 @@ class CorpusConfig:
     """JSONL field holding an optional reference translation (into `tgt`)."""
     id_field: str = "id"
     """JSONL field holding the row's own id, kept as `source_id` (row ids are always `name:line`)."""
-    ratio: float | None = None
+    ratio: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """Share of this corpus in the mix. When any corpus has a ratio, every corpus needs one and the rows
     taken from each follow the ratios (of `max_rows`, or of the largest mix the corpora can fill)."""
-    max_rows: int | None = None
+    max_rows: int | None = Field(default=None, ge=0)
     """Use at most this many lines of this corpus (from the top); None = all."""
+
+    @field_validator("src", "tgt")
+    @classmethod
+    def _language(cls, value: str) -> str:
+        return get_language(value).code  # LanguageError is a ValueError: reported under the field's name
 
     def resolved_name(self) -> str:
         if self.name:
@@ -63,36 +79,55 @@ class CorpusConfig:
         return "jsonl" if Path(self.path).suffix.lower() in {".jsonl", ".json"} else "text"
 
 
-@dataclass
-class ModelConfig:
-    """One of the two translators of the round trip."""
+class ModelSpec(EngineSpec):
+    """One of the two translators of the round trip: an `EngineSpec` plus the name recorded as provenance.
 
-    model: str
-    """Registry name (qwen2.5-coder-1.5b, qwen2.5-coder-0.5b, gemma3-270m), a .gguf path, a model directory,
-    or http(s)://host/v1 endpoint(s), comma-separated."""
-    engine: str | None = None
-    """llamacpp | openai | hf | standin (a fast deterministic stand-in that measures the pipeline);
-    None = inferred from `model`."""
-    options: dict[str, Any] = field(default_factory=dict)
-    """Fields of that engine's config: `n_parallel` (llamacpp), `concurrency` (openai: requests in flight),
-    `served_model`, `chat` (False = completion prompts), `timeout_s`, …"""
-    label: str | None = None
-    """Name recorded as provenance in the journal; default: the engine's model name."""
+    A bare string is a model (``m1: qwen2.5-coder-0.5b``). Older configs keep working: ``engine:`` is read
+    as `kind`, and ``options: {served_model: …}`` as `served_model`. The provenance name is ``label`` in YAML,
+    overrides and dumps, and `provenance` in Python (`EngineSpec.label()` is the engine's short description)."""
+
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
+
+    provenance: str | None = Field(default=None, alias="label")
+    """Name recorded as provenance in the journal (`label` in YAML); default: the engine's model name."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"model": data}
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "engine" in data:
+            engine = data.pop("engine")
+            if data.get("kind") not in (None, engine):
+                raise ValueError(f"engine ({engine!r}) and kind ({data['kind']!r}) disagree; give kind only")
+            data["kind"] = engine
+        options = data.get("options")
+        if isinstance(options, dict) and "served_model" in options and "served_model" not in data:
+            options = dict(options)
+            data["served_model"] = options.pop("served_model")
+            data["options"] = options
+        return data
 
 
-@dataclass
-class SampleConfig:
+def _default_model(name: str) -> Any:
+    return lambda: ModelSpec(model=DEFAULT_MODELS[name])
+
+
+class SampleConfig(StageConfig):
     """Everything `redtrans sample` does: round trips, scores, the stratified draw and the SFT export."""
 
-    corpora: list[CorpusConfig] = field(default_factory=list)
+    corpora: list[CorpusConfig] = Field(default_factory=list)
     """Input corpora, mixed (see `CorpusConfig.ratio`)."""
     output_dir: str = "runs/sample"
     """Where the run lives: journal.jsonl, rejects.jsonl, stats.json, histogram.png, sft*.jsonl."""
-    m1: ModelConfig = field(default_factory=lambda: ModelConfig("qwen2.5-coder-1.5b"))
+    m1: ModelSpec = Field(default_factory=_default_model("m1"))
     """First translator (default: the embedded Qwen2.5-Coder-1.5B, chat prompts)."""
-    m2: ModelConfig = field(default_factory=lambda: ModelConfig("gemma3-270m"))
+    m2: ModelSpec = Field(default_factory=_default_model("m2"))
     """Second translator, ideally of another family (default: Gemma 3 270M base, few-shot completion prompts)."""
-    max_rows: int | None = None
+    max_rows: int | None = Field(default=None, ge=0)
     """Rows to round-trip over all corpora together (split by the corpus ratios); None = all of them."""
     mode: Literal["sns", "plain"] = "sns"
     """Translator pipeline: sns (spans protected, checks, retry) or plain (one plain prompt)."""
@@ -100,18 +135,18 @@ class SampleConfig:
     """Platform markup profile of the SNS pipeline (rednote, generic, or a YAML path)."""
     retry: bool = True
     """Retry a segment once when a check fails (as TranslatorConfig.retry)."""
-    batch_size: int = 0
+    batch_size: int = Field(default=0, ge=0)
     """Rows per window sent through both models together; 0 = 4 × the larger engine parallelism."""
     concurrent_models: bool | None = None
     """Run the two models' round trips of a window at the same time (endpoints gain; two in-process models on
     the same CPU cores only compete). None = yes unless both engines run in this process."""
-    score_workers: int = 0
+    score_workers: int = Field(default=0, ge=0)
     """Processes scoring sentence BLEU/chrF; 0 = one per CPU core, 1 = score in this process."""
-    edges: list[float] = field(default_factory=lambda: list(DEFAULT_EDGES))
+    edges: list[float] = Field(default_factory=lambda: list(DEFAULT_EDGES))
     """ΔBLEU bucket edges (0–1 scale): buckets are [e0,e1), [e1,e2), …, and the last one is closed."""
-    weights: list[float] = field(default_factory=lambda: list(DEFAULT_WEIGHTS))
+    weights: list[float] = Field(default_factory=lambda: list(DEFAULT_WEIGHTS))
     """Weight of each bucket in the draw (one per bucket; need not sum to 1); larger = more of that bucket."""
-    exclude: list[int | str] = field(default_factory=list)
+    exclude: list[int | str] = Field(default_factory=list)
     """Buckets left out of the draw, by index (0 = lowest) or label such as "[0.0,0.1)" (the paper's
     ablation drops the near-zero bucket)."""
     method: Literal["quota", "weighted"] = "quota"
@@ -119,7 +154,7 @@ class SampleConfig:
     to the others, pro rata), uniformly at random inside the bucket. weighted = Efraimidis–Spirakis weighted
     sampling without replacement: each row weighs its bucket's weight, so a bucket's share follows
     count × weight."""
-    target_size: int = 0
+    target_size: int = Field(default=0, ge=0)
     """Rows in the SFT set; 0 = every eligible row of the buckets not excluded (weights then do not matter)."""
     seed: int = 0
     """Seed of the draw. The same journal, config and seed give the same SFT set, in the same order."""
@@ -129,15 +164,13 @@ class SampleConfig:
     always the better forward translation, even when a reference exists."""
     allow_flagged_targets: bool = False
     """Accept a forward translation that the translator's checks flagged (wrong_language, echo, …) as target."""
-    sft_formats: list[Literal["messages", "prompt_completion"]] = field(
-        default_factory=lambda: ["messages", "prompt_completion"]
-    )
+    sft_formats: list[SftFormat] = Field(default_factory=lambda: list(SFT_FORMATS))
     """SFT files to write: messages → sft.jsonl (TRL conversational), prompt_completion →
     sft.prompt_completion.jsonl (TRL prompt/completion)."""
     on_bad_row: Literal["reject", "fail"] = "reject"
     """A bad input row (invalid JSON, empty text, …): reject = write it with file:line and reason to
     rejects.jsonl, count it in the stats and go on; fail = stop with file:line."""
-    histogram_bins: int = 20
+    histogram_bins: int = Field(default=20, ge=1)
     """Bins of the ΔBLEU histogram (stats.json and histogram.png)."""
 
     # -- derived ----------------------------------------------------------------------------------------
@@ -161,8 +194,12 @@ class SampleConfig:
     def histogram_path(self) -> Path:
         return self.out / "histogram.png"
 
-    def validate(self, need_corpora: bool = True) -> None:
-        """Raise ConfigError naming the first field that cannot work."""
+    def validate(self, need_corpora: bool = True) -> None:  # type: ignore[override]
+        """Check what involves several fields; ConfigError naming the first field that cannot work.
+
+        Field types and ranges are checked by pydantic when the config is built or a field assigned; this
+        adds the cross-field rules and each model's engine config (so an unknown engine option fails here,
+        before any model loads)."""
         if need_corpora and not self.corpora:
             raise ConfigError("corpora: give at least one corpus (path, src, tgt)")
         names: set[str] = set()
@@ -170,29 +207,16 @@ class SampleConfig:
         if any(with_ratio) and not all(with_ratio):
             raise ConfigError("corpora: when one corpus has a ratio, every corpus needs one")
         for i, corpus in enumerate(self.corpora):
-            where = f"corpora[{i}]"
-            for attr in ("src", "tgt"):
-                try:
-                    setattr(corpus, attr, get_language(getattr(corpus, attr)).code)
-                except ValueError as exc:
-                    raise ConfigError(f"{where}.{attr}: {exc}") from None
+            where = f"corpora.{i}"
             if corpus.src == corpus.tgt:
                 raise ConfigError(f"{where}: src and tgt are both {corpus.src!r}")
             name = corpus.resolved_name()
             if name in names:
                 raise ConfigError(f"{where}.name: {name!r} is used twice; give each corpus its own name")
             names.add(name)
-            if corpus.format not in {"auto", "jsonl", "text"}:
-                raise ConfigError(f"{where}.format: use auto, jsonl or text, not {corpus.format!r}")
             if corpus.reference_path and corpus.resolved_format() != "text":
                 raise ConfigError(f"{where}.reference_path: only for plain-text corpora (JSONL rows carry "
                                   f"`{corpus.reference_field}`)")  # fmt: skip
-            if corpus.ratio is not None and not (corpus.ratio > 0 and math.isfinite(corpus.ratio)):
-                raise ConfigError(f"{where}.ratio: must be a positive number, not {corpus.ratio!r}")
-            if corpus.max_rows is not None and corpus.max_rows < 0:
-                raise ConfigError(f"{where}.max_rows: must be ≥ 0")
-        if self.max_rows is not None and self.max_rows < 0:
-            raise ConfigError("max_rows: must be ≥ 0")
         if len(self.edges) < 2 or any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
             raise ConfigError(f"edges: need at least two strictly increasing values, got {self.edges}")
         if self.edges[0] < 0 or self.edges[-1] > 1:
@@ -202,113 +226,42 @@ class SampleConfig:
                               f"got {len(self.weights)}")  # fmt: skip
         if any(w < 0 or not math.isfinite(w) for w in self.weights):
             raise ConfigError(f"weights: must be finite and ≥ 0, got {self.weights}")
-        if self.method not in {"quota", "weighted"}:
-            raise ConfigError(f"method: use quota or weighted, not {self.method!r}")
-        if self.target_rule not in {"auto", "reference", "best_forward"}:
-            raise ConfigError(f"target_rule: use auto, reference or best_forward, not {self.target_rule!r}")
-        if self.on_bad_row not in {"reject", "fail"}:
-            raise ConfigError(f"on_bad_row: use reject or fail, not {self.on_bad_row!r}")
-        if self.mode not in {"sns", "plain"}:
-            raise ConfigError(f"mode: use sns or plain, not {self.mode!r}")
-        for fmt in self.sft_formats:
-            if fmt not in {"messages", "prompt_completion"}:
-                raise ConfigError(f"sft_formats: use messages and/or prompt_completion, not {fmt!r}")
-        if self.target_size < 0:
-            raise ConfigError("target_size: must be ≥ 0 (0 = every eligible row)")
-        if self.histogram_bins < 1:
-            raise ConfigError("histogram_bins: must be ≥ 1")
         for m in ("m1", "m2"):
-            if not getattr(self, m).model and getattr(self, m).engine != "standin":
-                raise ConfigError(f"{m}.model: name a model")
-
-
-# -- YAML / dict loading --------------------------------------------------------------------------------
-def _build(cls: type, data: Any, where: str) -> Any:
-    if isinstance(data, cls):
-        return data
-    if cls is ModelConfig and isinstance(data, str):
-        return ModelConfig(model=data)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else key
-        if cls is SampleConfig and key == "corpora":
-            if not isinstance(value, list):
-                raise ConfigError(f"{path}: expected a list of corpora")
-            value = [_build(CorpusConfig, item, f"{path}[{i}]") for i, item in enumerate(value)]
-        elif cls is SampleConfig and key in {"m1", "m2"}:
-            value = _build(ModelConfig, value, path)
-        kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a required field is missing
-        raise ConfigError(f"{where or 'config'}: {exc}") from None
-
-
-def config_from_dict(data: dict[str, Any]) -> SampleConfig:
-    """A SampleConfig from plain data (a parsed YAML file); ConfigError names unknown or missing keys."""
-    return _build(SampleConfig, data or {}, "")
-
-
-def config_to_dict(config: SampleConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
-def apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set `a.b.0.c` = value inside nested dicts/lists (lists indexed by number)."""
-    keys = dotted.split(".")
-    node: Any = data
-    for i, key in enumerate(keys):
-        last = i == len(keys) - 1
-        if isinstance(node, list):
             try:
-                index = int(key)
-                if last:
-                    node[index] = value
-                    return
-                node = node[index]
-            except (ValueError, IndexError):
-                raise ConfigError(f"override {dotted}: {key!r} is not an index of a {len(node)}-item list") from None
-            continue
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted}: {'.'.join(keys[:i])} is not a mapping")
-        if last:
-            node[key] = value
-            return
-        if node.get(key) is None:
-            node[key] = {}
-        elif isinstance(node[key], str) and keys[i + 1] in {f.name for f in dataclasses.fields(ModelConfig)}:
-            node[key] = {"model": node[key]}  # m1: name → m1: {model: name}
-        node = node[key]
+                getattr(self, m).engine_config()
+            except ConfigError as exc:
+                raise ConfigError(f"{m}: {exc}") from None
 
 
+# -- loading ------------------------------------------------------------------------------------------------
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SampleConfig:
-    """Read a YAML config (optional), apply dotted overrides, build and validate the dataclasses.
+    """Read a YAML config (optional), apply dotted overrides (`redtrans.config.merge_overrides`) and validate
+    (`redtrans.config.validate_config`); ConfigError names the source and every field that is wrong.
 
-    Relative corpus paths in the YAML file are resolved against the file's folder."""
+    Relative corpus paths in the YAML file are resolved against the file's folder. `m1`/`m2` given as a bare
+    model name become mappings first, so ``m1.parallel=2`` reaches into them; a model left unnamed is the
+    default one (`DEFAULT_MODELS`) unless another engine kind is asked for (``m1.kind=standin``)."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
-        try:
-            data = read_yaml_mapping(p)
-        except SharedConfigError as exc:
-            raise ConfigError(str(exc)) from None
+        data = read_yaml_mapping(p)
         for corpus in data.get("corpora") or []:
             if isinstance(corpus, dict):
                 for key in ("path", "reference_path"):
                     if corpus.get(key) and not Path(str(corpus[key])).expanduser().is_absolute():
                         corpus[key] = str((p.parent / str(corpus[key])).resolve())
-    else:
-        data = config_to_dict(SampleConfig())
-    for key, value in (overrides or {}).items():
-        apply_override(data, key, value)
-    config = config_from_dict(data)
-    return config
+    for m in DEFAULT_MODELS:
+        if isinstance(data.get(m), str):
+            data[m] = {"model": data[m]}
+    data = merge_overrides(data, overrides)
+    for m, default in DEFAULT_MODELS.items():
+        if data.get(m) is None:
+            data[m] = {}
+        spec = data[m]
+        kind = spec.get("kind", spec.get("engine")) if isinstance(spec, dict) else "given"
+        if isinstance(spec, dict) and "model" not in spec and kind in {None, "llamacpp"}:
+            spec["model"] = default  # the default model, unless another kind (its own default) is asked for
+    return validate_config(SampleConfig, data, str(path) if path else "config")
 
 
 def _number_list(text: str, what: str) -> list[float]:
@@ -319,11 +272,10 @@ def _number_list(text: str, what: str) -> list[float]:
 
 
 def cli_overrides(options: dict[str, Any], sets: list[str] | None = None) -> dict[str, Any]:
-    """Dotted overrides from command-line options (None = not given) and `KEY=VALUE` strings (YAML values).
+    """Dotted overrides from command-line options (None = not given) and `KEY=VALUE` strings (YAML values,
+    `redtrans.config.parse_overrides`).
 
     `input`/`reference`/`src`/`tgt` describe one corpus that replaces the configured ones."""
-    import yaml
-
     out: dict[str, Any] = {}
     given = {k: v for k, v in options.items() if v is not None}
     if "input" in given:
@@ -346,12 +298,5 @@ def cli_overrides(options: dict[str, Any], sets: list[str] | None = None) -> dic
             out[f"{m}.model"] = str(given.pop(m))
     for key, value in given.items():
         out[key] = str(value) if isinstance(value, Path) else value
-    for item in sets or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects KEY=VALUE (dotted keys, YAML values), got {item!r}")
-        try:
-            out[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key}: invalid value {raw!r}: {exc}") from None
+    out.update(parse_overrides(sets or []))
     return out

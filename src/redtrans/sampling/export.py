@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,7 @@ def sft_rows(rows: list[dict[str, Any]], rule: str, allow_flagged: bool, fmt: st
             yield {**prompts.prompt_completion(row["source"], target, row["src"], row["tgt"]), **meta}
 
 
-def write_sft(out_dir: Path, drawn: Draw, rule: str, allow_flagged: bool, formats: list[str]) -> dict[str, int]:
+def write_sft(out_dir: Path, drawn: Draw, rule: str, allow_flagged: bool, formats: Sequence[str]) -> dict[str, int]:
     """Write the SFT files (replacing earlier ones atomically); rows per file."""
     return {
         str(out_dir / SFT_FILES[fmt]): _write_atomic(

@@ -15,7 +15,7 @@ can be paired.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
@@ -105,7 +105,7 @@ class Corpus:
         self._size = size
         return size
 
-    def rows(self, on_bad: OnBadRow) -> Iterator[SourceRow]:
+    def rows(self, on_bad: OnBadRow) -> Generator[SourceRow, None, None]:
         """Good rows in file order; bad ones go to `on_bad` (which may raise to stop)."""
         limit = self.check()
         yield from (self._jsonl_rows if self.format == "jsonl" else self._text_rows)(on_bad, limit)

@@ -26,9 +26,10 @@ from typing import Any
 
 from redtrans import prompts
 from redtrans.engines.base import Engine, EngineError
+from redtrans.engines.spec import create_engine
 from redtrans.jsonl import JSONLError, JSONLWriter, read_jsonl, repair_tail
 from redtrans.sampling.buckets import Buckets
-from redtrans.sampling.config import ConfigError, ModelConfig, SampleConfig
+from redtrans.sampling.config import ConfigError, ModelSpec, SampleConfig
 from redtrans.sampling.inputs import BadRow, Corpus, MixState, SourceRow, mix, quotas
 from redtrans.sampling.scoring import ScorePool
 from redtrans.translator import ENGINE_ERROR, Item, Translator, TranslatorConfig
@@ -36,16 +37,11 @@ from redtrans.translator import ENGINE_ERROR, Item, Translator, TranslatorConfig
 MODELS = ("m1", "m2")
 
 
-def build_engine(spec: ModelConfig) -> Engine:
-    """An engine from a model config (`engine: standin` gives the pipeline stand-in)."""
-    from redtrans.engines import EngineSpec, create_engine
-
-    options = dict(spec.options)
-    served_model = options.pop("served_model", None)
-    model = None if spec.engine == "standin" else spec.model
-    engine = create_engine(EngineSpec(kind=spec.engine, model=model, served_model=served_model, options=options))
-    if spec.label:
-        engine.model = spec.label
+def build_engine(spec: ModelSpec) -> Engine:
+    """The engine a model spec describes (`create_engine`), named by its provenance label when it has one."""
+    engine = create_engine(spec)
+    if spec.provenance:
+        engine.model = spec.provenance
     return engine
 
 
@@ -241,7 +237,7 @@ def run_roundtrips(
         raise ConfigError(
             f"{journal} was written by m1={journal_models.get('m1')}, m2={journal_models.get('m2')}, not by "
             f"m1={models['m1']}, m2={models['m2']}: ΔBLEU from different model pairs cannot be mixed "
-            "(use another output_dir, or label the models to match)"
+            "(use another output_dir, or set m1.label / m2.label to match)"
         )
     buckets = Buckets(config.edges, config.weights, config.exclude)
     total = sum(row_quotas)

@@ -17,8 +17,9 @@ from typing import Any
 
 from redtrans import prompts
 from redtrans.engines.base import Engine
+from redtrans.errors import InputError
 from redtrans.sampling.buckets import Buckets, draw
-from redtrans.sampling.config import SampleConfig, config_to_dict
+from redtrans.sampling.config import SampleConfig
 from redtrans.sampling.export import (
     JournalStats,
     bucket_table,
@@ -81,7 +82,7 @@ def draw_and_export(config: SampleConfig, run: RoundTripSummary | None = None) -
             "seed": config.seed,
             "target_size": config.target_size,
         },
-        "config": config_to_dict(config),
+        "config": config.model_dump(mode="json"),
     }
     histogram = write_histogram(config.histogram_path, stats, buckets)
     write_json(config.stats_path, stats)
@@ -100,7 +101,7 @@ def run_sample(
     config.validate(need_corpora=not draw_only)
     if draw_only:
         if not config.journal_path.is_file():
-            raise FileNotFoundError(f"no journal to draw from: {config.journal_path}")
+            raise InputError(f"no journal to draw from: {config.journal_path}")
         return draw_and_export(config)
     from redtrans.sampling.roundtrip import open_corpora
 
