@@ -32,7 +32,7 @@ import regex
 from redtrans.engines.base import Engine, EngineError, GenRequest, GenResult
 from redtrans.serve.app import create_app
 from redtrans.serve.config import ServeConfig, ServeConfigError, hash_key, load_config
-from redtrans.serve.service import setup_logging
+from redtrans.serve.logging import setup_logging
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -436,7 +436,7 @@ def test_overload_gives_429_with_retry_after_and_stays_bounded(tmp_path: Path) -
                 if r.status_code == 429:
                     assert r.json()["error"]["code"] == "overloaded"
                     assert int(r.headers["retry-after"]) >= 1
-            assert service._in_flight == {} and len(service._pending) == 0
+            assert service.batcher.in_flight == {} and len(service.batcher.pending) == 0
             # The service recovers: a new request goes through.
             assert (await post(client, [{"text": "恢复了", "tgt": "en"}])).status_code == 200
 
@@ -462,7 +462,7 @@ def test_deadline_gives_504_and_drops_queued_work(tmp_path: Path) -> None:
             assert (await admitted).status_code == 200
             await asyncio.sleep(0.1)
             assert "第二条" not in engine.texts  # given up before a worker took it: never translated
-            assert service._in_flight == {}
+            assert service.batcher.in_flight == {}
             ok = await post(client, [{"text": "第三条", "tgt": "en"}], deadline_ms=3000)
             assert ok.status_code == 200
 

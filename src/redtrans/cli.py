@@ -217,7 +217,8 @@ def serve(
     model: ModelOpt = None,
     served_model: Annotated[str | None, typer.Option(help="Model name sent to OpenAI-compatible endpoints.")] = None,
     parallel: Annotated[
-        int | None, typer.Option(help="Parallel slots (llamacpp) / concurrent upstream requests (openai).")
+        int | None,
+        typer.Option(help="Requests generated together: llamacpp slots, upstream concurrency (openai), hf batch."),
     ] = None,
     cache: Annotated[
         str | None, typer.Option(help="Cache: sqlite:///path.sqlite, redis://host:6379/0 or none.")
@@ -242,7 +243,7 @@ def serve(
         max_queue=max_queue,
         log_level=log_level,
     )
-    from redtrans.serve.app import run
+    from redtrans.serve.server import run
 
     run(settings)
 

@@ -1,8 +1,13 @@
-"""HTTP routes over the TranslationService: FastAPI, nothing but request parsing and response shaping."""
+"""HTTP routes over the TranslationService (FastAPI): parsing and response shaping, nothing else.
+
+Cross-cutting work is middleware and exception handlers, as in vLLM's entrypoints: `GuardMiddleware` (pure
+ASGI, outermost) checks the API key before a body is read, limits and times the body, and writes the metrics
+and the access log line; every error, raised anywhere, reaches a client as a JSON `ErrorResponse` through the
+exception handlers (`ServiceError`, request validation, 404/405, and anything unexpected as 500).
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -10,15 +15,19 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from redtrans.engines.base import Engine
 from redtrans.serve.config import ServeConfig
+from redtrans.serve.errors import ServiceError
+from redtrans.serve.logging import fields
 from redtrans.serve.protocol import ErrorResponse, Health, TranslateRequest, TranslateResponse
-from redtrans.serve.service import ServiceError, TranslationService
+from redtrans.serve.service import TranslationService
 
 log = logging.getLogger("redtrans.serve")
 
@@ -28,41 +37,74 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+TRANSLATE = "/v1/translate"
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
         401: "Missing or invalid API key",
-        413: "Body larger than max_body_bytes",
+        413: "Body larger than max_body_bytes, or over the request's segment / model-call budget",
         422: "Invalid request (code says which rule: too_many_items, text_too_long, unknown_language, …)",
         429: "Rate limited or overloaded; see Retry-After",
         502: "The engine failed",
-        503: "The model is not loaded yet",
+        503: "The model is not loaded yet, or the service is shutting down",
         504: "Deadline exceeded",
     }.items()
 }
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    return Response(body, status, headers=headers, media_type="application/json")
+def error_response(exc: ServiceError) -> Response:
+    return Response(exc.encode(), exc.status, headers=exc.headers, media_type="application/json")
 
 
-class BodyLimit:
-    """Pure ASGI middleware: 413 for bodies over the limit, before they are read into memory."""
+def _state(scope: Scope) -> dict[str, Any]:
+    state: dict[str, Any] = scope.setdefault("state", {})
+    return state
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+
+class GuardMiddleware:
+    """Pure ASGI middleware in front of the routes: API key and rate limit before the body is read, the body
+    limit (413 before it is read into memory), and the metrics and access log of translate requests."""
+
+    def __init__(self, app: ASGIApp, service: TranslationService) -> None:
         self.app = app
-        self.limit = limit
+        self.service = service
+        self.config = service.config
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        message = f"the request body is larger than {self.limit} bytes; send fewer or shorter items"
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await _error(413, "body_too_large", message)(scope, receive, send)
-                return
+        started = time.perf_counter()
+        state = _state(scope)
+        status = 0
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._guarded(scope, receive, sending, state)
+        except ServiceError as exc:
+            state["error"] = exc.code
+            await error_response(exc)(scope, receive, sending)
+        if scope["path"] == TRANSLATE:
+            self._account(state, status, time.perf_counter() - started)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send, state: dict[str, Any]) -> None:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        if scope["path"] == TRANSLATE:
+            client = scope.get("client")
+            state["caller"] = self.service.identify(
+                headers.get("authorization"), headers.get("x-api-key"), client[0] if client else None
+            )
+        limit = self.config.max_body_bytes
+        message = f"the request body is larger than {limit} bytes; send fewer or shorter items"
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise ServiceError(413, "body_too_large", message)
         seen = 0
 
         async def limited() -> Message:
@@ -70,18 +112,77 @@ class BodyLimit:
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge(message)
+                if seen > limit:
+                    raise ServiceError(413, "body_too_large", message)
             return msg
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _error(413, "body_too_large", message)(scope, receive, send)
+        await self.app(scope, limited, send)
+
+    def _account(self, state: dict[str, Any], status: int, seconds: float) -> None:
+        metrics = self.service.metrics
+        metrics.requests.labels("translate", str(status)).inc()
+        metrics.latency.observe(seconds)
+        if not self.config.access_log:
+            return
+        record: dict[str, Any] = {
+            "method": "POST",
+            "path": TRANSLATE,
+            "status": status,
+            "ms": round(seconds * 1000, 2),
+            "caller": state.get("caller", "-"),
+        }
+        if state.get("error"):
+            record["error"] = state["error"]
+        outcome = state.get("outcome")
+        if outcome is not None:
+            record.update(
+                items=outcome.items,
+                cached=outcome.cached,
+                engine_ms=round(outcome.engine_ms, 1),
+                queue_ms=round(outcome.queue_ms, 1),
+            )
+            if outcome.texts:
+                record["texts"] = outcome.texts
+        log.info("request", extra=fields(**record))
 
 
-class _TooLarge(Exception):
-    pass
+def _describe(exc: ValidationError | RequestValidationError) -> str:
+    errors = list(exc.errors())
+    parts = []
+    for error in errors[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "body"
+        parts.append(f"{where}: {error['msg']}")
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def service_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ServiceError)
+        _state(request.scope)["error"] = exc.code
+        return error_response(exc)
+
+    async def invalid(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return await service_error(request, ServiceError(422, "invalid_request", _describe(exc)))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return await service_error(
+            request, ServiceError(exc.status_code, code, str(exc.detail), None, dict(exc.headers or {}))
+        )
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.error("unexpected error", exc_info=exc)
+        return await service_error(
+            request, ServiceError(500, "internal_error", "unexpected server error; it was logged")
+        )
+
+    app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
 
 
 def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
@@ -103,11 +204,9 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
-    metrics = service.metrics
-    access_log = config.access_log
 
     @app.post(
-        "/v1/translate",
+        TRANSLATE,
         response_model=TranslateResponse,
         responses=_ERRORS,
         openapi_extra={
@@ -121,67 +220,24 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     async def translate(request: Request) -> Response:
         """Translate `items` (each `{text, tgt, src?}`), answered in order with flags and the source language."""
         started = time.perf_counter()
-        who = "-"
-        status = 200
-        outcome = None
-        code = None
+        admitted = time.monotonic()
+        raw = await request.body()
         try:
-            headers = request.headers
-            client = request.client.host if request.client else None
-            who = service.identify(headers.get("authorization"), headers.get("x-api-key"), client)
-            raw = await request.body()
-            try:
-                body = TranslateRequest.model_validate_json(raw)
-            except ValidationError as exc:
-                raise ServiceError(422, "invalid_request", _describe(exc)) from exc
-            outcome = await service.translate(body)
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            response = Response(
-                outcome.response.model_dump_json().encode(),
-                media_type="application/json",
-                headers={
-                    "X-Engine-Ms": f"{outcome.engine_ms:.3f}",
-                    "X-Queue-Ms": f"{outcome.queue_ms:.3f}",
-                    "X-Service-Ms": f"{elapsed_ms:.3f}",
-                },
-            )
-        except Exception as exc:  # noqa: BLE001 - never a bare 500 page: a JSON error and a log line
-            if isinstance(exc, _TooLarge):
-                exc = ServiceError(413, "body_too_large", str(exc))
-            elif not isinstance(exc, ServiceError):
-                log.exception("unexpected error")
-                exc = ServiceError(500, "internal_error", "unexpected server error; it was logged")
-            status, code = exc.status, exc.code
-            response = Response(
-                json.dumps(exc.body(), ensure_ascii=False).encode(),
-                exc.status,
-                headers=exc.headers,
-                media_type="application/json",
-            )
-        seconds = time.perf_counter() - started
-        metrics.requests.labels("translate", str(status)).inc()
-        metrics.latency.observe(seconds)
-        if access_log:
-            fields: dict[str, Any] = {
-                "method": "POST",
-                "path": "/v1/translate",
-                "status": status,
-                "ms": round(seconds * 1000, 2),
-                "caller": who,
-            }
-            if code:
-                fields["error"] = code
-            if outcome is not None:
-                fields.update(
-                    items=outcome.items,
-                    cached=outcome.cached,
-                    engine_ms=round(outcome.engine_ms, 1),
-                    queue_ms=round(outcome.queue_ms, 1),
-                )
-                if outcome.texts:
-                    fields["texts"] = outcome.texts
-            log.info("request", extra={"fields": fields})
-        return response
+            body = TranslateRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            raise ServiceError(422, "invalid_request", _describe(exc)) from exc
+        outcome = await service.translate(body, admitted)
+        _state(request.scope)["outcome"] = outcome
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return Response(
+            outcome.response.model_dump_json().encode(),
+            media_type="application/json",
+            headers={
+                "X-Engine-Ms": f"{outcome.engine_ms:.3f}",
+                "X-Queue-Ms": f"{outcome.queue_ms:.3f}",
+                "X-Service-Ms": f"{elapsed_ms:.3f}",
+            },
+        )
 
     @app.get(
         "/healthz", response_model=Health, response_model_exclude_none=True, summary="Liveness: the process answers"
@@ -200,7 +256,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -213,34 +269,6 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    _install_error_handlers(app)
+    app.add_middleware(GuardMiddleware, service=service)
     return app
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors()[:5]:
-        where = ".".join(str(p) for p in error["loc"]) or "body"
-        parts.append(f"{where}: {error['msg']}")
-    more = f" (+{exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
-    return "; ".join(parts) + more
-
-
-def run(config: ServeConfig, engine: Engine | None = None) -> None:
-    """Serve until SIGINT/SIGTERM, then finish the requests in flight (up to graceful_shutdown_s)."""
-    import uvicorn
-
-    from redtrans.serve.service import setup_logging
-
-    setup_logging(config.log_level)
-    app = create_app(config, engine)
-    uvicorn.run(
-        app,
-        host=config.host,
-        port=config.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=config.graceful_shutdown_s,
-        timeout_keep_alive=config.keep_alive_s,
-        server_header=False,
-    )

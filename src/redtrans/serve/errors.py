@@ -1,0 +1,30 @@
+"""`ServiceError`: an answer other than 200, raised anywhere in serving and turned into a JSON `ErrorResponse`
+by the app's exception handler."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class ServiceError(Exception):
+    """An answer other than 200: HTTP status, machine-readable code, message for humans."""
+
+    def __init__(
+        self, status: int, code: str, message: str, item: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.item = item
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.item is not None:
+            error["item"] = self.item
+        return {"error": error}
+
+    def encode(self) -> bytes:
+        return json.dumps(self.body(), ensure_ascii=False).encode()
