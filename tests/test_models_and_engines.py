@@ -84,7 +84,7 @@ def test_llamacpp_slots_keep_their_system_prompt(gguf_path) -> None:
     """Requests go to the slot that last ran the same system prompt, so no slot re-reads one: with two
     directions' prompts interleaved over two slots, every request after the first round reuses its whole
     system prompt from the slot's cache."""
-    engine = create_engine("llamacpp", str(gguf_path("qwen2.5-coder-0.5b")), n_parallel=2)
+    engine = create_engine(kind="llamacpp", model=str(gguf_path("qwen2.5-coder-0.5b")), parallel=2)
     systems = [
         "You translate the user's message from Chinese to English. Output only the translation, nothing else.",
         "You translate the user's message from English to Chinese. Output only the translation, nothing else.",
@@ -110,7 +110,7 @@ def test_llamacpp_slots_keep_their_system_prompt(gguf_path) -> None:
 
 @pytest.mark.model
 def test_base_model_refuses_chat_messages(gguf_path) -> None:
-    engine = create_engine("llamacpp", str(gguf_path("gemma3-270m")), n_parallel=1, chat=False)
+    engine = create_engine(kind="llamacpp", model=str(gguf_path("gemma3-270m")), parallel=1, options={"chat": False})
     try:
         with pytest.raises(EngineError, match="base model"):
             engine.generate([GenRequest(messages=[{"role": "user", "content": "hi"}])])
@@ -200,7 +200,8 @@ def test_openai_engine_does_not_retry_client_errors() -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        engine = create_engine(model=f"http://127.0.0.1:{server.server_address[1]}/v1", max_retries=3)
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        engine = create_engine(model=url, options={"max_retries": 3})
         [result] = engine.generate([GenRequest(prompt="x")])
         assert result.finish_reason == "error" and "HTTP 404" in (result.error or "")
         assert NotFound.calls == 1

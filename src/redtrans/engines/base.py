@@ -7,6 +7,7 @@ Engines know nothing of SNS text or translation: they generate. Each engine batc
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from redtrans.errors import EngineError
 if TYPE_CHECKING:
     from redtrans.config import StageConfig
 
-__all__ = ["Engine", "EngineError", "GenRequest", "GenResult"]
+__all__ = ["Engine", "EngineError", "GenRequest", "GenResult", "openai_body"]
 
 
 @dataclass
@@ -32,10 +33,44 @@ class GenRequest:
     stop: list[str] = field(default_factory=list)
     grammar: str | None = None
     """A GBNF grammar the output must match (engines with `supports_grammar`; others reject it)."""
+    deadline: float | None = None
+    """When the caller stops waiting, as a `time.monotonic()` instant; None = no deadline. Engines that wait
+    on the network (openai) bound every attempt's timeout, each backoff and each `Retry-After` by it and give
+    an error result once it has passed, instead of working for nobody. In-process engines ignore it."""
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("a GenRequest needs exactly one of `messages` or `prompt`")
+
+    def remaining(self) -> float | None:
+        """Seconds left before `deadline` (negative once past), None without one."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+
+def openai_body(
+    request: GenRequest, *, model: str | None = None, grammar_field: str | None = "grammar"
+) -> dict[str, Any]:
+    """The OpenAI-style completion body of `request`, built here only: the OpenAI-compatible engine posts it
+    (to /chat/completions when it has `messages`, else /completions) and the llama.cpp engine hands it to
+    xllamacpp's `handle_chat_completions` / `handle_completions`. `model` is the served model name (omitted
+    when None); a grammar travels in `grammar_field` ("grammar" for llama.cpp), and an endpoint without one
+    cannot take grammars (EngineError: sending an unknown field would be rejected or silently ignored)."""
+    body: dict[str, Any] = {"max_tokens": request.max_tokens, "temperature": request.temperature}
+    if model is not None:
+        body["model"] = model
+    if request.seed is not None:
+        body["seed"] = request.seed
+    if request.stop:
+        body["stop"] = request.stop
+    if request.grammar:
+        if not grammar_field:
+            raise EngineError("this endpoint takes no grammar: set grammar_field (llama.cpp: grammar)")
+        body[grammar_field] = request.grammar
+    if request.messages is not None:
+        body["messages"] = request.messages
+    else:
+        body["prompt"] = request.prompt
+    return body
 
 
 @dataclass
@@ -49,22 +84,46 @@ class GenResult:
     error: str | None = None
 
     @classmethod
-    def from_openai(cls, data: dict[str, Any], elapsed: float) -> GenResult:
-        """From an OpenAI-style chat/text completion response (llama.cpp's and vLLM's are the same shape)."""
+    def from_openai(cls, data: Any, elapsed: float) -> GenResult:
+        """From an OpenAI-style chat/text completion response (llama.cpp's and vLLM's are the same shape).
+        An answer of another shape (no `choices`, no text) raises EngineError; engines turn that into an
+        error result for the one request (`GenResult.from_openai_or_error`), never an exception for the batch."""
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             raise EngineError(f"the upstream answer has no `choices`: {str(data)[:200]!r}")
         choice = choices[0]
-        text = (choice.get("message") or {}).get("content") if "message" in choice else choice.get("text")
-        usage = data.get("usage") or {}
+        message = choice.get("message")
+        text = message.get("content") if isinstance(message, dict) else choice.get("text")
+        if text is not None and not isinstance(text, str):
+            raise EngineError(f"the upstream answer's text is not a string: {str(choice)[:200]!r}")
+        usage = data.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        details = usage.get("prompt_tokens_details")
         return cls(
             text=text or "",
-            finish_reason=choice.get("finish_reason") or "stop",
-            prompt_tokens=usage.get("prompt_tokens", 0),
-            completion_tokens=usage.get("completion_tokens", 0),
-            cached_tokens=(usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0,
+            finish_reason=str(choice.get("finish_reason") or "stop"),
+            prompt_tokens=_count(usage.get("prompt_tokens")),
+            completion_tokens=_count(usage.get("completion_tokens")),
+            cached_tokens=_count(details.get("cached_tokens")) if isinstance(details, dict) else 0,
             seconds=elapsed,
         )
+
+    @classmethod
+    def failed(cls, error: str, elapsed: float = 0.0) -> GenResult:
+        """An error result: the request failed, the batch goes on."""
+        return cls("", "error", seconds=elapsed, error=error)
+
+    @classmethod
+    def from_openai_or_error(cls, data: Any, elapsed: float) -> GenResult:
+        """`from_openai`, with an answer of the wrong shape as an error result instead of an exception."""
+        try:
+            return cls.from_openai(data, elapsed)
+        except EngineError as exc:
+            return cls.failed(str(exc), elapsed)
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 class Engine(ABC):

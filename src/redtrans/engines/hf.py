@@ -43,8 +43,8 @@ def _load_causal_lm(path: str, dtype: Any, device: str) -> tuple[Any, Any]:
     else:
         kwargs, ref = {}, str(p)
     tokenizer = AutoTokenizer.from_pretrained(ref, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, **kwargs).to(device)
-    return model, tokenizer
+    model: Any = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, **kwargs)
+    return model.to(device), tokenizer
 
 
 class HFEngine(Engine):

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import Field
 
 from redtrans.config import StageConfig
-from redtrans.engines.base import Engine, EngineError, GenRequest, GenResult
+from redtrans.engines.base import Engine, EngineError, GenRequest, GenResult, openai_body
 from redtrans.engines.models import DEFAULT_MODEL, resolve_gguf
 
 
@@ -111,28 +111,19 @@ class LlamaCppEngine(Engine):
                 future.set_exception(exc)
 
     def _one(self, request: GenRequest, slot: int) -> GenResult:
-        body: dict[str, Any] = {"max_tokens": request.max_tokens, "temperature": request.temperature}
+        if request.messages is not None and not self.chat:
+            raise EngineError(f"{self.model} is a base model: send a completion `prompt`, not messages")
+        body = openai_body(request)
         body["id_slot"] = slot  # llama.cpp runs it in this slot (waiting if busy): the affinity above holds
-        if request.seed is not None:
-            body["seed"] = request.seed
-        if request.stop:
-            body["stop"] = request.stop
-        if request.grammar:
-            body["grammar"] = request.grammar
         started = time.perf_counter()
         if request.messages is not None:
-            if not self.chat:
-                raise EngineError(f"{self.model} is a base model: send a completion `prompt`, not messages")
-            body["messages"] = request.messages
             response = self._server.handle_chat_completions(body)
         else:
-            body["prompt"] = request.prompt
             response = self._server.handle_completions(body)
         elapsed = time.perf_counter() - started
-        if not isinstance(response, dict) or "choices" not in response:
-            message = response.get("error", response) if isinstance(response, dict) else response
-            return GenResult("", "error", seconds=elapsed, error=str(message))
-        return GenResult.from_openai(response, elapsed)
+        if isinstance(response, dict) and "choices" not in response and "error" in response:
+            return GenResult.failed(str(response["error"]), elapsed)
+        return GenResult.from_openai_or_error(response, elapsed)
 
     def _enqueue(self, requests: list[GenRequest], ahead: bool = False) -> list[Future[GenResult]]:
         futures: list[Future[GenResult]] = [Future() for _ in requests]

@@ -1,24 +1,51 @@
 """Any OpenAI-compatible chat/completions endpoint: vLLM, SGLang, llama.cpp's server, OpenAI.
 
 Requests are spread round-robin over several base URLs with bounded concurrency per engine, a timeout per
-request and retries with exponential backoff on connection errors, 429 and 5xx. This is how redtrans scales
-past one machine: point it at a fleet of `vllm serve` replicas.
+attempt and retries with exponential backoff on connection errors, timeouts, 429 and 5xx. This is how
+redtrans scales past one machine: point it at a fleet of `vllm serve` replicas.
+
+One pooled `httpx.AsyncClient` serves the engine for its whole life, so connections are kept alive across
+batches. A pooled async client belongs to one event loop, so the engine owns one: a background thread runs
+it, `generate()` (any thread) and `agenerate()` (any other loop) hand their batch to it and wait, and
+`close()` closes the client and stops the loop, bounded in time.
+
+Time limits: an attempt waits at most `timeout_s`; a request's `GenRequest.deadline` (a `time.monotonic()`
+instant) bounds everything else as well — each attempt's timeout, each backoff, each `Retry-After` wait and
+the wait for a free slot — so a request ends, as an error result, when its caller stops waiting. A 429 or
+503 answer's `Retry-After` (seconds or an HTTP date) is honoured up to `retry_after_cap_s`: its endpoint
+gets no request before then, while other endpoints keep serving.
+
+Failures are per request: a timeout, an HTTP error or an answer that is not an OpenAI completion (no
+`choices`, not JSON) gives that request `finish_reason="error"` with the reason in `error`; the rest of the
+batch is unaffected.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import contextlib
+import email.utils
+import json
 import os
 import random
+import threading
 import time
-from typing import Any
+import weakref
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import Field, field_validator
 
 from redtrans.config import StageConfig
-from redtrans.engines.base import Engine, EngineError, GenRequest, GenResult
+from redtrans.engines.base import Engine, EngineError, GenRequest, GenResult, openai_body
+
+T = TypeVar("T")
+
+CLOSE_TIMEOUT_S = 5.0
+"""How long `close()` waits for the client's connections to close and the loop's thread to end."""
 
 
 class OpenAIConfig(StageConfig):
@@ -31,13 +58,16 @@ class OpenAIConfig(StageConfig):
     api_key: str | None = None
     """Bearer token; default from $OPENAI_API_KEY, none when unset."""
     concurrency: int = Field(default=8, ge=1)
-    """Requests in flight at once, over all endpoints."""
+    """Requests in flight at once, over all endpoints (also the size of the engine's connection pool)."""
     timeout_s: float = Field(default=120.0, gt=0)
-    """Per-request timeout."""
+    """Timeout of one attempt (each of connect, write, read); a request's deadline shortens it."""
     max_retries: int = Field(default=3, ge=0)
     """Retries of a request on connection errors, timeouts, 429 and 5xx, with exponential backoff."""
-    backoff_s: float = 0.5
+    backoff_s: float = Field(default=0.5, ge=0)
     """First backoff; doubles each retry, with jitter."""
+    retry_after_cap_s: float = Field(default=30.0, ge=0)
+    """Longest `Retry-After` (of a 429 or 503 answer) honoured: the endpoint gets no request for that long,
+    at most this many seconds; never past a request's deadline."""
     chat: bool = True
     """Use /chat/completions (instruct models); False = /completions with raw prompts."""
     grammar_field: str | None = None
@@ -56,6 +86,28 @@ class OpenAIConfig(StageConfig):
         return value
 
 
+@dataclass
+class _Endpoint:
+    """One base URL and what the engine knows of it."""
+
+    url: str
+    not_before: float = 0.0
+    """No request before this `time.monotonic()` instant (a Retry-After)."""
+
+
+class _Attempt(Exception):
+    """One failed attempt: why, whether another may help, and how long the server asked us to wait."""
+
+    def __init__(self, message: str, retry: bool, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry = retry
+        self.retry_after = retry_after
+
+
+class _PastDeadline(Exception):
+    """Waiting longer (backoff, Retry-After) would end past the request's deadline."""
+
+
 class OpenAIEngine(Engine):
     name = "openai"
     config_class = OpenAIConfig
@@ -69,57 +121,191 @@ class OpenAIEngine(Engine):
         self.chat = self.config.chat
         self.parallelism = max(1, self.config.concurrency)
         self.supports_grammar = bool(self.config.grammar_field)
-        self._urls = itertools.cycle([u.rstrip("/") for u in self.config.base_urls])
+        self._endpoints = [_Endpoint(u.rstrip("/")) for u in self.config.base_urls]
+        self._next = 0
         key = self.config.api_key or os.environ.get("OPENAI_API_KEY")
-        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._headers = {"Content-Type": "application/json"}
+        if key:
+            self._headers["Authorization"] = f"Bearer {key}"
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        # The thread holds the loop, not the engine: an engine dropped without close() is still collected,
+        # and its finalizer stops the loop.
+        self._thread = threading.Thread(target=_run_loop, args=(self._loop,), name="openai-engine", daemon=True)
+        self._thread.start()
+        self._client, self._slots = self._submit(self._open()).result()
+        self._finalizer = weakref.finalize(self, _stop_loop, self._loop, self._thread, self._client)
 
-    async def _one(self, client: httpx.AsyncClient, sem: asyncio.Semaphore, request: GenRequest) -> GenResult:
-        body: dict[str, Any] = {
-            "model": self.config.model,
-            "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-        }
-        if request.seed is not None:
-            body["seed"] = request.seed
-        if request.stop:
-            body["stop"] = request.stop
-        if request.grammar:
-            if not self.config.grammar_field:
-                raise EngineError("this endpoint takes no grammar: set grammar_field (llama.cpp: grammar)")
-            body[self.config.grammar_field] = request.grammar
-        if request.messages is not None:
-            body["messages"] = request.messages
-            route = "/chat/completions"
-        else:
-            body["prompt"] = request.prompt
-            route = "/completions"
-        started = time.perf_counter()
-        last_error = ""
-        async with sem:
-            for attempt in range(self.config.max_retries + 1):
-                url = next(self._urls) + route
-                try:
-                    response = await client.post(url, json=body, headers=self._headers)
-                    if response.status_code == 200:
-                        return GenResult.from_openai(response.json(), time.perf_counter() - started)
-                    last_error = f"HTTP {response.status_code} from {url}: {response.text[:300]}"
-                    if response.status_code != 429 and response.status_code < 500:
-                        break  # a client error will not change on retry
-                except (httpx.TransportError, ValueError) as exc:
-                    last_error = f"{type(exc).__name__} from {url}: {exc}"
-                if attempt < self.config.max_retries:
-                    delay = self.config.backoff_s * 2**attempt
-                    await asyncio.sleep(delay * (0.5 + random.random()))
-        return GenResult("", "error", seconds=time.perf_counter() - started, error=last_error)
+    # -- the owned loop ---------------------------------------------------------------------------------
 
-    async def agenerate(self, requests: list[GenRequest]) -> list[GenResult]:
-        sem = asyncio.Semaphore(self.parallelism)
+    def _submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    async def _open(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
         limits = httpx.Limits(max_connections=self.parallelism, max_keepalive_connections=self.parallelism)
-        async with httpx.AsyncClient(timeout=self.config.timeout_s, limits=limits) as client:
-            return list(await asyncio.gather(*(self._one(client, sem, r) for r in requests)))
+        client = httpx.AsyncClient(timeout=self.config.timeout_s, limits=limits, headers=self._headers)
+        return client, asyncio.Semaphore(self.parallelism)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineError("the openai engine is closed")
+
+    # -- the interface ----------------------------------------------------------------------------------
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
-        return asyncio.run(self.agenerate(requests))
+        self._check_open()
+        if threading.current_thread() is self._thread:
+            raise EngineError("generate() called on the openai engine's own loop: use agenerate()")
+        return self._submit(self._batch(requests)).result()
+
+    async def agenerate(self, requests: list[GenRequest]) -> list[GenResult]:
+        """Runs on the engine's loop; the caller's loop only waits. Cancelling the caller cancels the batch."""
+        self._check_open()
+        if threading.current_thread() is self._thread:
+            return await self._batch(requests)
+        return await asyncio.wrap_future(self._submit(self._batch(requests)))
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "base_urls": list(self.config.base_urls)}
+
+    def close(self) -> None:
+        """Close the pooled client and stop the loop, waiting at most about `CLOSE_TIMEOUT_S`; batches still
+        running are cancelled. Closing twice is harmless."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._finalizer()
+
+    # -- one batch, one request -------------------------------------------------------------------------
+
+    async def _batch(self, requests: list[GenRequest]) -> list[GenResult]:
+        # Bodies first: a request the endpoint cannot take (a grammar without grammar_field) fails the call.
+        bodies = [openai_body(r, model=self.config.model, grammar_field=self.config.grammar_field) for r in requests]
+        return list(await asyncio.gather(*(self._one(r, b) for r, b in zip(requests, bodies, strict=True))))
+
+    async def _one(self, request: GenRequest, body: dict[str, Any]) -> GenResult:
+        started = time.perf_counter()
+        route = "/chat/completions" if request.messages is not None else "/completions"
+        content = json.dumps(body, ensure_ascii=False).encode()
+        last_error = ""
+        try:
+            async with asyncio.timeout_at(self._loop_deadline(request)):
+                for attempt in range(self.config.max_retries + 1):
+                    try:
+                        data, elapsed = await self._send(request, route, content, started, last_error)
+                        return GenResult.from_openai_or_error(data, elapsed)
+                    except _Attempt as failure:
+                        last_error = str(failure)
+                        if not failure.retry or attempt == self.config.max_retries:
+                            break
+                        if failure.retry_after is None:
+                            delay = self.config.backoff_s * 2**attempt * (0.5 + random.random())
+                            remaining = request.remaining()
+                            if remaining is not None and delay >= remaining:
+                                raise _PastDeadline from None
+                            await asyncio.sleep(delay)
+        except (TimeoutError, _PastDeadline):
+            last_error = f"deadline reached; last error: {last_error}" if last_error else "deadline reached"
+        return GenResult.failed(last_error, time.perf_counter() - started)
+
+    def _loop_deadline(self, request: GenRequest) -> float | None:
+        """The request's deadline on this loop's clock (asyncio's clock is `time.monotonic`)."""
+        remaining = request.remaining()
+        return None if remaining is None else self._loop.time() + remaining
+
+    async def _send(
+        self, request: GenRequest, route: str, content: bytes, started: float, last_error: str
+    ) -> tuple[Any, float]:
+        """One attempt, on the next endpoint round-robin that may take a request once a slot is free. When
+        every endpoint asked to wait (Retry-After), wait without a slot for the first to be free — or give
+        up now if that is past the deadline."""
+        while True:
+            async with self._slots:
+                now = time.monotonic()
+                count = len(self._endpoints)
+                for step in range(count):
+                    endpoint = self._endpoints[(self._next + step) % count]
+                    if endpoint.not_before <= now:
+                        self._next = (self._next + step + 1) % count
+                        return await self._attempt(endpoint, route, content, request, started)
+            wait = min(e.not_before for e in self._endpoints) - now
+            remaining = request.remaining()
+            if remaining is not None and wait >= remaining:
+                raise _PastDeadline
+            await asyncio.sleep(wait)
+
+    async def _attempt(
+        self, endpoint: _Endpoint, route: str, content: bytes, request: GenRequest, started: float
+    ) -> tuple[Any, float]:
+        url = endpoint.url + route
+        remaining = request.remaining()
+        timeout = self.config.timeout_s if remaining is None else max(0.001, min(self.config.timeout_s, remaining))
+        try:
+            response = await self._client.post(url, content=content, timeout=timeout)
+        except httpx.TransportError as exc:  # timeouts included
+            raise _Attempt(f"{type(exc).__name__} from {url}: {exc}", retry=True) from None
+        status = response.status_code
+        if status == 200:
+            try:
+                data = json.loads(response.content)
+            except ValueError:
+                text = response.text[:200]
+                raise _Attempt(f"the answer from {url} is not JSON: {text!r}", retry=False) from None
+            return data, time.perf_counter() - started
+        message = f"HTTP {status} from {url}: {response.text[:300]}"
+        retry_after = _retry_after(response.headers.get("retry-after")) if status in (429, 503) else None
+        if retry_after is not None:  # this endpoint takes nothing before then; the others go on serving
+            wait = min(retry_after, self.config.retry_after_cap_s)
+            endpoint.not_before = max(endpoint.not_before, time.monotonic() + wait)
+        raise _Attempt(message, retry=status == 429 or status >= 500, retry_after=retry_after)
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
+
+
+def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread, client: httpx.AsyncClient) -> None:
+    """Cancel what runs on the engine's loop, close the client, stop the loop: bounded by CLOSE_TIMEOUT_S."""
+
+    async def shutdown() -> None:
+        current = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not current]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S / 2)
+        await asyncio.wait_for(client.aclose(), CLOSE_TIMEOUT_S / 2)
+
+    if loop.is_closed() or not thread.is_alive():
+        return
+    if threading.current_thread() is thread:  # closed from a callback on its own loop: cannot wait here
+        loop.create_task(client.aclose()).add_done_callback(lambda _: loop.stop())
+        return
+    with contextlib.suppress(Exception):  # closing is best effort, bounded in time
+        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(CLOSE_TIMEOUT_S)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(CLOSE_TIMEOUT_S)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds a `Retry-After` header asks to wait (delta-seconds or an HTTP date), None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
