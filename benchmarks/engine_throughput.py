@@ -21,8 +21,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from redtrans import prompts
+from redtrans.engines import EngineSpec, create_engine
 from redtrans.engines.base import Engine, GenRequest, GenResult
-from redtrans.engines.llamacpp import LlamaCppConfig, LlamaCppEngine
 from redtrans.engines.models import resolve_gguf
 from redtrans.translator import Item, Translator, TranslatorConfig
 
@@ -136,7 +136,8 @@ def bare_loop(model_path: str, threads: int) -> Run:
 
 
 def redtrans_run(model_path: str, threads: int, slots: int, retry: bool = True) -> Run:
-    engine = LlamaCppEngine(LlamaCppConfig(model=model_path, n_parallel=slots, n_threads=threads))
+    spec = EngineSpec(kind="llamacpp", model=model_path, parallel=slots, options={"n_threads": threads})
+    engine = create_engine(spec)
     counting = CountingEngine(engine)
     translator = Translator(counting, TranslatorConfig(batch_size=1 if slots == 1 else 0, retry=retry))
     warm = WARMUP[: 2 * slots]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sacrebleu.metrics import CHRF
 
-from redtrans.engines import create_engine
+from redtrans.engines import EngineSpec, create_engine
 from redtrans.jsonl import JSONLWriter, done_ids, read_jsonl
 from redtrans.text.fidelity import fidelity
 from redtrans.text.profiles import load_profile
@@ -59,7 +59,8 @@ def main() -> int:
     refs = {f"rtb-{i}": r[r["dst_lang"]] for i, r in sample}
     category = {f"rtb-{i}": r["source"] for i, r in sample}
     out = Path(args.out)
-    engine = create_engine("llamacpp", args.model, n_parallel=args.parallel, n_threads=args.threads)
+    spec = EngineSpec(kind="llamacpp", model=args.model, parallel=args.parallel, options={"n_threads": args.threads})
+    engine = create_engine(spec)
     hyps: dict[str, dict[str, str]] = {}
     for mode in ("plain", "sns"):
         path = out / f"{mode}.jsonl"

@@ -35,8 +35,9 @@ from redtrans.bench.suites import (
     select,
     stratified_sample,
 )
-from redtrans.bench.systems import SystemSpec
+from redtrans.bench.systems import SystemSpec, check_cache_config, with_parallel
 from redtrans.bench.tags import segment_fidelity, tag_source
+from redtrans.engines import EngineSpec
 from redtrans.engines.base import Engine, EngineError, GenRequest, GenResult
 from tests.conftest import shared_file
 
@@ -399,21 +400,79 @@ def test_wmt23_and_pair_suites(tmp_path: Path) -> None:
 def test_parse_system() -> None:
     assert parse_system("default") == SystemSpec("default")
     plain = parse_system("plain")
-    assert plain.mode == "plain" and plain.model == "qwen2.5-coder-1.5b"
+    assert plain.mode == "plain" and plain.engine is not None and plain.engine.model == "qwen2.5-coder-1.5b"
     out = parse_system("outputs:runs/gpt.jsonl")
     assert (out.kind, out.name, out.outputs) == ("outputs", "gpt", "runs/gpt.jsonl")
     custom = parse_system("name=srv,engine=openai,model=http://a/v1,http://b/v1,served_model=m,parallel=8,mode=plain")
-    assert (custom.name, custom.engine, custom.model, custom.mode) == (
+    assert custom.engine is not None
+    assert (custom.name, custom.engine.kind, custom.engine.model, custom.mode) == (
         "srv",
         "openai",
         "http://a/v1,http://b/v1",
         "plain",
     )
-    assert custom.options == {"concurrency": 8, "served_model": "m"}
-    assert parse_system("model=qwen2.5-coder-0.5b,parallel=2").options == {"n_parallel": 2}
-    for bad in ("nonsense", "name=x,colour=red", "mode=fancy", "outputs:"):
+    assert (custom.engine.parallel, custom.engine.served_model, custom.engine.options) == (8, "m", {})
+    small = parse_system("model=qwen2.5-coder-0.5b,parallel=2")
+    assert small.engine == EngineSpec(model="qwen2.5-coder-0.5b", parallel=2)
+    # any other key is a field of the engine's own config, typed by it
+    tuned = parse_system("name=t,model=qwen2.5-coder-0.5b,n_threads=2,chat=false")
+    assert tuned.engine is not None and tuned.engine.options == {"n_threads": 2, "chat": False}
+    assert tuned.engine.engine_config().n_threads == 2  # type: ignore[attr-defined]
+    for bad in ("nonsense", "name=x,colour=red", "mode=fancy", "outputs:", "model=x,parallel=0",
+                "model=x,served_model=m", "model=x,n_parallel=2,parallel=3"):  # fmt: skip
         with pytest.raises(SystemSpecError):
             parse_system(bad)
+
+
+def test_parallel_reaches_the_engine_spec_unless_the_system_sets_it() -> None:
+    assert with_parallel(parse_system("default"), 4).engine == EngineSpec(model="qwen2.5-coder-1.5b", parallel=4)
+    assert with_parallel(parse_system("model=x,parallel=2"), 4).engine.parallel == 2  # type: ignore[union-attr]
+    own = with_parallel(parse_system("model=x,n_parallel=2"), 4).engine
+    assert own is not None and own.parallel is None and own.engine_config().n_parallel == 2  # type: ignore[attr-defined]
+    endpoint = with_parallel(parse_system("model=http://a/v1"), 16).engine
+    assert endpoint is not None and endpoint.engine_config().concurrency == 16  # type: ignore[attr-defined]
+    outputs = parse_system("outputs:x.jsonl")
+    assert with_parallel(outputs, 4) == outputs
+
+
+def test_an_unknown_engine_option_fails_before_any_model_loads(
+    tmp_path: Path, suite_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redtrans.bench import systems
+    from redtrans.cli import app
+
+    def no_engine(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an engine was built")
+
+    monkeypatch.setattr(systems, "create_engine", no_engine)
+    with pytest.raises(SystemSpecError, match="n_thread: unknown field"):
+        parse_system("name=x,model=qwen2.5-coder-0.5b,n_thread=2")
+    args = ["bench", "--suite", "jsonl", "--data", str(suite_file), "--out", str(tmp_path / "o"),
+            "-s", "name=x,model=qwen2.5-coder-0.5b,n_thread=2"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "n_thread: unknown field" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_cache_binding_follows_the_engine_spec(tmp_path: Path) -> None:
+    path = tmp_path / "hyps" / "x.config.json"
+    spec = parse_system("name=x,model=qwen2.5-coder-0.5b,parallel=2")
+    check_cache_config(path, spec.config())
+    check_cache_config(path, parse_system("name=x,model=qwen2.5-coder-0.5b,parallel=2").config())  # unchanged
+    for changed in ("name=x,model=qwen2.5-coder-1.5b,parallel=2", "name=x,model=qwen2.5-coder-0.5b,parallel=2,"
+                    "n_threads=1", "name=x,model=qwen2.5-coder-0.5b,parallel=2,mode=plain"):  # fmt: skip
+        with pytest.raises(SystemSpecError, match="were made with"):
+            check_cache_config(path, parse_system(changed).config())
+    # a binding written by the previous version (engine options at the top level) still binds its cache
+    legacy = {"name": "x", "kind": "engine", "engine": None, "model": "qwen2.5-coder-0.5b", "mode": "sns",
+              "profile": "rednote", "options": {"n_parallel": 2}}  # fmt: skip
+    path.write_text(json.dumps(legacy), encoding="utf-8")
+    check_cache_config(path, spec.config())
+    assert json.loads(path.read_text(encoding="utf-8")) == spec.config()  # rewritten in today's form
+    path.write_text(json.dumps({**legacy, "options": {"n_parallel": 4}}), encoding="utf-8")
+    with pytest.raises(SystemSpecError, match="were made with"):
+        check_cache_config(path, spec.config())
 
 
 def test_outputs_must_cover_the_selection(tmp_path: Path, suite_file: Path) -> None:
@@ -464,7 +523,7 @@ def test_resume_after_the_engine_fails(tmp_path: Path, suite_file: Path) -> None
     config = BenchConfig(
         suite="jsonl",
         data=str(suite_file),
-        systems=[SystemSpec("scripted", model="scripted", mode="plain")],
+        systems=[SystemSpec("scripted", engine=EngineSpec(model="scripted"), mode="plain")],
         out=tmp_path,
     )
     # plain mode sends each post as one request; windows are 4 × parallelism = 8 items
@@ -493,7 +552,7 @@ def test_resume_after_the_engine_fails(tmp_path: Path, suite_file: Path) -> None
     )
     assert engine.calls == 1
     # the same name with another configuration must not reuse these hypotheses
-    config.systems = [SystemSpec("scripted", model="scripted", mode="sns")]
+    config.systems = [SystemSpec("scripted", engine=EngineSpec(model="scripted"), mode="sns")]
     with pytest.raises(BenchError, match="were made with"):
         run_bench(config, engines={"scripted": ScriptedEngine()}, show_progress=False)
 
@@ -508,8 +567,9 @@ def test_resume_after_a_kill(tmp_path: Path, suite_file: Path) -> None:
             from tests.test_bench import ScriptedEngine
             from redtrans.bench import BenchConfig, run_bench
             from redtrans.bench.systems import SystemSpec
+            from redtrans.engines import EngineSpec
             config = BenchConfig(suite="jsonl", data={str(suite_file)!r}, out={str(tmp_path)!r},
-                                 systems=[SystemSpec("scripted", model="scripted", mode="plain")])
+                                 systems=[SystemSpec("scripted", engine=EngineSpec(model="scripted"), mode="plain")])
             engine = ScriptedEngine(delay=0.3)
             engine.parallelism = 1  # windows of 4 posts: results are appended 4 at a time
             run_bench(config, engines={{"scripted": engine}}, show_progress=False)
@@ -538,7 +598,7 @@ def test_resume_after_a_kill(tmp_path: Path, suite_file: Path) -> None:
             suite="jsonl",
             data=str(suite_file),
             out=tmp_path,
-            systems=[SystemSpec("scripted", model="scripted", mode="plain")],
+            systems=[SystemSpec("scripted", engine=EngineSpec(model="scripted"), mode="plain")],
         ),
         engines={"scripted": engine},
         show_progress=False,

@@ -9,6 +9,7 @@ import pytest
 
 from redtrans.bench import BenchConfig, run_bench
 from redtrans.bench.systems import SystemSpec
+from redtrans.engines import EngineSpec
 from redtrans.languages import get_language
 from redtrans.text.langid import letter_share
 
@@ -38,8 +39,8 @@ def test_sns_and_plain_systems_on_a_real_model(tmp_path: Path, engine_0p5b) -> N
     suite = tmp_path / "posts.jsonl"
     suite.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in POSTS), encoding="utf-8")
     systems = [
-        SystemSpec("plain", model="qwen2.5-coder-0.5b", mode="plain"),
-        SystemSpec("sns", model="qwen2.5-coder-0.5b"),
+        SystemSpec("plain", engine=EngineSpec(model="qwen2.5-coder-0.5b"), mode="plain"),
+        SystemSpec("sns", engine=EngineSpec(model="qwen2.5-coder-0.5b")),
     ]
     config = BenchConfig(suite="jsonl", data=str(suite), systems=systems, out=tmp_path / "out", bootstrap_samples=50)
     engines = {"plain": engine_0p5b, "sns": engine_0p5b}

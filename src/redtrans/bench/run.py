@@ -103,7 +103,8 @@ def _collect(
     done = len(read_cache(cache, suite.segments, prompt_version(spec)))
     started = time.perf_counter()
     translated = 0
-    describe: dict[str, Any] = {"engine": spec.engine, "model": spec.model, "from_cache": True}
+    engine_spec = spec.engine_spec().resolved()
+    describe: dict[str, Any] = {"engine": engine_spec.kind, "model": engine_spec.model, "from_cache": True}
     if done < len(suite.segments):  # the model is loaded only when something is left to translate
         from redtrans.console import progress_bar
 

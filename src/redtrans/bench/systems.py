@@ -5,12 +5,16 @@ Spec strings (``--system``, repeatable):
 - ``default`` — the embedded ``qwen2.5-coder-1.5b`` through the full SNS pipeline (mode ``sns``);
 - ``plain`` — the same model, one plain prompt per post (``TranslatorConfig(mode="plain")``): the baseline;
 - ``name=mine,engine=openai,model=http://host/v1,served_model=x,mode=sns,profile=rednote,parallel=8`` — any
-  engine configuration (keys: name, engine, model, mode, profile, parallel, served_model, base_model);
+  engine configuration. ``engine``, ``model``, ``parallel`` and ``served_model`` are the fields of the system's
+  `EngineSpec` (``engine`` is its `kind`); ``name``, ``mode``, ``profile`` belong to the system; any other key
+  is a field of the engine's own config (``n_threads=2``, ``timeout_s=300``, ``base_model=…``, ``chat=false``)
+  and goes to `EngineSpec.options`. The spec is checked against the engine's config when it is parsed, so an
+  unknown key or a bad value fails before any model loads;
 - ``outputs:path.jsonl`` (or ``name=x,outputs=path``) — published hypotheses: JSONL rows with ``id`` and
   ``translation`` (or ``hypothesis``), or a plain-text file with one line per segment of the whole suite.
 
 Engine systems cache their hypotheses as append-only JSONL (``translations`` rows, keyed by segment id) so a
-killed run resumes where it stopped; a cache is bound to its system's configuration.
+killed run resumes where it stopped; a cache is bound to its system's configuration (``NAME.config.json``).
 """
 
 from __future__ import annotations
@@ -18,23 +22,31 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from redtrans import prompts
 from redtrans.bench.suites import Segment
-from redtrans.engines import Engine, EngineSpec, create_engine
+from redtrans.config import validate_config
+from redtrans.engines import Engine, EngineSpec, create_engine, engine_class
 from redtrans.engines.models import DEFAULT_MODEL
-from redtrans.errors import ConfigError
+from redtrans.engines.spec import infer_kind
+from redtrans.errors import ConfigError, InputError
 from redtrans.jsonl import JSONLWriter, read_jsonl, repair_tail
 from redtrans.translator import Item, Translator, TranslatorConfig
 
-_KEYS = {"name", "engine", "model", "mode", "profile", "parallel", "served_model", "base_model", "outputs"}
+_SYSTEM_KEYS = {"name", "mode", "profile", "outputs"}
+_SPEC_KEYS = {"engine": "kind", "model": "model", "parallel": "parallel", "served_model": "served_model"}
+"""Spec-string key → `EngineSpec` field; other keys (not in `_SYSTEM_KEYS`) are engine options."""
 
 
 class SystemSpecError(ConfigError):
     """A system spec that cannot be parsed or run."""
+
+
+def _default_engine() -> EngineSpec:
+    return EngineSpec(model=DEFAULT_MODEL)
 
 
 @dataclass
@@ -45,32 +57,41 @@ class SystemSpec:
     """Label in reports and the cache file name."""
     kind: str = "engine"
     """engine = translate with an engine through the translator; outputs = read pre-computed hypotheses."""
-    engine: str | None = None
-    """llamacpp | openai | hf; None = inferred from `model` (see `redtrans.engines.create_engine`)."""
-    model: str | None = DEFAULT_MODEL
-    """Registry name, .gguf path, model/adapter directory or http(s)://…/v1 endpoint(s)."""
+    engine: EngineSpec | None = field(default_factory=_default_engine)
+    """kind=engine: which engine, model, parallelism and engine options (`redtrans.engines.EngineSpec`)."""
     mode: str = "sns"
     """sns = the full pipeline; plain = one plain prompt per post (a baseline)."""
     profile: str = "rednote"
     """Platform markup profile given to the translator (and used for fidelity)."""
-    options: dict[str, Any] = field(default_factory=dict)
-    """Extra engine config fields (n_parallel / concurrency, served_model, base_model)."""
     outputs: str | None = None
     """kind=outputs: the hypotheses file."""
 
+    def engine_spec(self) -> EngineSpec:
+        """The engine spec of an engine system (SystemSpecError for an outputs system)."""
+        if self.kind != "engine" or self.engine is None:
+            raise SystemSpecError(f"system {self.name!r} reads outputs; it has no engine")
+        return self.engine
+
     def config(self) -> dict[str, Any]:
-        data = asdict(self)
+        """What the system's hypotheses depend on: recorded in results.json and binding its cache."""
         if self.kind == "outputs":
             return {"name": self.name, "kind": "outputs", "outputs": self.outputs}
-        data.pop("outputs")
-        return data
-
-    def engine_key(self) -> tuple:
-        return (self.engine, self.model, tuple(sorted(self.options.items())))
+        return {"name": self.name, "kind": "engine", "mode": self.mode, "profile": self.profile,
+                "engine": self.engine_spec().resolved().model_dump(mode="json")}  # fmt: skip
 
 
 def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "system"
+
+
+def _checked(spec: EngineSpec, where: str) -> EngineSpec:
+    """`spec` with its options as the engine's config types them; SystemSpecError when the engine's own
+    config refuses it (unknown option, bad value, served_model for a local engine): nothing is loaded."""
+    try:
+        config = spec.engine_config().model_dump(mode="json")
+    except ConfigError as exc:
+        raise SystemSpecError(f"system {where!r}: {exc}") from None
+    return spec.model_copy(update={"options": {key: config[key] for key in spec.options}})
 
 
 def parse_system(spec: str) -> SystemSpec:
@@ -84,7 +105,7 @@ def parse_system(spec: str) -> SystemSpec:
         path = spec[len("outputs:") :]
         if not path:
             raise SystemSpecError("outputs: needs a file path, e.g. outputs:hyps.jsonl")
-        return SystemSpec(Path(path).stem, kind="outputs", model=None, outputs=path)
+        return SystemSpec(Path(path).stem, kind="outputs", engine=None, outputs=path)
     if "=" not in spec:
         raise SystemSpecError(
             f"cannot read system {spec!r}: use default, plain, outputs:FILE or key=value pairs "
@@ -100,27 +121,27 @@ def parse_system(spec: str) -> SystemSpec:
             values[last] += "," + part
             continue
         key, value = (x.strip() for x in part.split("=", 1))
-        if key not in _KEYS:
-            raise SystemSpecError(f"unknown key {key!r} in system {spec!r}: use {', '.join(sorted(_KEYS))}")
+        if not key:
+            raise SystemSpecError(f"cannot read system {spec!r} near {part!r}")
         values[key] = value
     if "outputs" in values:
         path = values["outputs"]
-        return SystemSpec(values.get("name") or Path(path).stem, kind="outputs", model=None, outputs=path)
+        return SystemSpec(values.get("name") or Path(path).stem, kind="outputs", engine=None, outputs=path)
     mode = values.get("mode", "sns")
     if mode not in {"sns", "plain"}:
         raise SystemSpecError(f"mode must be sns or plain, not {mode!r}")
-    options: dict[str, Any] = {}
-    if "parallel" in values:
-        kind = values.get("engine") or ("openai" if values.get("model", "").startswith("http") else "llamacpp")
-        options["concurrency" if kind == "openai" else "batch_size" if kind == "hf" else "n_parallel"] = int(
-            values["parallel"]
-        )
-    for key in ("served_model", "base_model"):
-        if key in values:
-            options[key] = values[key]
-    model = values.get("model", DEFAULT_MODEL)
-    name = values.get("name") or f"{Path(model).name}-{mode}"
-    return SystemSpec(name, "engine", values.get("engine"), model, mode, values.get("profile", "rednote"), options)
+    fields: dict[str, Any] = {"model": DEFAULT_MODEL, "options": {}}
+    for key, value in values.items():
+        if key in _SPEC_KEYS:
+            fields[_SPEC_KEYS[key]] = value
+        elif key not in _SYSTEM_KEYS:
+            fields["options"][key] = value  # typed by the engine's config below
+    try:
+        engine = validate_config(EngineSpec, fields, f"system {spec!r}")
+    except ConfigError as exc:
+        raise SystemSpecError(str(exc)) from None
+    name = values.get("name") or f"{Path(str(engine.model)).name}-{mode}"
+    return SystemSpec(name, "engine", _checked(engine, spec), mode, values.get("profile", "rednote"))
 
 
 # -- outputs files --------------------------------------------------------------------------------------
@@ -138,7 +159,10 @@ def load_outputs(spec: SystemSpec, all_ids: list[str]) -> dict[str, str]:
                 raise SystemSpecError(f"{path}:{number}: an outputs row needs 'id' and 'translation' (or 'hypothesis')")
             hyps[str(row["id"])] = text
         return hyps
-    lines = path.read_text(encoding="utf-8").rstrip("\n").split("\n")
+    try:
+        lines = path.read_text(encoding="utf-8").rstrip("\n").split("\n")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=path) from None
     if len(lines) != len(all_ids):
         raise SystemSpecError(
             f"{path} has {len(lines)} lines but the suite has {len(all_ids)} segments: a plain-text outputs file "
@@ -169,18 +193,50 @@ def prompt_version(spec: SystemSpec) -> str:
     return "plain" if spec.mode == "plain" else prompts.PROMPT_VERSION
 
 
+def _upgrade_legacy_config(stored: dict[str, Any]) -> dict[str, Any]:
+    """A cache binding written before systems held an `EngineSpec` (top-level ``engine``/``model``/``options``,
+    parallelism as the engine's own option) in today's form, so an unchanged system keeps its cache."""
+    if stored.get("kind") != "engine" or "options" not in stored or "model" not in stored:
+        return stored
+    options = dict(stored.get("options") or {})
+    kind = stored.get("engine") or infer_kind(stored.get("model"))
+    spec: dict[str, Any] = {
+        "kind": kind,
+        "model": stored.get("model"),
+        "served_model": options.pop("served_model", None),
+    }
+    try:
+        parallel_field = engine_class(kind).spec_fields.get("parallel")
+        if parallel_field in options:
+            spec["parallel"] = options.pop(parallel_field)
+        engine = validate_config(EngineSpec, {**spec, "options": options}).resolved()
+    except ConfigError:
+        return stored  # not a configuration this version can build: stays different
+    return {"name": stored.get("name"), "kind": "engine", "mode": stored.get("mode"),
+            "profile": stored.get("profile"), "engine": engine.model_dump(mode="json")}  # fmt: skip
+
+
 def check_cache_config(config_path: Path, config: dict[str, Any]) -> None:
-    """Bind a cache to its system's configuration: refuse to mix hypotheses of two configurations."""
+    """Bind a cache to its system's configuration: refuse to mix hypotheses of two configurations.
+
+    The binding is `SystemSpec.config()`: name, mode, profile and the resolved `EngineSpec` (kind, model,
+    parallel, served_model, options). A binding in the older form is read as what it meant, and rewritten."""
     if config_path.is_file():
-        stored = json.loads(config_path.read_text(encoding="utf-8"))
-        if stored != config:
+        try:
+            stored = json.loads(config_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SystemSpecError(f"{config_path}: not the JSON this cache was bound with ({exc}); remove it "
+                                  "together with its hypotheses, or use another --out folder") from None  # fmt: skip
+        upgraded = _upgrade_legacy_config(stored) if isinstance(stored, dict) else stored
+        if upgraded != config:
             raise SystemSpecError(
                 f"the cached hypotheses in {config_path.parent} for system {config['name']!r} were made with "
                 f"{stored}, not {config}: give the system another name or use another --out folder"
             )
-    else:
-        config_path.parent.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        if upgraded is stored:
+            return
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
 def translate_missing(
@@ -204,22 +260,19 @@ def translate_missing(
 
 
 class EnginePool:
-    """Engines shared by systems with the same engine configuration (default and plain share one model)."""
+    """Engines shared by systems with the same engine spec (`EngineSpec.key()`: default and plain share one)."""
 
     def __init__(self, prebuilt: dict[str, Engine] | None = None) -> None:
         self.prebuilt = prebuilt or {}
-        self._engines: dict[tuple, Engine] = {}
+        self._engines: dict[str, Engine] = {}
 
     def get(self, spec: SystemSpec) -> Engine:
         if spec.name in self.prebuilt:
             return self.prebuilt[spec.name]
-        key = spec.engine_key()
+        engine_spec = spec.engine_spec()
+        key = engine_spec.key()
         if key not in self._engines:
-            options = dict(spec.options)
-            served_model = options.pop("served_model", None)
-            self._engines[key] = create_engine(
-                EngineSpec(kind=spec.engine, model=spec.model, served_model=served_model, options=options)
-            )
+            self._engines[key] = create_engine(engine_spec)
         return self._engines[key]
 
     def close(self) -> None:
@@ -233,11 +286,16 @@ def translator_for(spec: SystemSpec, engine: Engine) -> Translator:
 
 
 def with_parallel(spec: SystemSpec, parallel: int | None) -> SystemSpec:
-    """Give an engine system `parallel` slots / concurrent requests unless its spec already sets them."""
-    if not parallel or spec.kind != "engine" or {"n_parallel", "concurrency", "batch_size"} & set(spec.options):
+    """The system with `EngineSpec.parallel` = `parallel`, unless it is an outputs system or its spec already
+    sets parallelism (``parallel=`` or the engine's own option, e.g. ``n_parallel=``)."""
+    if not parallel or spec.kind != "engine" or spec.engine is None or spec.engine.parallel is not None:
         return spec
-    is_openai = spec.engine == "openai" or (spec.engine is None and (spec.model or "").startswith("http"))
-    is_hf = spec.engine == "hf"
-    key = "concurrency" if is_openai else "batch_size" if is_hf else "n_parallel"
-    spec.options = {**spec.options, key: parallel}
-    return spec
+    resolved = spec.engine.resolved()
+    assert resolved.kind is not None
+    if engine_class(resolved.kind).spec_fields.get("parallel") in {None, *spec.engine.options}:
+        return spec
+    try:
+        engine = validate_config(EngineSpec, {**spec.engine.model_dump(), "parallel": parallel}, "--parallel")
+    except ConfigError as exc:
+        raise SystemSpecError(str(exc)) from None
+    return replace(spec, engine=engine)
