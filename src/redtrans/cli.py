@@ -301,7 +301,8 @@ def bench(
             "--system",
             "-s",
             help="Repeatable. default | plain | outputs:FILE | name=…,engine=…,model=…,mode=sns|plain,profile=…,"
-            "parallel=N. The first is the significance baseline.",
+            "parallel=N,served_model=…, and any engine option (n_threads=2, timeout_s=300, base_model=…). "
+            "The first is the significance baseline.",
         ),
     ] = None,
     data: Annotated[
@@ -314,7 +315,13 @@ def bench(
     sample: Annotated[int | None, typer.Option(help="Stratified sample of N (direction × category).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
     profile: Annotated[str, typer.Option(help="Platform profile for tags and markup fidelity.")] = "rednote",
-    parallel: Annotated[int | None, typer.Option(help="Slots / concurrent requests of engine systems.")] = None,
+    parallel: Annotated[
+        int | None,
+        typer.Option(
+            help="Requests generated together (llamacpp slots, openai concurrency, hf batch) of engine "
+            "systems that do not set parallel themselves."
+        ),
+    ] = None,
     worst: Annotated[int, typer.Option(help="Worst segments listed per system in the HTML report.")] = 50,
     bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000,
     comet: Annotated[
@@ -376,7 +383,8 @@ def sample_cmd(
         bool, typer.Option(help="Skip the round trips: draw again from the journal (new buckets, weights, seed).")
     ] = False,
     set_: Annotated[
-        list[str] | None, typer.Option("--set", help="KEY=VALUE override, dotted (m1.options.n_parallel=2).")
+        list[str] | None,
+        typer.Option("--set", help="KEY=VALUE override, dotted, YAML values (m1.parallel=2, corpora.0.max_rows=40)."),
     ] = None,
 ) -> None:
     """Dual-LLM back-translation sampling: round trips, ΔBLEU buckets, a stratified draw, the SFT set."""
