@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: run test lint setup-run setup-test clean
+.PHONY: run test test-fast check lint setup-run setup-test clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,16 @@ run: setup-run
 	$(VENV)/bin/redtrans models pull qwen2.5-coder-1.5b
 	$(VENV)/bin/redtrans examples --path examples/posts.jsonl
 
-test: setup-test
+# Quality gates first (as httpx's scripts/check and sacrebleu's `make test`), then the whole suite.
+test: check
 	$(PY) -m pytest -q
+
+# The fast tier for local runs: everything but the tests that load a real GGUF model.
+test-fast: check
+	$(PY) -m pytest -q -m "not model"
+
+check: lint
+	$(VENV)/bin/mypy
 
 lint: setup-test
 	$(VENV)/bin/ruff check src tests benchmarks

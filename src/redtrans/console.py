@@ -7,11 +7,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    Task,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 err_console = Console(stderr=True)
 
@@ -23,9 +25,7 @@ class RateColumn(TextColumn):
         super().__init__("")
         self.unit = unit
 
-    def render(self, task):  # type: ignore[no-untyped-def]
-        from rich.text import Text
-
+    def render(self, task: Task) -> Text:
         elapsed = task.elapsed or 0.0
         done = task.completed - task.fields.get("start", 0)
         rate = done / elapsed if elapsed > 0 else 0.0

@@ -1,16 +1,19 @@
 """JSON Lines I/O shared by every stage: line-numbered errors, append-only outputs and resume.
 
 Appending a row is how progress is saved. A stage that restarts reads its output, skips the ids already
-there and appends the rest; a torn last line (the process was killed mid-write) is detected and cut off.
+there and appends the rest; a torn last line (the process was killed mid-write) is detected and cut off,
+whatever its length. A writer holds an exclusive lock on its file (`flock`, released by the OS when the
+process dies), so a second process writing the same output is refused instead of duplicating every row.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, BinaryIO, TextIO
 
 from redtrans.errors import InputError
 
@@ -46,27 +49,46 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield number, row
 
 
+def _last_line_start(handle: BinaryIO, end: int) -> int:
+    """Offset just after the last b"\\n" before `end` (0 when there is none), read backwards in blocks."""
+    block = 1 << 20
+    pos = end
+    while pos > 0:
+        start = max(0, pos - block)
+        handle.seek(start)
+        found = handle.read(pos - start).rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        pos = start
+    return 0
+
+
 def repair_tail(path: str | Path) -> int:
-    """Cut a torn last line (no trailing newline or invalid JSON) off `path`; return bytes removed."""
+    """Cut a torn last line (no trailing newline, or invalid JSON) off `path`, however long; return bytes removed."""
     p = Path(path)
     if not p.is_file() or p.stat().st_size == 0:
         return 0
     with p.open("rb+") as handle:
         size = handle.seek(0, os.SEEK_END)
-        back = min(size, 1 << 20)
-        handle.seek(size - back)
-        tail = handle.read()
-        if tail.endswith(b"\n"):
-            last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            end = size
+            while end > 0:  # skip blank trailing lines
+                handle.seek(end - 1)
+                if handle.read(1) not in (b"\n", b"\r"):
+                    break
+                end -= 1
+            start = _last_line_start(handle, end)
+            handle.seek(start)
             try:
-                json.loads(last or b"{}")
+                json.loads(handle.read(end - start) or b"{}")
                 return 0
             except ValueError:
-                cut = len(last) + (len(tail) - len(tail.rstrip(b"\n")))
+                cut_at = start
         else:
-            cut = len(tail) - (tail.rfind(b"\n") + 1)
-        handle.truncate(size - cut)
-        return cut
+            cut_at = _last_line_start(handle, size)
+        handle.truncate(cut_at)
+        return size - cut_at
 
 
 def done_ids(path: str | Path, key: str = "id") -> set[str]:
@@ -78,15 +100,56 @@ def done_ids(path: str | Path, key: str = "id") -> set[str]:
     return {str(row[key]) for _, row in read_jsonl(p) if key in row}
 
 
-class JSONLWriter:
-    """Appends rows, flushed line by line, so a killed run loses at most the row being written."""
+def lock_exclusive(handle: IO[Any], path: Path) -> None:
+    """Take an exclusive, non-blocking lock on an open output file; InputError if another process holds it."""
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise InputError(
+            "is being written by another process; wait for it to finish or write to another file", path=path
+        ) from None
 
-    def __init__(self, path: str | Path, fsync_every: int = 50) -> None:
+
+class JSONLWriter:
+    """Appends rows, flushed line by line, so a killed run loses at most the row being written. Holds an
+    exclusive lock (a second writer of the same file gets InputError). `drop` removes rows before appending
+    (a re-run's failed rows, which it writes again)."""
+
+    def __init__(
+        self, path: str | Path, fsync_every: int = 50, drop: Callable[[dict[str, Any]], bool] | None = None
+    ) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise InputError("is a folder, not a file to write", path=self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The lock lives in a sidecar file, so `drop` can replace the output file while it is held.
+        self._lock = self.path.with_name(self.path.name + ".lock").open("a")
+        lock_exclusive(self._lock, self.path)
         repair_tail(self.path)
+        self.dropped: list[dict[str, Any]] = []
+        """The rows `drop` removed from the file (a re-run reads their attempts)."""
+        if drop is not None:
+            self._rewrite_without(drop)
         self._handle: TextIO = self.path.open("a", encoding="utf-8")
         self._fsync_every, self._since_sync = fsync_every, 0
+
+    def _rewrite_without(self, drop: Callable[[dict[str, Any]], bool]) -> None:
+        """Rewrite the output without the rows `drop` selects (failed rows a run retries): a temp file and
+        `os.replace`, so a kill at any moment leaves the old or the new file, never half of one."""
+        if not self.path.is_file():
+            return
+        rows = [row for _, row in read_jsonl(self.path)]
+        kept = [row for row in rows if not drop(row)]
+        if len(kept) == len(rows):
+            return
+        self.dropped = [row for row in rows if drop(row)]
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with tmp.open("w", encoding="utf-8") as out:
+            out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in kept)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.path)
 
     def write(self, row: dict[str, Any]) -> None:
         self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -101,6 +164,7 @@ class JSONLWriter:
             self._handle.flush()
             os.fsync(self._handle.fileno())
             self._handle.close()
+        self._lock.close()  # releases the lock
 
     def __enter__(self) -> JSONLWriter:
         return self

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from redtrans.errors import InputError
-from redtrans.jsonl import JSONLError, JSONLWriter, done_ids, read_jsonl
+from redtrans.jsonl import JSONLError, JSONLWriter, read_jsonl
 from redtrans.languages import UnknownLanguageError, get_language
 from redtrans.translator import Item, Translator
 
@@ -22,12 +23,17 @@ class FileFields:
     tgt: str = "tgt"
 
 
+MAX_ATTEMPTS = 3
+"""Attempts a row gets over all runs (the first included) before it is left `failed` for good."""
+
+
 @dataclass
 class FileSummary:
     total: int
-    skipped: int  # already in the output (resume)
-    written: int
-    flagged: int
+    skipped: int  # done before this run (resume), including rows failed for good
+    written: int  # rows translated by this run, ok or failed
+    flagged: int  # ok rows with quality flags
+    failed: int  # rows of the output without a usable translation (this run's and earlier ones')
 
 
 def check_output_path(path: str | Path) -> None:
@@ -92,22 +98,39 @@ def translate_file(
     on_progress: Callable[[int, int], None] | None = None,
     validated_rows: int | None = None,
 ) -> FileSummary:
-    """Translate `input_path` into `output_path`, skipping ids already there. `on_progress(done, total)`.
+    """Translate `input_path` into `output_path`, skipping ids already done. `on_progress(done, total)`.
 
+    A row is done only when it succeeded: a failed one is written with `status: failed`, its `error` and its
+    `attempts`, and the next run drops it from the output and tries again, up to MAX_ATTEMPTS in all; then it
+    stays failed. The caller reports `failed` (the CLI exits 1 with the count).
     `validated_rows`: the row count from an earlier `validate_input` of this file (saves a second pass)."""
     fields = fields or FileFields()
     total = validated_rows if validated_rows is not None else validate_input(input_path, fields)
     check_output_path(output_path)
-    done = done_ids(output_path)
-    skipped = len(done)
-    written = flagged = 0
-    if on_progress:
-        on_progress(skipped, total)
-    with JSONLWriter(output_path) as writer:
+    written = flagged = failed = 0
+    # Locked before the output is read; failed rows with attempts left are taken out of it to be done again.
+    with JSONLWriter(output_path, drop=_retried_row) as writer:
+        attempts = {str(row.get("id")): int(row.get("attempts") or 1) for row in writer.dropped}
+        done: set[str] = set()
+        failed_before = 0  # failed for good in earlier runs
+        for _, row in read_jsonl(output_path):
+            done.add(str(row.get("id")))
+            failed_before += row.get("status") == "failed"
+        skipped = len(done)
+        if on_progress:
+            on_progress(skipped, total)
         for result in translator.translate(iter_items(input_path, fields, src, tgt, done)):
-            writer.write(result.to_dict())
+            row = result.to_dict()
+            if not result.ok:
+                row["attempts"] = attempts.get(result.id, 0) + 1
+                failed += 1
+            writer.write(row)
             written += 1
-            flagged += bool(result.flags)
+            flagged += bool(result.flags) and result.ok
             if on_progress:
                 on_progress(skipped + written, total)
-    return FileSummary(total, skipped, written, flagged)
+    return FileSummary(total, skipped, written, flagged, failed + failed_before)
+
+
+def _retried_row(row: dict[str, Any]) -> bool:
+    return row.get("status") == "failed" and int(row.get("attempts") or 1) < MAX_ATTEMPTS

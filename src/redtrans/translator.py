@@ -36,7 +36,7 @@ from redtrans.text.spans import (
     split_lines,
 )
 
-ENGINE_ERROR = "engine_error"
+ENGINE_ERROR = checks.ENGINE_ERROR
 UNTRANSLATED_MARKUP = "untranslated_markup"
 
 
@@ -49,6 +49,12 @@ class Item:
     tgt: str | None
     src: str | None = None
 
+    @property
+    def target(self) -> str:
+        """`tgt`, which `Translator.resolve_languages` has set for every item the pipeline works on."""
+        assert self.tgt is not None, "tgt is set by Translator.resolve_languages"
+        return self.tgt
+
     def __post_init__(self) -> None:
         if not isinstance(self.text, str) or not self.text.strip():
             raise InputError("text is empty")
@@ -60,6 +66,10 @@ class Item:
 
 @dataclass
 class Result:
+    """A translated item. `status` is "failed" when there is no usable translation (an engine error, an empty
+    answer, an echo of the source or a refusal survived the retry, on any line): `error` says what, and such a
+    result is never saved as done. `flags` name quality problems of a usable ("ok") translation too."""
+
     id: str
     text: str
     translation: str
@@ -68,9 +78,18 @@ class Result:
     flags: list[str] = field(default_factory=list)
     model: str = ""
     prompt_version: str = prompts.PROMPT_VERSION
+    status: Literal["ok", "failed"] = "ok"
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["error"] is None:
+            del data["error"]
+        return data
 
 
 @dataclass
@@ -101,6 +120,7 @@ class _Segment:
     output: str = ""
     flags: list[str] = field(default_factory=list)
     retried: bool = False
+    error: str | None = None  # the engine's error text, when it gave no answer
 
 
 @dataclass
@@ -108,6 +128,12 @@ class _Plan:
     item: Item
     src: str
     lines: list[LinePlan] | None  # None: copy the text unchanged
+
+
+def _wants_retry(segment: _Segment) -> bool:
+    """A check failed on a real answer. An engine error is not retried here: the engine has its own retries,
+    bounded by the request's deadline, and a second round would only double the wait on a failing upstream."""
+    return bool(segment.flags) and ENGINE_ERROR not in segment.flags
 
 
 class Translator:
@@ -190,12 +216,12 @@ class Translator:
             for line in plan.lines or []:
                 for piece in line.pieces:
                     if isinstance(piece, Core):
-                        segments.append(_Segment(index, piece, plan.src, plan.item.tgt))
+                        segments.append(_Segment(index, piece, plan.src, plan.item.target))
                     spans = piece.spans if isinstance(piece, Core) else [piece] if isinstance(piece, Span) else []
                     for span in spans:
                         term = split_emoji(span.inner)[1]
-                        if span.rule is not None and self._needs_translation(term, plan.src, plan.item.tgt):
-                            terms.setdefault((term, span.rule.kind, plan.src, plan.item.tgt), None)
+                        if span.rule is not None and self._needs_translation(term, plan.src, plan.item.target):
+                            terms.setdefault((term, span.rule.kind, plan.src, plan.item.target), None)
 
         term_keys = list(terms)
         # Base models get the same few-shot prompt on a retry, so only chat engines are retried.
@@ -220,7 +246,7 @@ class Translator:
         for key, out in zip(term_keys, outputs[len(segments) :], strict=True):
             terms[key] = self._clean_term(out, key[2], key[3])
         if retry:
-            failed = [s for s in segments if s.flags]
+            failed = [s for s in segments if _wants_retry(s)]
             retry_outputs = self._generate([self._retry_request(s) for s in failed])
             for segment, out in zip(failed, retry_outputs, strict=True):
                 self._settle_retry(segment, out, segment.output, segment.flags)
@@ -249,7 +275,7 @@ class Translator:
 
         def first_answer(segment: _Segment, out: GenResult) -> bool:
             self._accept(segment, out)
-            if not (retry and segment.flags):
+            if not (retry and _wants_retry(segment)):
                 return True
             settle = functools.partial(retry_answer, segment, segment.output, segment.flags)
             send(self._retry_request(segment), settle, ahead=True)
@@ -288,14 +314,14 @@ class Translator:
         segment.retried = True
 
     def _plan(self, item: Item) -> _Plan:
-        src = item.src or self.detect(item.text, item.tgt)
-        if src == item.tgt:
+        src = item.src or self.detect(item.text, item.target)
+        if src == item.target:
             return _Plan(item, src, None)
         lines = []
         for raw in split_lines(item.text):
             plan = plan_line(raw, self.profile)
             core = plan.core
-            if core is not None and not self._needs_translation(core.text, src, item.tgt):
+            if core is not None and not self._needs_translation(core.text, src, item.target):
                 # Already in the target language (code-mixed posts): keep it as written.
                 plan.pieces = [core.text if p is core else p for p in plan.pieces]
             lines.append(plan)
@@ -313,7 +339,9 @@ class Translator:
     def _accept(self, segment: _Segment, out: GenResult) -> None:
         if out.finish_reason == "error":
             segment.output, segment.flags = "", [ENGINE_ERROR]
+            segment.error = out.error or "the engine gave no answer"
             return
+        segment.error = None
         text = checks.clean_output(out.text, segment.core.masked)
         flags = checks.check_output(text, segment.core.masked, segment.src, segment.tgt, len(segment.core.spans))
         if out.finish_reason == "length":
@@ -345,10 +373,11 @@ class Translator:
     def _assemble(self, plan: _Plan, segments: list[_Segment], terms: dict) -> Result:
         item = plan.item
         if plan.lines is None:
-            return Result(item.id, item.text, item.text, plan.src, item.tgt, [], self.model)
+            return Result(item.id, item.text, item.text, plan.src, item.target, [], self.model)
         flags: set[str] = set()
+        failures: list[str] = []
         queue = iter(segments)
-        spaced = get_language(item.tgt).spaced
+        spaced = get_language(item.target).spaced
         lines_out: list[str] = []
         for line in plan.lines:
             parts: list[str] = []
@@ -356,10 +385,10 @@ class Translator:
                 if isinstance(piece, str):
                     parts.append(piece)
                 elif isinstance(piece, Span):
-                    parts.append(self._render(piece, terms, plan.src, item.tgt, flags))
+                    parts.append(self._render(piece, terms, plan.src, item.target, flags))
                 else:
                     segment = next(queue)
-                    rendered = [self._render(s, terms, plan.src, item.tgt, flags) for s in piece.spans]
+                    rendered = [self._render(s, terms, plan.src, item.target, flags) for s in piece.spans]
                     text, missing = restore_markers(segment.output, piece.spans, rendered)
                     if missing:
                         # The model dropped a span: put it back at the end of the segment, flagged.
@@ -372,30 +401,43 @@ class Translator:
                     flags |= seg_flags
                     if segment.retried:
                         flags.add(checks.RETRIED)
+                    if failed := sorted(seg_flags & checks.FAILING):
+                        where = f"line {len(lines_out) + 1}: " if len(plan.lines) > 1 else ""
+                        failures.append(where + (segment.error or ", ".join(failed)))
                     parts.append(text)
             lines_out.append("".join(parts))
-        return Result(item.id, item.text, "\n".join(lines_out), plan.src, item.tgt, sorted(flags), self.model)
+        translation = "\n".join(lines_out)
+        if failures:
+            return Result(item.id, item.text, translation, plan.src, item.target, sorted(flags), self.model,
+                          status="failed", error="; ".join(failures))  # fmt: skip
+        return Result(item.id, item.text, translation, plan.src, item.target, sorted(flags), self.model)
 
     def _plain_window(self, items: list[Item]) -> list[Result]:
-        srcs = [item.src or self.detect(item.text, item.tgt) for item in items]
+        srcs = [item.src or self.detect(item.text, item.target) for item in items]
         requests = []
         for item, src in zip(items, srcs, strict=True):
             max_tokens = min(self.config.max_tokens * 2, 64 + 2 * len(item.text))
             if self.engine.chat:
                 requests.append(
-                    GenRequest(messages=prompts.plain_messages(item.text, src, item.tgt), max_tokens=max_tokens)
+                    GenRequest(messages=prompts.plain_messages(item.text, src, item.target), max_tokens=max_tokens)
                 )
             else:
                 requests.append(
                     GenRequest(
-                        prompt=prompts.completion_prompt(item.text, src, item.tgt),
+                        prompt=prompts.completion_prompt(item.text, src, item.target),
                         max_tokens=max_tokens,
                         stop=prompts.COMPLETION_STOP,
                     )
                 )
         outputs = self._generate(requests)
-        return [
-            Result(item.id, item.text, out.text.strip(), src, item.tgt,
-                   [ENGINE_ERROR] if out.finish_reason == "error" else [], self.model, "plain")
-            for item, src, out in zip(items, srcs, outputs, strict=True)
-        ]  # fmt: skip
+        results = []
+        for item, src, out in zip(items, srcs, outputs, strict=True):
+            text = out.text.strip()
+            if out.finish_reason == "error" or not text:
+                error = (out.error or "the engine gave no answer") if out.finish_reason == "error" else "empty answer"
+                flags = [ENGINE_ERROR] if out.finish_reason == "error" else [checks.EMPTY]
+                results.append(Result(item.id, item.text, text, src, item.target, flags, self.model, "plain",
+                                      status="failed", error=error))  # fmt: skip
+            else:
+                results.append(Result(item.id, item.text, text, src, item.target, [], self.model, "plain"))
+        return results

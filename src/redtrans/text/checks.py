@@ -21,6 +21,13 @@ EMPTY = "empty"
 TRUNCATED = "truncated"  # hit the token limit
 RETRIED = "retried"
 LENGTH_RATIO = "length_ratio"  # far shorter or longer than a translation of the source can be
+REFUSAL = "refusal"  # assistant talk instead of a translation ("I'm sorry, but I can't…", "As an AI…")
+ENGINE_ERROR = "engine_error"  # the engine gave no answer (error, timeout, an upstream answer that is not one)
+
+FAILING = frozenset({ENGINE_ERROR, EMPTY, ECHO, REFUSAL})
+"""Flags that leave no usable translation: a segment that still has one after its retry fails its row. The
+other flags (a re-inserted span, a partly wrong language, an odd length, a truncation with text) are quality
+flags on a usable answer: the row is done, and flagged."""
 
 _PREAMBLE = regex.compile(
     r"^\s*(?:(?:sure|certainly|okay|ok)[,!.]?\s*)?"
@@ -59,12 +66,58 @@ def _normalise(text: str) -> str:
     return regex.sub(r"[\s\p{P}]+", "", text).casefold()
 
 
+# Assistant talk that is never a translation, whatever the post says: the model speaking about itself.
+_AI_TALK = regex.compile(
+    r"\bas an? (?:ai|artificial intelligence|language model|ai (?:language )?model|ai assistant)\b"
+    r"|\bi(?:'m| am) (?:just |only )?an? (?:ai|language model|ai (?:language )?model|ai assistant)\b"
+    r"|作为(?:一个|一名)?(?:ai|AI|人工智能|语言模型|AI助手|人工智能助手)|我(?:只)?是(?:一个)?(?:ai|AI|人工智能|语言模型)",
+    regex.IGNORECASE,
+)
+# Refusals and assistant replies: a translation can say these too ("对不起，我帮不了你" → "Sorry, I can't help you"),
+# so each counts only when the post itself has nothing of the kind.
+_REFUSAL = regex.compile(
+    r"^\W*(?:(?:i'?m|i am) (?:so |very |really )?sorry|sorry|i apologi[sz]e|unfortunately)\b[^.!?\n]{0,40}?"
+    r"\b(?:can(?:no|')t|cannot|am unable|'m unable|am not able|won'?t be able)\b"
+    r"|\bi (?:can(?:no|')t|cannot|am unable to|'m unable to|won'?t) (?:assist|help|comply|fulfil+|provide|translate"
+    r"|do that|engage)\b"
+    r"|^\W*(?:抱歉|对不起|很抱歉|非常抱歉)[，,。！!]?\s*(?:我|但我)?(?:无法|不能|没法|不可以)"
+    r"|我(?:无法|不能)(?:协助|帮助|帮你|提供|翻译|完成|满足|回答)",
+    regex.IGNORECASE,
+)
+_SOURCE_REFUSAL = regex.compile(
+    r"sorry|apolog|unfortunately|can(?:no|')t|cannot|unable|won'?t|对不起|抱歉|不好意思|遗憾|无法|不能|没法|不了|做不到|不可以",
+    regex.IGNORECASE,
+)
+_ASSISTANT_REPLY = regex.compile(
+    r"^\W*(?:sure|certainly|of course|okay|ok)[!,.]?\s+(?:here(?:'s| is| are)|i can|i'll|i will|let me)\b"
+    r"|^\W*(?:好的|当然|没问题)[，,！!。]\s*(?:这是|以下是|下面是|我来|我可以)",
+    regex.IGNORECASE,
+)
+_SOURCE_REPLY = regex.compile(r"sure|certainly|of course|okay|\bok\b|好的|当然|没问题|好滴|行", regex.IGNORECASE)
+_SOURCE_AI = regex.compile(r"\bai\b|artificial intelligence|language model|人工智能|语言模型|机器人", regex.IGNORECASE)
+
+
+def is_refusal(output: str, source: str) -> bool:
+    """True when `output` is assistant talk instead of a translation of `source` (in either language):
+    "I'm sorry, but I can't assist with that.", "As an AI…", "Sure! Here is…", "抱歉，我无法…", "作为AI…"."""
+    text = MARKER.sub("", output).strip()
+    if not text:
+        return False
+    return bool(
+        (_AI_TALK.search(text) and not _SOURCE_AI.search(source))
+        or (_REFUSAL.search(text) and not _SOURCE_REFUSAL.search(source))
+        or (_ASSISTANT_REPLY.search(text) and not _SOURCE_REPLY.search(source))
+    )
+
+
 def check_output(output: str, source: str, src: str, tgt: str, n_markers: int) -> list[str]:
     """Flags for a cleaned segment translation (markers still in place)."""
     flags: list[str] = []
     bare = MARKER.sub("", output)
     if not bare.strip() and regex.search(r"\p{L}", MARKER.sub("", source)):
         return [EMPTY]
+    if is_refusal(bare, MARKER.sub("", source)):
+        return [REFUSAL]
     found = {int(m.group(1)) for m in MARKER.finditer(output)}
     if any(n not in found for n in range(1, n_markers + 1)):
         flags.append(MISSING_SPAN)
