@@ -35,6 +35,7 @@ from redtrans.serve.config import ServeConfig, ServeConfigError, hash_key, load_
 from redtrans.serve.logging import setup_logging
 
 ROOT = Path(__file__).resolve().parent.parent
+JSON = {"Content-Type": "application/json"}
 
 
 def toy_translate(text: str, target: str) -> str:
@@ -86,7 +87,14 @@ class ToyEngine(Engine):
 
 
 def make_config(tmp_path: Path, **overrides: Any) -> ServeConfig:
-    settings: dict[str, Any] = {"cache": f"sqlite:///{tmp_path / 'cache.sqlite'}", "access_log": False}
+    settings: dict[str, Any] = {
+        "cache": f"sqlite:///{tmp_path / 'cache.sqlite'}",
+        "access_log": False,
+        "allowed_hosts": [
+            "redtrans",
+            "127.0.0.1",
+        ],  # the ASGI client's base URL (an open service serves listed hosts only)
+    }
     settings.update(overrides)
     return ServeConfig(**settings)
 
@@ -312,16 +320,16 @@ def test_limits_and_bad_input_give_clear_4xx(tmp_path: Path) -> None:
             await error(post(client, [{"text": "  \n ", "tgt": "en"}]), 422, "empty_text")
             await error(post(client, []), 422, "empty_batch")
             await error(post(client, [{"text": "hi", "tgt": "zh", "colour": "red"}]), 422, "invalid_request")
-            await error(client.post("/v1/translate", content=b"{nope"), 422, "invalid_request")
+            await error(client.post("/v1/translate", content=b"{nope", headers=JSON), 422, "invalid_request")
             await error(client.post("/v1/translate", json={"items": "hi"}), 422, "invalid_request")
             big = json.dumps({"items": [{"text": "x" * 3000, "tgt": "en"}]}).encode()
-            await error(client.post("/v1/translate", content=big), 413, "body_too_large")
+            await error(client.post("/v1/translate", content=big, headers=JSON), 413, "body_too_large")
 
             async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted while streaming
                 for _ in range(10):
                     yield b" " * 500
 
-            await error(client.post("/v1/translate", content=chunks()), 413, "body_too_large")
+            await error(client.post("/v1/translate", content=chunks(), headers=JSON), 413, "body_too_large")
             assert (await post(client, [{"text": "长" * 20, "tgt": "en"}])).status_code == 200
 
     run(body)

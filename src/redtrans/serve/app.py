@@ -8,6 +8,7 @@ exception handlers (`ServiceError`, request validation, 404/405, and anything un
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -62,9 +63,18 @@ def _state(scope: Scope) -> dict[str, Any]:
     return state
 
 
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+"""Probes: always answered (no key, any Host), they reveal nothing."""
+OPS_PATHS = frozenset({"/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+"""Need a key when keys are on, unless `open_ops`."""
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
 class GuardMiddleware:
-    """Pure ASGI middleware in front of the routes: API key and rate limit before the body is read, the body
-    limit (413 before it is read into memory), and the metrics and access log of translate requests."""
+    """Pure ASGI middleware in front of the routes. Before a body is read: the Host allow-list and JSON-only
+    bodies of an open (keyless) service, the API key (every route but the probes, and the ops routes unless
+    `open_ops`), the rate limit, the body limit (413 before it is read into memory). While it is read: the body
+    timeout (408). After: the metrics and access log of translate requests."""
 
     def __init__(self, app: ASGIApp, service: TranslationService) -> None:
         self.app = app
@@ -89,31 +99,68 @@ class GuardMiddleware:
             await self._guarded(scope, receive, sending, state)
         except ServiceError as exc:
             state["error"] = exc.code
-            await error_response(exc)(scope, receive, sending)
+            if status == 0:  # nothing sent yet
+                await error_response(exc)(scope, receive, sending)
         if scope["path"] == TRANSLATE:
             self._account(state, status, time.perf_counter() - started)
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send, state: dict[str, Any]) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
-        if scope["path"] == TRANSLATE:
-            client = scope.get("client")
-            state["caller"] = self.service.identify(
-                headers.get("authorization"), headers.get("x-api-key"), client[0] if client else None
+        path = scope["path"]
+        service, config = self.service, self.config
+        keys_on = service.auth.enabled
+        client = scope.get("client")
+        peer = client[0] if client else None
+        if path in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if not keys_on and not service.hosts.allows(headers.get("host")):
+            raise ServiceError(
+                421,
+                "host_not_allowed",
+                "this Host is not served: add it to allowed_hosts (or configure API keys) to serve it",
             )
-        limit = self.config.max_body_bytes
+        if path == TRANSLATE:
+            state["caller"] = service.identify(
+                headers.get("authorization"), headers.get("x-api-key"), peer, headers.get("x-forwarded-for")
+            )
+        elif keys_on and not (config.open_ops and path in OPS_PATHS):
+            service.auth.identify(headers.get("authorization"), headers.get("x-api-key"), peer)
+        if scope["method"] in _BODY_METHODS and not keys_on:
+            media = headers.get("content-type", "").split(";")[0].strip().lower()
+            if media != "application/json":
+                raise ServiceError(
+                    415, "unsupported_media_type", "send the body as JSON with `Content-Type: application/json`"
+                )
+        limit = config.max_body_bytes
         message = f"the request body is larger than {limit} bytes; send fewer or shorter items"
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             raise ServiceError(413, "body_too_large", message)
         seen = 0
+        body_done = False
+        body_deadline = time.monotonic() + config.body_timeout_s
 
         async def limited() -> Message:
-            nonlocal seen
-            msg = await receive()
+            nonlocal seen, body_done
+            if body_done:  # after the body: disconnect notices, no timeout
+                return await receive()
+            try:
+                msg = await asyncio.wait_for(receive(), max(0.0, body_deadline - time.monotonic()))
+            except TimeoutError:
+                raise ServiceError(
+                    408,
+                    "body_timeout",
+                    f"the request body did not arrive within {config.body_timeout_s:g} s",
+                    headers={"Connection": "close"},  # the rest of the body is not waited for
+                ) from None
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > limit:
                     raise ServiceError(413, "body_too_large", message)
+                body_done = not msg.get("more_body", False)
+            else:
+                body_done = True
             return msg
 
         await self.app(scope, limited, send)

@@ -8,6 +8,7 @@ replicas: SQLite (through SQLAlchemy) by default, Redis when the URL says redis:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -159,14 +160,15 @@ class RedisStore(CacheStore):
 
     PREFIX = "redtrans:tc:"
 
-    def __init__(self, url: str, ttl_s: float = 0.0) -> None:
+    def __init__(self, url: str, ttl_s: float = 0.0, timeout_s: float = 2.0) -> None:
         try:
             import redis.asyncio as aioredis
         except ImportError as exc:  # the client is optional
             raise RuntimeError(f"the cache URL {url!r} needs the Redis client: pip install redis") from exc
         self.url = url
         self.ttl_s = ttl_s
-        self._client = aioredis.from_url(url)
+        # A hung server must not hold a caller: every socket operation is bounded (callers bound it further).
+        self._client = aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
     async def get_many(self, keys: list[str]) -> dict[str, CacheEntry]:
         if not keys:
@@ -190,12 +192,12 @@ class RedisStore(CacheStore):
         return f"redis ({host})"
 
 
-def open_store(url: str, max_entries: int = 1_000_000, ttl_s: float = 0.0) -> CacheStore | None:
-    """The store a cache URL names; None for "none"/"off"/""."""
+def open_store(url: str, max_entries: int = 1_000_000, ttl_s: float = 0.0, timeout_s: float = 2.0) -> CacheStore | None:
+    """The store a cache URL names; None for "none"/"off"/"". `timeout_s` bounds Redis socket operations."""
     if url.strip().lower() in {"", "none", "off", "false"}:
         return None
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisStore(url, ttl_s)
+        return RedisStore(url, ttl_s, timeout_s)
     if url.startswith("sqlite:"):
         return SQLiteStore(url, max_entries)
     if "://" not in url:  # a bare path
@@ -207,13 +209,21 @@ class TranslationCache:
     """A bounded LRU in memory in front of an optional durable store. Used from one event loop.
 
     New entries go into the LRU at once and into the store write-behind (a background task, in batches,
-    at most `write_buffer` entries pending), so a store write never delays an answer; `close` flushes.
+    at most `write_buffer` entries pending), so a store write never delays an answer; `close` flushes. Every
+    store write and the final flush are bounded by `write_timeout_s` (a hung store loses entries, not time);
+    reads are bounded by the caller (`TranslationService` waits at most `cache_timeout_s`).
     """
 
     def __init__(
-        self, store: CacheStore | None, memory_items: int = 50_000, ttl_s: float = 0.0, write_buffer: int = 10_000
+        self,
+        store: CacheStore | None,
+        memory_items: int = 50_000,
+        ttl_s: float = 0.0,
+        write_buffer: int = 10_000,
+        write_timeout_s: float = 5.0,
     ) -> None:
         self.store = store
+        self.write_timeout_s = write_timeout_s
         self.memory_items = memory_items
         self.ttl_s = ttl_s
         self.write_buffer = write_buffer
@@ -262,7 +272,7 @@ class TranslationCache:
             else:
                 found[key] = entry
         if missing and self.store is not None:
-            stored = self.store.get_sync(missing) if self.store.blocking else await self.store.get_many(missing)
+            stored = await self.store.get_many(missing)  # SQLite in a thread: a caller's timeout can let go
             for key, entry in stored.items():
                 if self._fresh(entry):
                     found[key] = entry
@@ -305,12 +315,10 @@ class TranslationCache:
         while self._pending and store is not None:
             batch, self._pending = self._pending, {}
             try:
-                if store.blocking:
-                    await asyncio.to_thread(store.put_sync, batch)
-                else:
-                    await store.put_many(batch)
+                await asyncio.wait_for(store.put_many(batch), self.write_timeout_s)
             except Exception as exc:  # noqa: BLE001 - a cache outage must not fail translations
-                log.warning("cache write failed", extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
+                error = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+                log.warning("cache write failed", extra={"fields": {"error": error, "entries": len(batch)}})
 
     async def put_many(self, entries: dict[str, CacheEntry]) -> None:
         """Into the LRU and the store, now."""
@@ -323,10 +331,12 @@ class TranslationCache:
         self._closing = True
         if self._writer is not None:
             self._wake.set()
-            await self._writer
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._writer, self.write_timeout_s + 1)
         await self._flush()
         if self.store is not None:
-            await self.store.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.store.close(), self.write_timeout_s)
 
     def describe(self) -> str:
         store = self.store.describe() if self.store is not None else "memory only" if self.memory_items else "off"

@@ -22,6 +22,7 @@ The engine is described by the flat keys `engine`, `model`, `served_model`, `par
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -220,6 +221,13 @@ class ServeConfig(BaseSettings):
                     f"api_keys[{name!r}] must be the sha256 hex digest of the key (64 hex characters), "
                     "never the key itself: printf %s KEY | sha256sum"
                 )
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # ValueError names the bad entry
         return value
 
     @model_validator(mode="after")

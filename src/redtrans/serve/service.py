@@ -166,7 +166,9 @@ class TranslationService:
     async def start(self) -> None:
         """Open the cache, then load the engine in the background (readyz turns 200 when done)."""
         config = self.config
-        store = await asyncio.to_thread(open_store, config.cache, config.cache_max_entries, config.cache_ttl_s)
+        store = await asyncio.to_thread(
+            open_store, config.cache, config.cache_max_entries, config.cache_ttl_s, max(1.0, config.cache_timeout_s)
+        )
         self.cache = TranslationCache(store, config.cache_memory_items, config.cache_ttl_s)
         log.info(
             "starting",
