@@ -18,9 +18,13 @@ $(VENV)/.run-stamp: pyproject.toml | $(VENV)/bin/activate
 $(VENV)/.test-stamp: pyproject.toml | $(VENV)/bin/activate
 	$(PIP) install --quiet "torch==2.13.0"
 	$(PIP) install --quiet -e ".[dev,train]"
-	@# System tools some tests drive for real (the HTML report in Chromium, the Redis cache); tests skip without them.
+	@# System tools some tests drive for real (the HTML report in Chromium, the Redis cache, PostgreSQL for the annotation
+	@# store, CJK and emoji fonts for its screenshots); tests skip without them.
 	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	fc-list :lang=zh 2>/dev/null | grep -q . || missing="$$missing fonts-noto-cjk"; \
+	fc-list 2>/dev/null | grep -qi "color emoji" || missing="$$missing fonts-noto-color-emoji"; \
 	if [ -n "$$missing" ]; then \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) \
 	  || echo "warning: could not install$$missing; the tests that need them will be skipped"; \

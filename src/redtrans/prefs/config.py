@@ -1,0 +1,160 @@
+"""Configs of the preference stages and of the annotation app (pydantic, on the one config layer).
+
+Two thresholds, named apart:
+
+- `tau` is on the experts' 1–5 rubric (default 3): it drives the export rules and the app's "rewrite
+  required" rule (both candidates scored below `tau`);
+- `tau_auto` is on chrF++ (0–100, default 40): it drives prescoring ("likely needs rewrite") and
+  ``prefs export --mode reference-rewrite`` (the reference plays y_t when both candidates score below it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from redtrans.config import StageConfig
+from redtrans.engines.spec import EngineSpec
+from redtrans.errors import ConfigError
+
+RUBRIC: dict[int, tuple[str, str]] = {
+    5: ("Perfect", "Meaning and tone exact; slang, memes and internet expressions rendered the way native users "
+        "write online; emoji, hashtags, mentions and line breaks kept."),
+    4: ("Good", "Meaning and tone right; small wording or fluency issues a reader barely notices."),
+    3: ("Acceptable", "Meaning right but literal or stiff in places, or slang rendered flatly; usable as is."),
+    2: ("Poor", "Part of the meaning wrong or missing: mistranslated slang, a dropped line or span, broken markup."),
+    1: ("Unusable", "Wrong meaning, wrong language, left untranslated, or content that is not in the post."),
+}  # fmt: skip
+"""The documented 1–5 rubric experts score each candidate on (shown on every item page; docs/prefs.md)."""
+
+DEFAULT_TAU = 3.0
+DEFAULT_TAU_AUTO = 40.0
+
+
+class SamplingConfig(StageConfig):
+    """Two samples of one system: a temperature above 0 and one seed per candidate (recorded per candidate)."""
+
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    """Sampling temperature of every request; 0 = greedy (the default with two systems)."""
+    seeds: list[int] = Field(default_factory=lambda: [1, 2], min_length=2, max_length=2)
+    """The seed of candidate 1 and of candidate 2 (used when temperature > 0)."""
+
+
+class GenerateConfig(StageConfig):
+    """`redtrans prefs generate`: two candidate translations per source post, with provenance."""
+
+    input: Path
+    """Sources: JSONL rows with `text` (or `source`), optional `id`, `src`, `tgt`, `reference`; or a text file
+    (one post a line, `\\n` inside a post written as a literal backslash-n) with `reference` beside it."""
+    reference: Path | None = None
+    """Line-aligned reference file for a text `input`."""
+    output: Path
+    """Candidates JSONL (appended; a re-run skips rows that succeeded and retries failed ones)."""
+    systems: list[EngineSpec] = Field(min_length=1, max_length=2)
+    """Two engine specs (candidate 1 and 2, e.g. base and SFT), or one sampled twice (see `sampling`)."""
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    """Temperature and seeds; with one system, temperature must be above 0 so the two samples differ."""
+    src: str | None = None
+    """Source language of rows that name none (None = detected)."""
+    tgt: str | None = None
+    """Target language of rows that name none (None = the source's default target)."""
+    limit: int | None = Field(default=None, ge=1)
+    """Only the first N sources."""
+    profile: str = "rednote"
+    """Platform markup profile of the translator."""
+    batch_size: int = Field(default=16, ge=1)
+    """Sources translated (by both systems) before their rows are written: the unit of resume."""
+
+    @model_validator(mode="after")
+    def _one_system_needs_sampling(self) -> GenerateConfig:
+        if len(self.systems) == 1 and self.sampling.temperature <= 0:
+            raise ValueError("one system gives two candidates only when sampled: set sampling.temperature > 0")
+        return self
+
+
+class PrescoreConfig(StageConfig):
+    """`redtrans prefs prescore`: automatic scores that order the queue and pre-fill the form."""
+
+    input: Path
+    """Candidates JSONL from `prefs generate`."""
+    output: Path
+    """Prescored JSONL: the candidates rows plus `auto` (appended; resumable)."""
+    judge: EngineSpec | None = None
+    """Engine of the LLM judge for rows without a reference (None = such rows are left unscored)."""
+    tau_auto: float = Field(default=DEFAULT_TAU_AUTO, ge=0, le=100)
+    """chrF++ threshold: a row whose best candidate scores below it is marked `needs_rewrite`."""
+    tau: float = Field(default=DEFAULT_TAU, ge=1, le=5)
+    """Rubric threshold used for judge scores (1–5): best judge score below it marks `needs_rewrite`."""
+    batch_size: int = Field(default=16, ge=1)
+    """Rows judged together (one engine batch of 2 × rows requests)."""
+    judge_max_tokens: int = Field(default=8, ge=1)
+    """Tokens the judge may answer with (a digit is enough)."""
+
+
+class ExportConfig(StageConfig):
+    """`redtrans prefs export`: the RePO dataset in TRL's preference format plus our fields."""
+
+    mode: Literal["experts", "reference-rewrite"] = "experts"
+    """experts = the judgments in the store; reference-rewrite = chrF++ against the reference, no experts."""
+    db: str | None = None
+    """Store URL or SQLite path (experts mode)."""
+    input: Path | None = None
+    """Candidates or prescored JSONL (reference-rewrite mode)."""
+    output: Path
+    """Preference JSONL (rewritten whole on each export); `<output>.stats.json` beside it."""
+    tau: float = Field(default=DEFAULT_TAU, ge=1, le=5)
+    """Rubric threshold: max(s1, s2) ≥ tau with s1 ≠ s2 gives a pair; both below with a rewrite gives two."""
+    tau_auto: float = Field(default=DEFAULT_TAU_AUTO, ge=0, le=100)
+    """chrF++ threshold of reference-rewrite mode."""
+    min_annotators: int = Field(default=1, ge=1)
+    """Items with fewer (non-skipped) judgments are left out and counted as incomplete."""
+
+    @model_validator(mode="after")
+    def _source(self) -> ExportConfig:
+        if self.mode == "experts" and not self.db:
+            raise ValueError("experts mode reads the store: give --db")
+        if self.mode == "reference-rewrite" and self.input is None:
+            raise ValueError("reference-rewrite mode reads a candidates file: give --input")
+        return self
+
+
+class AnnotateConfig(StageConfig):
+    """`redtrans annotate serve`: the expert web app."""
+
+    db: str = "runs/annotate/annotate.db"
+    """Store URL (sqlite:///…, postgresql://user@host/db) or a SQLite file path."""
+    host: str = "127.0.0.1"
+    """Address to listen on."""
+    port: int = Field(default=8400, ge=0, le=65535)
+    """Port to listen on."""
+    tau: float = Field(default=DEFAULT_TAU, ge=1, le=5)
+    """Rubric threshold: when both candidates are scored below it, a rewrite is required."""
+    lease_s: float = Field(default=1800.0, gt=0)
+    """How long a handed-out item stays reserved for its expert before it returns to the queue."""
+    session_hours: float = Field(default=12.0, gt=0)
+    """Lifetime of a login session."""
+    secure_cookies: bool = False
+    """Mark cookies Secure (only sent over HTTPS): set it when served behind TLS."""
+    login_attempts: int = Field(default=5, ge=1)
+    """Failed logins allowed per user name and per client address within `login_window_s`."""
+    login_window_s: float = Field(default=300.0, gt=0)
+    """Window of the login rate limit."""
+    prefill: bool = True
+    """Pre-select the automatic scores (prescore) on the item page."""
+    title: str = "redtrans annotate"
+    """Shown in the page header."""
+
+    @field_validator("db")
+    @classmethod
+    def _db(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("empty store URL")
+        return value
+
+
+def check_k(k: int) -> int:
+    if k < 1:
+        raise ConfigError(f"k (experts per item) must be at least 1, got {k}")
+    return k

@@ -1,0 +1,1 @@
+"""The annotation web app (`app.create_app`)."""

@@ -1,0 +1,432 @@
+"""prefs: generate / prescore / export rules / store (leases, k, optimistic locking, rate limit) / interop."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("argon2", reason="needs the prefs extra: pip install 'redtrans[prefs]'")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from redtrans import prompts  # noqa: E402
+from redtrans.cli import app  # noqa: E402
+from redtrans.engines.base import Engine, GenRequest, GenResult  # noqa: E402
+from redtrans.engines.spec import EngineSpec, register_engine  # noqa: E402
+from redtrans.engines.standin import StandInConfig  # noqa: E402
+from redtrans.errors import ConfigError, RowsFailedError  # noqa: E402
+from redtrans.prefs.config import ExportConfig, GenerateConfig, PrescoreConfig  # noqa: E402
+from redtrans.prefs.export import Judgment, PrefItem, apply_rules, run_export  # noqa: E402
+from redtrans.prefs.generate import run_generate  # noqa: E402
+from redtrans.prefs.humaneval import bench_pairs  # noqa: E402
+from redtrans.prefs.labelstudio import label_config  # noqa: E402
+from redtrans.prefs.prescore import run_prescore  # noqa: E402
+from redtrans.prefs.rows import latest_rows  # noqa: E402
+from redtrans.prefs.stats import prefs_agreement, win_rate  # noqa: E402
+from redtrans.prefs.store import RateLimited, Store, Submission  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTS = [
+    "今天的晚饭太好吃了，绝绝子！🍜",
+    "你不是我的菜",
+    "这个价格也太香了吧",
+    "周末去爬山⛰️\n累但是开心",
+    "<b>粗体</b>不是标签",
+]
+
+
+def write_sources(path: Path, with_reference: bool = True) -> Path:
+    with path.open("w", encoding="utf-8") as handle:
+        for i, text in enumerate(POSTS):
+            row = {"id": f"p{i}", "text": text, "src": "zh", "tgt": "en"}
+            if with_reference:
+                row["reference"] = f"reference {i}"
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+def standin(salt: int, **options: object) -> dict:
+    return {"kind": "standin", "options": {"salt": salt, **options}}
+
+
+# -- export rules -------------------------------------------------------------------------------------------
+def item(key: str, *judgments: Judgment) -> PrefItem:
+    return PrefItem(key, f"源{key}", "zh", "en", [f"y1 of {key}", f"y2 of {key}"], list(judgments))
+
+
+def test_export_rules_exactly() -> None:
+    items = [
+        item("a", Judgment("ann", [4, 2])),  # better ≥ τ, differ → y1 ≻ y2
+        item("b", Judgment("ann", [1, 3])),  # y2 ≻ y1 (max exactly τ)
+        item("c", Judgment("ann", [4, 4])),  # tie ≥ τ → dropped, counted
+        item("d", Judgment("ann", [2, 1], rewrite="a real rewrite")),  # both < τ → two rewrite rows
+        item("e", Judgment("ann", [2, 2])),  # both < τ without rewrite → none
+        item("f", Judgment("x", [5, 1]), Judgment("y", [1, 3])),  # averaged 3 vs 2 → y1 ≻ y2
+        item("g", Judgment("x", [4, 2]), Judgment("y", [2, 4])),  # averaged 3 = 3 → tie
+        item("h", Judgment("x", [2, 1], rewrite="rx"), Judgment("y", [1, 2], rewrite="ry")),  # 4 rows
+        item("i", Judgment("x", [2, 1], rewrite="y1 of i")),  # rewrite = y1: only (rw ≻ y2)
+        item("j", Judgment("x", [5, 1], skipped=True)),  # skipped only → incomplete
+        item("k", Judgment("x", [1, 1], rewrite="rk"), Judgment("y", [5, 1], skipped=True)),  # skip ignored
+    ]
+    rows, stats = apply_rules(items, tau=3)
+    got = [(r["id"], r["chosen"][0]["content"], r["rejected"][0]["content"], r["rewritten"]) for r in rows]
+    assert got == [
+        ("a", "y1 of a", "y2 of a", False),
+        ("b", "y2 of b", "y1 of b", False),
+        ("d/rewrite/ann/y1", "a real rewrite", "y1 of d", True),
+        ("d/rewrite/ann/y2", "a real rewrite", "y2 of d", True),
+        ("f", "y1 of f", "y2 of f", False),
+        ("h/rewrite/x/y1", "rx", "y1 of h", True),
+        ("h/rewrite/x/y2", "rx", "y2 of h", True),
+        ("h/rewrite/y/y1", "ry", "y1 of h", True),
+        ("h/rewrite/y/y2", "ry", "y2 of h", True),
+        ("i/rewrite/x/y2", "y1 of i", "y2 of i", True),
+        ("k/rewrite/x/y1", "rk", "y1 of k", True),
+        ("k/rewrite/x/y2", "rk", "y2 of k", True),
+    ]
+    assert (stats.pairs, stats.rewrite_rows, stats.ties, stats.below_tau_no_rewrite) == (3, 9, 2, 1)
+    assert (stats.degenerate, stats.incomplete, stats.items, stats.rows) == (1, 1, 10, 12)
+    f = next(r for r in rows if r["id"] == "f")
+    assert f["scores"] == [3.0, 2.0] and f["annotators"] == ["x", "y"]
+    assert f["prompt"] == prompts.translation_messages("源f", "zh", "en")
+    assert f["chosen"] == [{"role": "assistant", "content": "y1 of f"}]
+    assert next(r for r in rows if r["id"] == "h/rewrite/y/y2")["annotators"] == ["y"]
+    # tau moves the rules: at τ = 5 item a (4, 2) is "both below" without a rewrite
+    rows5, stats5 = apply_rules(items[:1], tau=5)
+    assert rows5 == [] and stats5.below_tau_no_rewrite == 1
+    # min_annotators: f, g, h have two judgments
+    assert apply_rules(items, tau=3, min_annotators=2)[1].items == 3
+
+
+def test_export_config_needs_its_source(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="--db"):
+        ExportConfig(output=tmp_path / "o.jsonl")
+    with pytest.raises(Exception, match="--input"):
+        ExportConfig(output=tmp_path / "o.jsonl", mode="reference-rewrite")
+
+
+# -- generate and prescore ----------------------------------------------------------------------------------
+def test_generate_two_systems_resumes_and_retries_failed_rows(tmp_path: Path) -> None:
+    sources = write_sources(tmp_path / "src.jsonl")
+    out = tmp_path / "cands.jsonl"
+    cfg = GenerateConfig(input=sources, output=out, systems=[standin(1), standin(2, fail_after=3)], batch_size=2)
+    with pytest.raises(RowsFailedError) as failed:
+        run_generate(cfg)
+    rows = latest_rows(out)
+    n_failed = sum(r["status"] == "failed" for r in rows.values())
+    assert failed.value.exit_code == 1 and failed.value.failed == n_failed and 1 <= n_failed < 5
+    assert rows["p0"]["status"] == "ok"
+    ok = next(r for r in rows.values() if r["status"] == "ok")
+    assert [c["system"] for c in ok["candidates"]] == ["standin:default", "standin:default"]
+    assert [c["model"] for c in ok["candidates"]] == ["standin-1", "standin-2"]
+    assert ok["reference"].startswith("reference") and ok["prompt_version"] == prompts.PROMPT_VERSION
+    failed_ids = {k for k, r in rows.items() if r["status"] == "failed"}
+    assert all("candidate 2" in rows[k]["error"] for k in failed_ids)
+    # the re-run retries only the failed rows
+    lines_before = len(out.read_text(encoding="utf-8").splitlines())
+    report = run_generate(cfg.model_copy(update={"systems": [EngineSpec(**standin(1)), EngineSpec(**standin(2))]}))
+    assert (report.written, report.skipped, report.failed) == (n_failed, 5 - n_failed, 0)
+    assert len(out.read_text(encoding="utf-8").splitlines()) == lines_before + n_failed
+    assert all(r["status"] == "ok" for r in latest_rows(out).values())
+    assert run_generate(cfg).written == 0  # all done: nothing to do, nothing built
+
+
+def test_generate_one_system_needs_sampling_and_records_seeds(tmp_path: Path) -> None:
+    sources = write_sources(tmp_path / "src.jsonl")
+    with pytest.raises(ConfigError, match="temperature"):
+        from redtrans.config import validate_config
+
+        validate_config(GenerateConfig, {"input": sources, "output": tmp_path / "o", "systems": [standin(1)]})
+    seen: list[tuple[float, int | None]] = []
+
+    class Recording(Engine):
+        config_class = StandInConfig
+
+        def __init__(self, config: StandInConfig | None = None) -> None:
+            from redtrans.engines.standin import StandInEngine
+
+            self.inner = StandInEngine(config)
+            self.model, self.chat, self.parallelism = "rec", True, 4
+
+        def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+            seen.extend((r.temperature, r.seed) for r in requests)
+            return self.inner.generate(requests)
+
+    cfg = GenerateConfig(input=sources, output=tmp_path / "c.jsonl", systems=[standin(1)],
+                         sampling={"temperature": 0.7, "seeds": [11, 22]})  # fmt: skip
+    run_generate(cfg, engines=[Recording()])
+    rows = list(latest_rows(tmp_path / "c.jsonl").values())
+    assert [(c["seed"], c["temperature"]) for c in rows[0]["candidates"]] == [(11, 0.7), (22, 0.7)]
+    assert {s for _, s in seen} == {11, 22} and {t for t, _ in seen} == {0.7}
+
+
+class JudgeStandIn(Engine):
+    """Answers the judge prompt: 4 for translations that contain 'qa', else 2; 'oops' for 'FAIL'."""
+
+    config_class = StandInConfig
+    name = "judge-standin"
+
+    def __init__(self, config: StandInConfig | None = None) -> None:
+        self.model, self.chat, self.parallelism = "judge", True, 4
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        out = []
+        for r in requests:
+            user = (r.messages or [])[-1]["content"]
+            assert "Score (1-5):" in user and "5 = Perfect" in (r.messages or [])[0]["content"]
+            translation = user.split("translation:\n", 1)[1]
+            out.append(GenResult("oops" if "FAIL" in translation else ("4" if "q" in translation else "2")))
+        return out
+
+
+def test_prescore_chrf_and_judge(tmp_path: Path) -> None:
+    register_engine("judge-standin", JudgeStandIn)
+    cands = tmp_path / "c.jsonl"
+    rows = [
+        {"id": "r1", "source": "你好", "src": "zh", "tgt": "en", "reference": "hello there",
+         "candidates": [{"text": "hello there"}, {"text": "bye"}], "status": "ok"},
+        {"id": "r2", "source": "你好", "src": "zh", "tgt": "en", "reference": "hello there",
+         "candidates": [{"text": "zzz"}, {"text": "bye"}], "status": "ok"},
+        {"id": "r3", "source": "你好", "src": "zh", "tgt": "en",
+         "candidates": [{"text": "qa word"}, {"text": "no"}], "status": "ok"},
+        {"id": "r4", "source": "你好", "src": "zh", "tgt": "en",
+         "candidates": [{"text": "FAIL"}, {"text": "no"}], "status": "ok"},
+        {"id": "r5", "source": "x", "src": "zh", "tgt": "en", "candidates": [], "status": "failed", "error": "e"},
+    ]  # fmt: skip
+    cands.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "p.jsonl"
+    cfg = PrescoreConfig(input=cands, output=out, judge={"kind": "judge-standin"}, tau_auto=40)
+    with pytest.raises(RowsFailedError):
+        run_prescore(cfg)
+    got = latest_rows(out)
+    assert got["r1"]["auto"]["metric"] == "chrf++" and got["r1"]["auto"]["scores"][0] == 100.0
+    assert got["r1"]["auto"]["needs_rewrite"] is False and got["r2"]["auto"]["needs_rewrite"] is True
+    assert "nrefs:1" in got["r1"]["auto"]["signature"] and got["r1"]["auto"]["rubric"][0] == 5
+    assert got["r3"]["auto"] | {"judge": None} == {"metric": "judge", "scores": [4, 2], "rubric": [4, 2],
+                                                  "needs_rewrite": False, "tau": 3.0, "judge": None}  # fmt: skip
+    assert got["r4"]["status"] == "failed" and "no digit" in got["r4"]["error"]
+    assert "r5" not in got
+    # reference-rewrite export from the prescored file: r1 a scored pair, r2 two reference rows
+    stats = run_export(ExportConfig(mode="reference-rewrite", input=out, output=tmp_path / "ref.jsonl"))
+    exported = [json.loads(line) for line in (tmp_path / "ref.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in exported] == [
+        ("r1", "hello there", "bye"),
+        ("r2/reference/chrF++/y1", "hello there", "zzz"),
+        ("r2/reference/chrF++/y2", "hello there", "bye"),
+    ]
+    assert stats.no_reference == 1 and stats.rewrite_rows == 2
+    assert json.loads((tmp_path / "ref.jsonl.stats.json").read_text())["pairs"] == 1
+
+
+# -- store -----------------------------------------------------------------------------------------------------
+def cand_rows(n: int) -> list[dict]:
+    return [{"id": f"i{i}", "source": f"帖子{i}", "src": "zh", "tgt": "en",
+             "candidates": [{"text": f"a{i}", "system": "s1"}, {"text": f"b{i}", "system": "s2"}]}
+            for i in range(n)]  # fmt: skip
+
+
+def exercise_store(store: Store) -> None:
+    """Leases, k experts, skip, optimistic locking, export: the same on SQLite and PostgreSQL."""
+    ann = store.add_user("ann", "password-1")
+    bob = store.add_user("bob", "password-2")
+    cid = store.add_user("cid", "password-3")
+    assert store.import_candidates(cand_rows(3), k=2) == (3, 0)
+    assert store.import_candidates(cand_rows(3), k=2) == (0, 3)
+    first = store.next_item(ann.id, lease_s=60, task="prefs")
+    assert first is not None and store.next_item(ann.id, 60, "prefs") == first  # own lease first
+    assert store.next_item(bob.id, 60, "prefs") == first  # k = 2: a second expert gets it too
+    second_for_cid = store.next_item(cid.id, 60, "prefs")
+    assert second_for_cid != first  # two leases fill k
+    assert store.submit(first, ann.id, 0, Submission(scores=[4, 2])).ok
+    stale = store.submit(first, ann.id, 0, Submission(scores=[1, 1], rewrite="mine"))
+    assert not stale.ok and stale.version == 1 and stale.current is not None and stale.current.scores == [4, 2]
+    assert store.submit(first, ann.id, 1, Submission(scores=[5, 2])).version == 2
+    store.skip(first, bob.id)
+    assert store.next_item(cid.id, 60, "prefs") == second_for_cid
+    assert store.submit(second_for_cid, cid.id, 0, Submission(scores=[2, 2], rewrite="better")).ok
+    # bob skipped `first`: cid may take that place now
+    assert first in {store.next_item(cid.id, 60, "prefs")}
+    actions = [a.action for a in store.audit()]
+    assert {"stale_refused", "submit", "edit", "skip", "lease", "import"} <= set(actions)
+    stale_audit = next(a for a in store.audit() if a.action == "stale_refused")
+    assert stale_audit.detail["rewrite"] == "mine"  # the refused text is in the audit trail
+    rows, stats = apply_rules(store.pref_items(), 3)
+    assert stats.pairs == 1 and stats.rewrite_rows == 2
+    assert [r["chosen"][0]["content"] for r in rows][:1] == ["a0"] or rows
+
+
+def test_store_on_sqlite(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    with Store(str(db)) as store:
+        exercise_store(store)
+        mode = store.engine.connect().exec_driver_sql("PRAGMA journal_mode").scalar()
+        assert mode == "wal"
+
+
+def test_leases_expire_and_return_to_the_queue(tmp_path: Path) -> None:
+    with Store(str(tmp_path / "a.db")) as store:
+        ann, bob = store.add_user("ann", "password-1"), store.add_user("bob", "password-2")
+        store.import_candidates(cand_rows(1), k=1)
+        got = store.next_item(ann.id, lease_s=0.3, task="prefs")
+        assert got is not None and store.next_item(bob.id, 60, "prefs") is None
+        time.sleep(0.4)
+        assert store.next_item(bob.id, 60, "prefs") == got
+        assert not store.has_lease(got, ann.id)
+
+
+def test_login_rate_limit_and_hashes(tmp_path: Path) -> None:
+    with Store(str(tmp_path / "a.db")) as store:
+        store.add_user("ann", "password-1")
+        assert store.users()[0].password_hash.startswith("$argon2id$")
+        for _ in range(3):
+            assert store.authenticate("ann", "wrong", "1.2.3.4", attempts=3, window_s=60) is None
+        with pytest.raises(RateLimited):
+            store.authenticate("ann", "password-1", "1.2.3.4", attempts=3, window_s=60)
+        assert store.authenticate("ann", "password-1", "1.2.3.4", attempts=3, window_s=0.001) is not None
+
+
+def test_store_on_real_postgresql(tmp_path: Path) -> None:
+    initdb, postgres = shutil.which("initdb"), shutil.which("postgres")
+    if not (initdb and postgres):
+        for base in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+            initdb, postgres = str(base / "initdb"), str(base / "postgres")
+            break
+    if not (initdb and postgres and Path(initdb).exists()):
+        pytest.skip("needs PostgreSQL's initdb and postgres (Debian: apt-get install postgresql; make test does)")
+    pytest.importorskip("psycopg", reason="needs psycopg (the prefs extra)")
+    # pytest's tmp folders are private to root, and postgres refuses to run as root: as root, run it as
+    # nobody in a folder of its own under the system temp dir
+    base = Path(tempfile.mkdtemp(prefix="redtrans-pg-"))
+    data = base / "pg"
+    env = {**os.environ, "LC_ALL": "C.UTF-8"}
+    user: list[str] = []
+    if os.geteuid() == 0:
+        user = ["runuser", "-u", "nobody", "--"]
+        base.chmod(0o755)
+        data.mkdir()
+        shutil.chown(data, "nobody")
+    subprocess.run([*user, initdb, "-D", str(data), "-U", "rt", "--auth=trust", "-E", "UTF8"], check=True,
+                   capture_output=True, env=env)  # fmt: skip
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [*user, postgres, "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(data)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    try:
+        url = f"postgresql://rt@127.0.0.1:{port}/postgres"
+        deadline = time.time() + 30
+        while True:
+            try:
+                with Store(url) as store:
+                    break
+            except ConfigError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.3)
+        with Store(url) as store:
+            assert store.engine.dialect.name == "postgresql"
+            exercise_store(store)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# -- agreement, win rate, interop -----------------------------------------------------------------------------
+def test_agreement_and_win_rate() -> None:
+    assert prefs_agreement([("1", "x", [5, 1], False)]) is None  # no overlap
+    perfect = [(str(i), e, [5, 1] if i % 2 else [2, 4], False) for i in range(6) for e in ("x", "y")]
+    assert prefs_agreement(perfect) == 1.0
+    judged = [(str(i), "x", "a" if i < 6 else ("same" if i < 8 else "b"), False) for i in range(10)]
+    w = win_rate(judged, ("sft", "base"), samples=500)
+    assert (w.wins, w.ties, w.losses, w.items) == (6, 2, 2, 10) and w.win_rate == 0.7
+    assert w.low < 0.7 < w.high and w.alpha is None
+    assert "| sft | base | 10 |" in w.markdown()
+
+
+def test_label_studio_import_applies_the_same_rules(tmp_path: Path) -> None:
+    shipped = (ROOT / "examples" / "label-studio" / "pairwise-config.xml").read_text(encoding="utf-8")
+    assert label_config() == shipped and 'name="score_y1"' in shipped
+    export = [
+        {"id": 7, "data": {"id": "p1", "source": "你不是我的菜", "src": "zh", "tgt": "en",
+                           "y1": "You are not my dish", "y2": "You're not my type"},
+         "annotations": [
+             {"completed_by": {"email": "a@x"}, "result": [
+                 {"from_name": "score_y1", "to_name": "y1", "type": "rating", "value": {"rating": 1}},
+                 {"from_name": "score_y2", "to_name": "y2", "type": "rating", "value": {"rating": 5}}]},
+             {"completed_by": 3, "was_cancelled": True, "result": []}]},
+        {"id": 8, "data": {"id": "p2", "source": "绝绝子", "src": "zh", "tgt": "en", "y1": "absolutely", "y2": "wow"},
+         "annotations": [{"completed_by": 3, "result": [
+             {"from_name": "score_y1", "type": "rating", "value": {"rating": 2}},
+             {"from_name": "score_y2", "type": "rating", "value": {"rating": 1}},
+             {"from_name": "rewrite", "type": "textarea", "value": {"text": ["Absolutely amazing"]}},
+             {"from_name": "flag", "type": "choices", "value": {"choices": ["flag"]}}]}]},
+    ]  # fmt: skip
+    path = tmp_path / "ls.json"
+    path.write_text(json.dumps(export, ensure_ascii=False), encoding="utf-8")
+    db = str(tmp_path / "ls.db")
+    result = CliRunner().invoke(app, ["prefs", "import-label-studio", str(path), "--db", db])
+    assert result.exit_code == 0, result.output
+    again = CliRunner().invoke(app, ["prefs", "import-label-studio", str(path), "--db", db])
+    assert "0 new items, 0 judgments" in again.output
+    out = tmp_path / "prefs.jsonl"
+    result = CliRunner().invoke(app, ["prefs", "export", "--db", db, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [(r["id"], r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows] == [
+        ("p1", "You're not my type", "You are not my dish"),
+        ("p2/rewrite/ls:3/y1", "Absolutely amazing", "absolutely"),
+        ("p2/rewrite/ls:3/y2", "Absolutely amazing", "wow"),
+    ]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"id": 1, "data": {"source": "x", "y1": "a", "y2": "b"},
+                                "annotations": [{"completed_by": 1, "result": []}]}]))  # fmt: skip
+    result = CliRunner().invoke(app, ["prefs", "import-label-studio", str(bad), "--db", db])
+    assert result.exit_code == 2 and "task 1" in result.output and "score_y1" in result.output
+
+
+def test_bench_pairs(tmp_path: Path) -> None:
+    hyps = tmp_path / "bench" / "hyps"
+    hyps.mkdir(parents=True)
+    for name, word in (("base", "plain"), ("sft", "slangy")):
+        (hyps / f"{name}.jsonl").write_text("".join(
+            json.dumps({"id": f"s{i}", "text": f"源{i}", "src": "zh", "tgt": "en", "translation": f"{word} {i}"}) + "\n"
+            for i in range(6)), encoding="utf-8")  # fmt: skip
+    rows = bench_pairs(tmp_path / "bench", "sft", "base", limit=4)
+    assert len(rows) == 4 and rows[0]["outputs"][0].startswith("slangy")
+    with pytest.raises(Exception, match="systems there: base, sft"):
+        bench_pairs(tmp_path / "bench", "sft", "nope")
+
+
+def test_cli_generate_import_export(tmp_path: Path) -> None:
+    sources = write_sources(tmp_path / "s.jsonl")
+    cands, db = tmp_path / "c.jsonl", str(tmp_path / "cli.db")
+    run = CliRunner().invoke
+    r = run(app, ["prefs", "generate", "-i", str(sources), "-o", str(cands), "-m", "a", "-m", "b", "--engine",
+                  "standin", "--set", "systems.0.model=null", "--set", "systems.1.model=null",
+                  "--set", "systems.1.options.salt=5"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = run(app, ["prefs", "prescore", "-i", str(cands), "-o", str(tmp_path / "p.jsonl")])
+    assert r.exit_code == 0 and "5 by chrF++" in r.output, r.output
+    r = run(app, ["annotate", "import", str(tmp_path / "p.jsonl"), "--db", db, "--k", "2"])
+    assert r.exit_code == 0 and "5 items queued" in r.output, r.output
+    r = run(app, ["annotate", "add-user", "ann", "--db", db, "--role", "admin"], input="pw-123456\npw-123456\n")
+    assert r.exit_code == 0, r.output
+    r = run(app, ["annotate", "add-user", "ann", "--db", db], env={"REDTRANS_ANNOTATE_PASSWORD": "short"})
+    assert r.exit_code == 2 and "at least 8" in r.output
+    r = run(app, ["annotate", "report", "--db", db])
+    assert r.exit_code == 0 and "0 of 10 judgments on 5 items" in r.output, r.output
+    r = run(app, ["prefs", "export", "--mode", "reference-rewrite", "-i", str(cands), "-o", str(tmp_path / "e")])
+    assert r.exit_code == 0 and "preference rows" in r.output, r.output
+    r = run(app, ["prefs", "export", "-o", str(tmp_path / "e")])
+    assert r.exit_code == 2 and "--db" in r.output
