@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 
+import httpx
 import pytest
 
 from redtrans.engines import EngineError, GenRequest, create_engine
@@ -131,7 +132,9 @@ def test_openai_engine_against_real_local_server(engine_0p5b) -> None:
     """llama.cpp's own OpenAI-compatible HTTP server on loopback, reached over real HTTP."""
     base = engine_0p5b.listening_address.rstrip("/") + "/v1"
     dead = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens here: connection refused, then retry
-    engine = OpenAIEngine(OpenAIConfig(base_urls=[dead, base], concurrency=2, max_retries=2, backoff_s=0.01))
+    key = engine_0p5b.api_key
+    config = OpenAIConfig(base_urls=[dead, base], concurrency=2, max_retries=2, backoff_s=0.01, api_key=key)
+    engine = OpenAIEngine(config)
     requests = [
         GenRequest(messages=[{"role": "user", "content": "Say the word 'banana' and nothing else."}], max_tokens=8),
         GenRequest(prompt="1, 2, 3, 4,", max_tokens=6, stop=["\n"]),
@@ -148,10 +151,29 @@ def test_openai_engine_against_real_local_server(engine_0p5b) -> None:
     # A grammar travels in the field the server reads (llama.cpp: `grammar`); without one configured, the
     # engine refuses instead of sending a field an OpenAI endpoint would reject.
     digits = GenRequest(prompt="1, 2, 3, 4,", max_tokens=6, stop=["\n"], grammar="root ::= [^0-9]*")
-    constrained = OpenAIEngine(OpenAIConfig(base_urls=[base], grammar_field="grammar")).generate([digits])
+    constrained = OpenAIEngine(OpenAIConfig(base_urls=[base], grammar_field="grammar", api_key=key)).generate([digits])
     assert constrained[0].finish_reason != "error" and not any(c.isdigit() for c in constrained[0].text)
     with pytest.raises(EngineError, match="grammar_field"):
         engine.generate([digits])
+    engine.close()
+
+
+@pytest.mark.model
+def test_the_embedded_listener_refuses_requests_without_its_key(engine_0p5b) -> None:
+    """llama.cpp's HTTP listener on loopback answers only requests carrying the engine's own random key."""
+    base = engine_0p5b.listening_address.rstrip("/")
+    body = {"prompt": "1, 2, 3,", "max_tokens": 2}
+    assert httpx.post(f"{base}/v1/completions", json=body, timeout=30).status_code == 401
+    wrong = {"Authorization": "Bearer not-the-key"}
+    assert httpx.post(f"{base}/v1/completions", json=body, headers=wrong, timeout=30).status_code == 401
+    for route in ("/v1/models", "/metrics", "/slots", "/props"):
+        assert httpx.get(base + route, timeout=30).status_code == 401, route
+    right = {"Authorization": f"Bearer {engine_0p5b.api_key}"}
+    assert httpx.post(f"{base}/v1/completions", json=body, headers=right, timeout=60).status_code == 200
+    without = OpenAIEngine(OpenAIConfig(base_urls=[base + "/v1"], max_retries=0))
+    [refused] = without.generate([GenRequest(prompt="1, 2, 3,", max_tokens=2)])
+    assert refused.finish_reason == "error" and "HTTP 401" in (refused.error or "")
+    without.close()
 
 
 class _SlowHandler(http.server.BaseHTTPRequestHandler):

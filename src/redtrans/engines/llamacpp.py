@@ -10,6 +10,7 @@ translated en→zh re-processes the whole system prompt, which on a CPU costs mo
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 import time
 from concurrent.futures import Future
@@ -63,6 +64,10 @@ class LlamaCppEngine(Engine):
         params.sampling.temp = 0.0
         params.verbosity = -1  # llama.cpp logs nothing but errors
         params.hostnames = ["127.0.0.1"]  # its HTTP listener stays on loopback
+        # ... and takes only requests with this process's own random key (other local users and processes,
+        # or a browser page reaching loopback, get 401). In-process calls below do not go through HTTP.
+        self._api_key = secrets.token_urlsafe(32)
+        params.api_keys = [self._api_key]
         try:
             self._server = xllamacpp.Server(params)
         except Exception as exc:  # noqa: BLE001 - native loader errors are untyped
@@ -81,8 +86,14 @@ class LlamaCppEngine(Engine):
 
     @property
     def listening_address(self) -> str:
-        """llama.cpp's own OpenAI-compatible HTTP endpoint for this model (loopback)."""
+        """llama.cpp's own OpenAI-compatible HTTP endpoint for this model (loopback). It requires `api_key`
+        as a bearer token on every route but /health: `OpenAIConfig(base_urls=[…/v1], api_key=engine.api_key)`."""
         return str(self._server.listening_address)
+
+    @property
+    def api_key(self) -> str:
+        """The random key of this engine's HTTP listener (new for every engine; never logged)."""
+        return self._api_key
 
     def _take(self, slot: int) -> tuple[GenRequest, Future[GenResult]] | None:
         """The next request for `slot` (None once closing): the oldest pending one whose prompt prefix this

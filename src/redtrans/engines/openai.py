@@ -15,6 +15,13 @@ the wait for a free slot — so a request ends, as an error result, when its cal
 503 answer's `Retry-After` (seconds or an HTTP date) is honoured up to `retry_after_cap_s`: its endpoint
 gets no request before then, while other endpoints keep serving.
 
+Each endpoint has a circuit breaker: after `breaker_failures` consecutive timeouts, connection errors or 5xx
+answers it opens, and requests go to the other endpoints — or fail at once, with an error result, when every
+endpoint is open — instead of waiting on an upstream that is down. After `breaker_cooldown_s` one request
+goes to it as a probe (outside the concurrency slots, so hung requests cannot hold it back), and one more each
+cooldown, until one gets an answer and closes the breaker: an upstream that recovers gets traffic again
+within about a cooldown. `OpenAIEngine.breaker_states()` reports each endpoint's state for a metric.
+
 Failures are per request: a timeout, an HTTP error or an answer that is not an OpenAI completion (no
 `choices`, not JSON) gives that request `finish_reason="error"` with the reason in `error`; the rest of the
 batch is unaffected.
@@ -30,6 +37,7 @@ import os
 import random
 import threading
 import time
+import urllib.parse
 import weakref
 from collections.abc import Coroutine
 from concurrent.futures import Future
@@ -43,6 +51,9 @@ from redtrans.config import StageConfig
 from redtrans.engines.base import Engine, EngineError, GenRequest, GenResult, openai_body
 
 T = TypeVar("T")
+
+_DEADLINE_SLACK_S = 0.05
+"""An attempt cancelled this close to its request's deadline was cut by it (not by its caller leaving)."""
 
 CLOSE_TIMEOUT_S = 5.0
 """How long `close()` waits for the client's connections to close and the loop's thread to end."""
@@ -68,6 +79,12 @@ class OpenAIConfig(StageConfig):
     retry_after_cap_s: float = Field(default=30.0, ge=0)
     """Longest `Retry-After` (of a 429 or 503 answer) honoured: the endpoint gets no request for that long,
     at most this many seconds; never past a request's deadline."""
+    breaker_failures: int = Field(default=5, ge=1)
+    """Consecutive failures of one endpoint (timeouts, connection errors, 5xx) that open its circuit breaker:
+    requests then go to the other endpoints, or fail at once when every endpoint is open."""
+    breaker_cooldown_s: float = Field(default=2.0, gt=0)
+    """How long an open endpoint gets no request; then one request goes as a probe (half-open), and another
+    every cooldown until one gets an answer, which closes the breaker."""
     chat: bool = True
     """Use /chat/completions (instruct models); False = /completions with raw prompts."""
     grammar_field: str | None = None
@@ -86,13 +103,29 @@ class OpenAIConfig(StageConfig):
         return value
 
 
+BREAKER_STATES = ("closed", "half_open", "open")
+"""States of an endpoint's circuit breaker; a state's index here is its gauge value (0 = healthy)."""
+
+
 @dataclass
 class _Endpoint:
-    """One base URL and what the engine knows of it."""
+    """One base URL and what the engine knows of it (changed only on the engine's loop)."""
 
     url: str
     not_before: float = 0.0
     """No request before this `time.monotonic()` instant (a Retry-After)."""
+    state: str = "closed"
+    """closed: requests flow | open: none until `probe_at` | half_open: a probe went, awaiting its answer."""
+    failures: int = 0
+    """Consecutive failures (timeouts, connection errors, 5xx)."""
+    probe_at: float = 0.0
+    """When an open (or half-open) endpoint may take its next probe."""
+
+    def usable(self, now: float) -> bool:
+        return self.state == "closed" and self.not_before <= now
+
+    def probe_due(self, now: float) -> bool:
+        return self.state != "closed" and self.probe_at <= now and self.not_before <= now
 
 
 class _Attempt(Exception):
@@ -143,7 +176,9 @@ class OpenAIEngine(Engine):
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     async def _open(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
-        limits = httpx.Limits(max_connections=self.parallelism, max_keepalive_connections=self.parallelism)
+        # The slots bound ordinary requests; probes of open endpoints run outside them, so the pool itself
+        # has no bound (a hung probe must not keep the next one from connecting).
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=self.parallelism)
         client = httpx.AsyncClient(timeout=self.config.timeout_s, limits=limits, headers=self._headers)
         return client, asyncio.Semaphore(self.parallelism)
 
@@ -167,7 +202,13 @@ class OpenAIEngine(Engine):
         return await asyncio.wrap_future(self._submit(self._batch(requests)))
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "base_urls": list(self.config.base_urls)}
+        return {**super().describe(), "base_urls": [_redact(u) for u in self.config.base_urls]}
+
+    def breaker_states(self) -> dict[str, str]:
+        """Each endpoint's circuit breaker, by base URL (credentials removed): "closed" (healthy), "half_open"
+        (a probe is due or in flight) or "open". For a gauge, export `BREAKER_STATES.index(state)` per
+        endpoint (0 closed, 1 half-open, 2 open); safe to call from any thread."""
+        return {_redact(e.url): e.state for e in self._endpoints}
 
     def close(self) -> None:
         """Close the pooled client and stop the loop, waiting at most about `CLOSE_TIMEOUT_S`; batches still
@@ -218,23 +259,53 @@ class OpenAIEngine(Engine):
     async def _send(
         self, request: GenRequest, route: str, content: bytes, started: float, last_error: str
     ) -> tuple[Any, float]:
-        """One attempt, on the next endpoint round-robin that may take a request once a slot is free. When
-        every endpoint asked to wait (Retry-After), wait without a slot for the first to be free — or give
-        up now if that is past the deadline."""
+        """One attempt. A probe due on an open endpoint goes first, without waiting for a slot (so a hung
+        upstream's recovery is seen within a cooldown); otherwise, once a slot is free, the next usable
+        endpoint round-robin. Every endpoint open: fail now. Every usable one asked to wait (Retry-After):
+        wait without a slot for the first to be free — or give up now if that is past the deadline."""
         while True:
+            now = time.monotonic()
+            probe = next((e for e in self._endpoints if e.probe_due(now)), None)
+            if probe is not None:
+                probe.state, probe.probe_at = "half_open", now + self.config.breaker_cooldown_s
+                return await self._attempt(probe, route, content, request, started)
+            if all(e.state != "closed" for e in self._endpoints):
+                raise _Attempt(self._all_open(last_error), retry=False)
             async with self._slots:
                 now = time.monotonic()
                 count = len(self._endpoints)
                 for step in range(count):
                     endpoint = self._endpoints[(self._next + step) % count]
-                    if endpoint.not_before <= now:
+                    if endpoint.usable(now):
                         self._next = (self._next + step + 1) % count
                         return await self._attempt(endpoint, route, content, request, started)
-            wait = min(e.not_before for e in self._endpoints) - now
+            waiting = [e.not_before for e in self._endpoints if e.state == "closed"]
+            if not waiting:
+                continue  # they opened while this request waited for a slot: probe or fail, above
+            wait = min(waiting) - now
             remaining = request.remaining()
             if remaining is not None and wait >= remaining:
                 raise _PastDeadline
             await asyncio.sleep(wait)
+
+    def _all_open(self, last_error: str) -> str:
+        soonest = min(e.probe_at for e in self._endpoints) - time.monotonic()
+        message = (
+            f"circuit open for every endpoint after {self.config.breaker_failures} consecutive failures "
+            f"(next probe in {max(0.0, soonest):.1f} s)"
+        )
+        return f"{message}; last error: {last_error}" if last_error else message
+
+    def _record(self, endpoint: _Endpoint, ok: bool) -> None:
+        """An answer (any HTTP status below 500) closes the endpoint's breaker; a failure on a half-open
+        endpoint, or the `breaker_failures`-th in a row, opens it for a cooldown."""
+        if ok:
+            endpoint.state, endpoint.failures = "closed", 0
+            return
+        endpoint.failures += 1
+        if endpoint.state != "closed" or endpoint.failures >= self.config.breaker_failures:
+            endpoint.state = "open"
+            endpoint.probe_at = max(endpoint.probe_at, time.monotonic() + self.config.breaker_cooldown_s)
 
     async def _attempt(
         self, endpoint: _Endpoint, route: str, content: bytes, request: GenRequest, started: float
@@ -245,8 +316,17 @@ class OpenAIEngine(Engine):
         try:
             response = await self._client.post(url, content=content, timeout=timeout)
         except httpx.TransportError as exc:  # timeouts included
-            raise _Attempt(f"{type(exc).__name__} from {url}: {exc}", retry=True) from None
+            self._record(endpoint, ok=False)
+            raise _Attempt(f"{type(exc).__name__} from {_redact(url)}: {exc}", retry=True) from None
+        except asyncio.CancelledError:
+            remaining = request.remaining()
+            if remaining is not None and remaining <= _DEADLINE_SLACK_S:
+                # Cut by the request's deadline (which bounds the attempt's timeout too): a timeout as well.
+                self._record(endpoint, ok=False)
+            raise
         status = response.status_code
+        self._record(endpoint, ok=status < 500)
+        url = _redact(url)
         if status == 200:
             try:
                 data = json.loads(response.content)
@@ -260,6 +340,14 @@ class OpenAIEngine(Engine):
             wait = min(retry_after, self.config.retry_after_cap_s)
             endpoint.not_before = max(endpoint.not_before, time.monotonic() + wait)
         raise _Attempt(message, retry=status == 429 or status >= 500, retry_after=retry_after)
+
+
+def _redact(url: str) -> str:
+    """`url` without the user:password it may carry (for errors, provenance and metric labels)."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
