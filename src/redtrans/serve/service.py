@@ -422,19 +422,23 @@ class TranslationService:
         before = translator.engine_seconds
         items = [u.payload.item for u in units]
 
-        def work() -> dict[str, CacheEntry]:
-            results = translator.translate(items)
+        def work() -> tuple[dict[str, CacheEntry], dict[str, CacheEntry]]:
             now = time.time()
-            return {
-                u.key: CacheEntry(r.translation, r.src, list(r.flags), now)
-                for u, r in zip(units, results, strict=True)
-                if ENGINE_ERROR not in r.flags  # failures are never cached
-            }
+            answered: dict[str, CacheEntry] = {}
+            cacheable: dict[str, CacheEntry] = {}
+            for unit, r in zip(units, translator.translate(items), strict=True):
+                if ENGINE_ERROR in r.flags:  # no translation at all: the waiting requests get 502
+                    continue
+                answered[unit.key] = CacheEntry(r.translation, r.src, list(r.flags), now)
+                if r.ok:  # failures (empty, echo, refusal) are answered with their flags, never cached
+                    cacheable[unit.key] = answered[unit.key]
+            return answered, cacheable
 
         entries: dict[str, CacheEntry] = {}
+        cacheable: dict[str, CacheEntry] = {}
         error: str | None = None
         try:
-            entries = await asyncio.get_running_loop().run_in_executor(self._pool, work)
+            entries, cacheable = await asyncio.get_running_loop().run_in_executor(self._pool, work)
         except BatchCancelled as exc:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 - the engine is unusable: the waiting requests get 502
@@ -450,7 +454,7 @@ class TranslationService:
                 texts=len(units), s=round(elapsed, 3), engine_s=round(engine_s, 3), calls=guard.calls, error=error
             ),
         )
-        self.cache.add(entries)
+        self.cache.add(cacheable)
         out: dict[str, Done[CacheEntry]] = {}
         for unit in units:
             entry = entries.get(unit.key)
