@@ -227,7 +227,7 @@ class TranslationService:
         await self.cache.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         busy = [t for t in getattr(self._pool, "_threads", ()) if t.is_alive()]
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 2.0
         for thread in busy:  # a batch stuck in a hung upstream call is not waited for past this bound
             await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
         if any(t.is_alive() for t in busy):
