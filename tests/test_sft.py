@@ -76,23 +76,47 @@ def logged_losses(out: Path) -> list[float]:
 def test_yaml_config_with_typed_overrides(tmp_path: Path) -> None:
     cfg_file = tmp_path / "sft.yaml"
     cfg_file.write_text("train_file: a.jsonl\nlora_r: 8\nlearning_rate: 1e-4\nlora_target_modules: [q_proj, v_proj]\n")
-    cfg = load_sft_config(cfg_file, parse_overrides(["lora_r=4", "use_peft=false", "extra_args={report_to: none}"]))
-    assert cfg.train_file == "a.jsonl" and cfg.learning_rate == pytest.approx(1e-4)
-    assert cfg.lora_r == 4 and cfg.use_peft is False and cfg.lora_target_modules == ["q_proj", "v_proj"]
-    assert cfg.extra_args == {"report_to": "none"}
-    with pytest.raises(ConfigError, match="unknown field.*lora_rank"):
-        load_sft_config(cfg_file, {"lora_rank": 4})
-    with pytest.raises(ConfigError, match="max_steps: expected an integer"):
-        load_sft_config(cfg_file, parse_overrides(["max_steps=many"]))
-    with pytest.raises(ConfigError, match="not key=value"):
-        parse_overrides(["lora_r"])
-    # YAML 1.1 reads an unquoted `no` as false; string fields take it back as "no"
+    cfg = load_sft_config(cfg_file, parse_overrides(["lora_r=4", "use_peft=false", "report_to=none"]))
+    # ours on the pydantic model; TRL's by TRL's names, in `model` (trl.ModelConfig) and `training` (trl.SFTConfig)
+    assert cfg.train_file == "a.jsonl" and cfg.training["learning_rate"] == pytest.approx(1e-4)
     assert (
-        load_sft_config(None, parse_overrides(["eval_strategy=no", "resume_from_checkpoint=null"])).eval_strategy
-        == "no"
+        cfg.model["lora_r"] == 4 and cfg.use_peft is False and cfg.model["lora_target_modules"] == ["q_proj", "v_proj"]
     )
-    with pytest.raises(ConfigError, match="eval_strategy"):
+    assert cfg.training["report_to"] == "none" and cfg.training["lr_scheduler_type"] == "cosine"  # a redtrans default
+    with pytest.raises(ConfigError, match="lora_rank: unknown field"):
+        load_sft_config(cfg_file, {"lora_rank": 4})
+    with pytest.raises(ConfigError, match="max_steps: Input should be a valid integer"):
+        load_sft_config(cfg_file, parse_overrides(["max_steps=many"]))
+    with pytest.raises(ConfigError, match="expects KEY=VALUE"):
+        parse_overrides(["lora_r"])
+    # YAML 1.1 reads an unquoted `no` as false; strategy fields take it back as "no"
+    cfg = load_sft_config(None, parse_overrides(["eval_strategy=no", "resume_from_checkpoint=null"]))
+    assert cfg.training["eval_strategy"] == "no" and cfg.resume_from_checkpoint is None
+    # values are checked by building TRL's own SFTConfig: its error, as a ConfigError naming the class
+    with pytest.raises(ConfigError, match="trl.SFTConfig.*sometimes"):
         load_sft_config(None, {"eval_strategy": "sometimes"})
+    with pytest.raises(ConfigError, match="eval_split"):
+        load_sft_config(None, {"eval_split": -1})
+
+
+def test_a_plain_trl_sft_yaml_is_accepted(tmp_path: Path, tiny_data: Path) -> None:
+    """What `trl sft --config` takes (ScriptArguments + ModelConfig + SFTConfig fields) maps onto ours."""
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(tiny_data.read_text(encoding="utf-8"), encoding="utf-8")
+    (folder / "test.jsonl").write_text(tiny_data.read_text(encoding="utf-8"), encoding="utf-8")
+    cfg_file = tmp_path / "trl.yaml"
+    cfg_file.write_text(
+        f"model_name_or_path: {tmp_path}\ndataset_name: {folder}\ndataset_test_split: test\n"
+        "learning_rate: 2.0e-4\nnum_train_epochs: 1\ngradient_checkpointing: true\nuse_peft: true\nlora_r: 32\n"
+        "output_dir: out\nreport_to: none\n"
+    )
+    cfg = load_sft_config(cfg_file)
+    assert cfg.train_file == str(folder / "train.jsonl") and cfg.eval_file == str(folder / "test.jsonl")
+    assert cfg.model_name_or_path == str(tmp_path) and cfg.model["lora_r"] == 32
+    assert cfg.training["activation_checkpointing"] is True and cfg.output_dir == "out"
+    with pytest.raises(ConfigError, match="dataset_name.*not a local JSON Lines"):
+        load_sft_config(None, {"dataset_name": "trl-lib/Capybara"})
 
 
 def test_every_row_form_becomes_the_inference_prompt(tmp_path: Path) -> None:
@@ -176,6 +200,10 @@ def test_lora_trains_saves_and_the_hf_engine_translates(tiny_model: Path, tiny_d
     assert record["eval_examples"] == 8 and record["train_examples"] == 32
     for key in ("eval_loss", "eval_bleu", "eval_chrf", "eval_bleu_zh-en"):
         assert key in result.eval_metrics and key in record["eval"]
+    # the final scores as the bench reports them: per direction, with sacrebleu signatures
+    zh_en = record["scores"]["zh-en"]
+    assert zh_en["n"] == 4 and "tok:13a" in zh_en["bleu_signature"] and "nw:2" in zh_en["chrf_signature"]
+    assert zh_en["bleu_100"] == pytest.approx(result.eval_metrics["eval_bleu_zh-en"], abs=0.01)
     assert len(record["samples"]) == 4 and result.train_metrics["train_tokens"] > 0
 
     request = GenRequest(messages=translation_messages("我有三只猫", "zh", "en"), max_tokens=6)
@@ -234,7 +262,9 @@ def test_cli_reports_bad_config_without_a_traceback(tmp_path: Path) -> None:
     from redtrans.cli import app
 
     res = CliRunner().invoke(app, ["sft", "--set", "lora_rnk=4", "--train-file", "x.jsonl"])
-    assert res.exit_code == 2 and "unknown field(s) lora_rnk" in res.output
+    assert res.exit_code == 2 and "lora_rnk: unknown field" in res.output, res.output
+    res = CliRunner().invoke(app, ["sft", "--set", "bogus_trl_flag=1", "--set", "max_steps=x"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
     res = CliRunner().invoke(app, ["sft", "--train-file", str(tmp_path / "missing.jsonl"), "-m", str(tmp_path)])
     assert res.exit_code == 2 and "not found" in res.output
 

@@ -80,7 +80,7 @@ def test_two_process_accelerate_launch(tmp_path: Path) -> None:
     record = json.loads((out / "eval_results.json").read_text())
     # 32 training rows, 4 per process per step, 2 processes: one epoch is 4 optimizer steps (8 on one process)
     assert record["world_size"] == 2 and record["global_step"] == 4
-    assert record["config"]["lora_r"] == 4 and "eval_bleu" in record["eval"]
+    assert record["config"]["model"]["lora_r"] == 4 and "eval_bleu" in record["eval"]
     losses = [json.loads(line) for line in (out / "logs.jsonl").read_text().splitlines()]
     assert [r["step"] for r in losses if "loss" in r] == [1, 2, 3, 4]  # written once, by the main process
     assert (out / "adapter_model.safetensors").is_file()
@@ -121,5 +121,5 @@ def test_zero3_config_passes_deepspeeds_parser(tmp_path: Path) -> None:
     parsed = DeepSpeedConfig(hf_ds.config)
     assert parsed.zero_optimization_stage == 3 and hf_ds.is_zero3()
     assert parsed.train_micro_batch_size_per_gpu == 4 and parsed.gradient_accumulation_steps == 2
-    assert parsed.train_batch_size == 8 and parsed.gradient_clipping == cfg.max_grad_norm
+    assert parsed.train_batch_size == 8 and parsed.gradient_clipping == args.max_grad_norm
     assert parsed.zero_config.gather_16bit_weights_on_model_save is True

@@ -1,5 +1,5 @@
-"""Round-trip scores: sentence BLEU (sacrebleu, effective order, the tokenizer of the source language) and
-chrF, both on the 0–1 scale, and ΔBLEU = |BLEU(A, C₁) − BLEU(A, C₂)|.
+"""Round-trip scores: sentence BLEU (sacrebleu, effective order, the tokenizer `redtrans.scoring` picks for the
+source language) and chrF, both on the 0–1 scale, and ΔBLEU = |BLEU(A, C₁) − BLEU(A, C₂)|.
 
 Scoring runs in worker processes (`ScorePool`) in chunks, so it overlaps with generation and uses every core
 when generation is fast (endpoints, the stand-in engine); `workers=1` scores in the calling process.
@@ -15,18 +15,16 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from redtrans.languages import get_language
+from redtrans.scoring import bleu_metric, bleu_tokenizer
 
 _METRICS: dict[str, Any] = {}
 
 
 def _bleu(lang: str) -> Any:
-    tokenizer = get_language(lang).bleu_tokenizer
-    key = f"bleu:{tokenizer}"
+    """Sentence BLEU with the tokenizer `redtrans.scoring` (and so the bench and SFT evaluation) uses for `lang`."""
+    key = f"bleu:{bleu_tokenizer(lang)}"
     if key not in _METRICS:
-        from sacrebleu.metrics import BLEU
-
-        _METRICS[key] = BLEU(tokenize=tokenizer, effective_order=True)
+        _METRICS[key] = bleu_metric(lang, effective_order=True)
     return _METRICS[key]
 
 

@@ -1,71 +1,145 @@
 """Supervised fine-tuning (RedTrans stage 2): LoRA or full fine-tuning with TRL's `SFTTrainer`.
 
-The data are translation pairs. Whatever form they arrive in, each becomes a TRL *conversational
-prompt-completion* example whose prompt is built by `redtrans.prompts` — the very messages the translator sends
-at inference — and whose completion is the target as the assistant turn. Loss is computed on the completion
-only (TRL's ``completion_only_loss``); the model's own chat template renders both, so the end-of-turn token is
-part of what the model learns to produce.
+The glue of a run, as TRL's ``scripts/sft.py``: the config, then data (`redtrans.train.data`), model
+(`redtrans.train.modeling`), trainer and translation evaluation (`redtrans.train.evaluate`), train, save.
 
-Accepted rows (JSON Lines, one object a line):
-
-- ``messages``: TRL conversational rows as ``redtrans sample`` writes them (the last message is the assistant
-  answer); optional ``id``, ``src``, ``tgt``.
-- ``prompt`` + ``completion``: TRL conversational prompt-completion rows (message lists; a string completion
-  is taken as the assistant text).
-- ``source`` + ``target`` (+ ``src``, ``tgt``): plain parallel pairs, turned into messages with
-  `redtrans.prompts.sft_messages`. Models without a chat template (base models) get the few-shot completion
-  prompt of `redtrans.prompts.completion_prompt` instead, as the ``hf`` engine sends them.
+**Config.** `SFTRunConfig` is a `redtrans.config.StageConfig`: redtrans' own fields (data files, held-out
+split, evaluation by translation, resume, merge) are declared and documented there. TRL's fields keep TRL's
+names and meaning: every `trl.ModelConfig` field (``model_name_or_path``, ``lora_r``, ``use_peft``, …) lands
+in ``model``, every `trl.SFTConfig` / `TrainingArguments` field (``learning_rate``, ``max_steps``, …) in
+``training``; both are type-checked against TRL's own annotations and then validated by building TRL's own
+classes, so an unknown or wrong field is a `ConfigError` naming it. A plain TRL SFT YAML (what ``trl sft
+--config`` takes) is accepted too: ``dataset_name`` (a local JSON Lines file or a folder of
+``<split>.jsonl``) and the other `trl.ScriptArguments` fields map onto ours. Where redtrans' defaults differ
+from TRL's (`MODEL_DEFAULTS`, `TRAINING_DEFAULTS`: LoRA on all linear layers, lr 1e-4 with a cosine schedule,
+periodic evaluation and checkpoints, TensorBoard when installed), they are given explicitly.
 
 Outputs in ``output_dir``: the PEFT adapter (``adapter_config.json`` naming the base model, loadable by the
 ``hf`` engine and by ``vllm serve --enable-lora``) or the full model, the tokenizer, ``checkpoint-*/``
 directories (a rerun resumes from the last one), ``logs.jsonl`` (every log/eval record as a JSON line),
-``eval_results.json`` (final held-out loss, BLEU and chrF++, sample translations) and, with
-``merge_adapter``, ``merged/`` (a plain transformers model with the adapter folded in).
+``eval_results.json`` (final held-out loss, BLEU and chrF++ with sacrebleu signatures, sample translations)
+and, with ``merge_adapter``, ``merged/`` (a plain transformers model with the adapter folded in).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import json
-import math
-import random
-import time
-from dataclasses import dataclass, field
+import os
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redtrans.config import ConfigError, load_config
-from redtrans.jsonl import JSONLError, JSONLWriter, read_jsonl
-from redtrans.prompts import PROMPT_VERSION, completion_prompt, prompt_completion
+from pydantic import Field, TypeAdapter, ValidationError, model_validator
+
+from redtrans.config import StageConfig, apply_override, read_yaml_mapping, validate_config
+from redtrans.errors import ConfigError
+from redtrans.prompts import PROMPT_VERSION
+from redtrans.train.data import Example, split_examples, to_dataset
+from redtrans.train.modeling import fix_adapter_base, load_model, load_tokenizer, merge_adapter, use_bf16
 
 __all__ = [
+    "JSONLLogCallback",
+    "load_dense_model",
+    "resolve_base",
+    "MODEL_DEFAULTS",
+    "TRAINING_DEFAULTS",
     "SFTResult",
     "SFTRunConfig",
+    "build_trainer",
+    "last_checkpoint",
     "load_sft_config",
     "load_sft_rows",
     "merge_adapter",
+    "model_config",
     "run_sft",
+    "trl_config",
 ]
 
+# re-exported: public names other stages (train/repo.py) and callers import from here
+from redtrans.train.callbacks import JSONLLogCallback  # noqa: E402
+from redtrans.train.data import load_sft_rows  # noqa: E402
+from redtrans.train.modeling import load_dense_model, resolve_base  # noqa: E402
 
-@dataclass
-class SFTRunConfig:
-    """Settings of `redtrans sft`. Names follow TRL (`SFTConfig`, `ModelConfig`) where they overlap.
+MODEL_DEFAULTS: dict[str, Any] = {
+    "model_name_or_path": "qwen2.5-coder-0.5b",
+    "use_peft": True,
+    "lora_target_modules": "all-linear",
+    "dtype": None,  # None: the training precision (bfloat16 with bf16, else float32); TRL's "auto" = the weights'
+}
+"""`trl.ModelConfig` values where redtrans' defaults differ from TRL's."""
 
-    Any other `trl.SFTConfig` / `transformers.TrainingArguments` field can be given in `extra_args`.
-    """
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "output_dir": "runs/sft",
+    "num_train_epochs": 1.0,  # TRL: 3
+    "learning_rate": 1e-4,  # TRL's 2e-5 suits full fine-tuning; LoRA wants ~1e-4
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.03,
+    "completion_only_loss": True,
+    "activation_checkpointing": True,
+    "activation_checkpointing_kwargs": {"use_reentrant": False},  # DDP with LoRA needs the non-reentrant one
+    "eval_strategy": "steps",
+    "eval_steps": 200,
+    "save_steps": 200,
+    "save_total_limit": 3,
+    "report_to": "auto",  # tensorboard when installed, else none
+    "bf16": None,  # on where the hardware has it (CUDA with bf16), fp32 on CPU
+}
+"""`trl.SFTConfig` values where redtrans' defaults differ from TRL's."""
 
-    # --- model ---
-    model_name_or_path: str = "qwen2.5-coder-0.5b"
-    """Base model: a transformers model directory, a `.gguf` file (dequantized by transformers' `gguf_file=`),
-    a name from the redtrans model registry (e.g. `qwen2.5-coder-0.5b`, resolved to its GGUF), or a Hugging Face
-    Hub id (`org/name`, downloaded by transformers where a hub is reachable)."""
-    dtype: str = "auto"
-    """Weights dtype when loading: auto (bfloat16 when bf16 training is on, else float32), float32, bfloat16,
-    float16."""
-    trust_remote_code: bool = False
-    """Allow model code shipped with the model directory (transformers' `trust_remote_code`)."""
+_RENAMED = {  # transformers 5 renamed gradient checkpointing to activation checkpointing
+    "gradient_checkpointing": "activation_checkpointing",
+    "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs",
+}
+
+
+@functools.cache
+def _trl_fields() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(ModelConfig field → type, SFTConfig field → type): TRL's own annotations."""
+    from trl import ModelConfig, SFTConfig
+
+    def init_fields(cls: type) -> dict[str, Any]:
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
+
+    return init_fields(ModelConfig), init_fields(SFTConfig)
+
+
+def _from_trl_script_args(values: dict[str, Any]) -> dict[str, Any]:
+    """Map `trl.ScriptArguments` fields of a plain TRL SFT YAML onto ours (``dataset_name`` → ``train_file``…)."""
+    out = dict(values)
+    name = out.pop("dataset_name", None)
+    train_split = out.pop("dataset_train_split", "train")
+    test_split = out.pop("dataset_test_split", "test")
+    if out.pop("dataset_config", None) is not None:
+        raise ValueError("dataset_config: only local JSON Lines data is read here (give dataset_name: FILE.jsonl)")
+    if out.pop("dataset_streaming", False):
+        raise ValueError("dataset_streaming: not supported; the data are read from local JSON Lines files")
+    out.pop("ignore_bias_buffers", None)  # a DDP detail of TRL's scripts; the Trainer handles DDP here
+    if "datasets" in out:
+        raise ValueError("datasets (a dataset mixture): give one train_file (JSON Lines) instead")
+    if name is not None:
+        p = Path(str(name)).expanduser()
+        if p.is_dir():
+            out.setdefault("train_file", str(p / f"{train_split}.jsonl"))
+            if (p / f"{test_split}.jsonl").is_file():
+                out.setdefault("eval_file", str(p / f"{test_split}.jsonl"))
+        elif p.suffix in {".jsonl", ".json"} or p.is_file():
+            out.setdefault("train_file", str(p))
+        else:
+            raise ValueError(
+                f"dataset_name: {name!r} is not a local JSON Lines file or a folder of <split>.jsonl files "
+                "(nothing is downloaded from a hub here)"
+            )
+    return out
+
+
+class SFTRunConfig(StageConfig):
+    """Settings of `redtrans sft`: redtrans' own fields here; TRL's fields in `model` and `training`, by TRL's
+    names. Flat input (``lora_r: 8``, ``learning_rate: 1e-4``) is sorted into them on validation."""
 
     # --- data ---
     train_file: str = ""
@@ -73,415 +147,172 @@ class SFTRunConfig:
     or plain pairs `{source, target, src, tgt}`."""
     eval_file: str | None = None
     """Held-out data in the same forms. When unset, `eval_split` rows are held out of `train_file`."""
-    eval_split: float = 0.05
+    eval_split: float = Field(default=0.05, ge=0)
     """Held-out share of `train_file` when there is no `eval_file`: a fraction (< 1) or a row count (>= 1);
     0 disables evaluation."""
-    max_train_samples: int | None = None
+    max_train_samples: int | None = Field(default=None, ge=1)
     """Use only the first N training rows (after holding out the eval split)."""
-    max_eval_samples: int | None = 200
+    max_eval_samples: int | None = Field(default=200, ge=1)
     """Use at most N held-out rows for the evaluation loss."""
     src: str | None = None
     """Source language (ISO 639-1) for plain pairs without a `src` field; detected from the text when unset."""
     tgt: str | None = None
     """Target language for plain pairs without a `tgt` field; detected from the target text when unset."""
 
-    # --- LoRA (PEFT) ---
-    use_peft: bool = True
-    """Train a LoRA adapter (True) or fine-tune every weight (False)."""
-    lora_r: int = 16
-    """LoRA rank."""
-    lora_alpha: int = 32
-    """LoRA scaling alpha (the update is scaled by alpha / r)."""
-    lora_dropout: float = 0.05
-    """Dropout on the LoRA path."""
-    lora_target_modules: list[str] | str = "all-linear"
-    """Modules that get adapters: `all-linear` or a list of module names (e.g. [q_proj, k_proj, v_proj, o_proj])."""
-    lora_modules_to_save: list[str] | None = None
-    """Modules trained fully and saved with the adapter (e.g. [lm_head, embed_tokens] after adding tokens)."""
-    use_rslora: bool = False
-    """Rank-stabilized LoRA scaling (alpha / sqrt(r))."""
-    merge_adapter: bool = False
-    """Also write `output_dir/merged`: the base model with the adapter folded in (a plain transformers model)."""
+    trust_remote_code: bool = False
+    """Allow model code shipped with the model directory (transformers' `trust_remote_code`)."""
 
-    # --- training (trl.SFTConfig / TrainingArguments) ---
-    output_dir: str = "runs/sft"
-    """Where the adapter/model, checkpoints and logs go."""
-    max_length: int | None = 1024
-    """Longest tokenized example (prompt + completion); longer ones are truncated (TRL `keep_start`)."""
-    completion_only_loss: bool = True
-    """Loss on the translation only (True), or on the whole sequence, prompt included (False)."""
-    packing: bool = False
-    """Pack several examples into each `max_length` block (TRL packing)."""
-    num_train_epochs: float = 1.0
-    """Passes over the training set (ignored when `max_steps` > 0)."""
-    max_steps: int = -1
-    """Stop after this many optimizer steps; -1 = run `num_train_epochs`."""
-    per_device_train_batch_size: int = 8
-    """Examples per device per forward pass."""
-    per_device_eval_batch_size: int = 8
-    """Examples per device per evaluation forward pass (and per generation batch)."""
-    gradient_accumulation_steps: int = 1
-    """Forward passes accumulated per optimizer step."""
-    learning_rate: float = 1e-4
-    """Peak learning rate (AdamW). TRL defaults to 2e-5, which suits full fine-tuning; LoRA wants ~1e-4."""
-    lr_scheduler_type: str = "cosine"
-    """Learning-rate schedule (transformers `SchedulerType`: linear, cosine, constant, …)."""
-    warmup_steps: float = 0.03
-    """Warm-up: a step count (>= 1) or a fraction of the total steps (< 1)."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping norm."""
-    optim: str | None = None
-    """Optimizer (transformers `OptimizerNames`); unset = transformers' default (`adamw_torch_fused`)."""
-    gradient_checkpointing: bool = True
-    """Recompute activations in the backward pass: much less memory for ~30% more compute."""
-    bf16: bool | None = None
-    """bfloat16 mixed precision; unset = on where the hardware has it (CUDA with bf16), off on CPU (fp32)."""
-    seed: int = 42
-    """Random seed (data split, shuffling, LoRA init, dropout)."""
-    logging_steps: float = 10
-    """Log every N steps (or a fraction of the run when < 1)."""
-    eval_strategy: str = "steps"
-    """When to evaluate during training: no, steps, epoch. Evaluation always also runs once at the end."""
-    eval_steps: float | None = 200
-    """Evaluate every N steps (with `eval_strategy: steps`)."""
-    save_strategy: str = "steps"
-    """When to write checkpoints: no, steps, epoch."""
-    save_steps: float = 200
-    """Checkpoint every N steps (with `save_strategy: steps`)."""
-    save_total_limit: int | None = 3
-    """Keep at most N checkpoints (oldest deleted first)."""
+    # --- run ---
     resume_from_checkpoint: str | None = "auto"
     """auto: resume from the last `checkpoint-*` in `output_dir` if there is one; a path: resume from it;
     null: start from scratch."""
-    report_to: list[str] | str = "auto"
-    """Experiment trackers (transformers `report_to`): auto = tensorboard when installed, else none."""
-    dataloader_num_workers: int = 0
-    """Data-loading worker processes."""
-    extra_args: dict[str, Any] = field(default_factory=dict)
-    """Any other `trl.SFTConfig` / `TrainingArguments` field, passed through as is."""
+    merge_adapter: bool = False
+    """Also write `output_dir/merged`: the base model with the adapter folded in (a plain transformers model)."""
 
     # --- translation quality on held-out rows ---
-    eval_generate_rows: int = 16
-    """Held-out rows translated (greedy) at each evaluation and at the end, scored with sacrebleu BLEU and
-    chrF++ against their references; 0 disables."""
-    eval_max_new_tokens: int = 128
+    eval_generate_rows: int = Field(default=16, ge=0)
+    """Held-out rows translated (greedy, by the hf engine over the model being trained) at each evaluation and at
+    the end, scored with `redtrans.scoring` (sacrebleu BLEU and chrF++, as `redtrans bench`); 0 disables."""
+    eval_max_new_tokens: int = Field(default=128, ge=1)
     """Token budget of those translations."""
 
-    def __post_init__(self) -> None:
-        if isinstance(self.resume_from_checkpoint, str) and self.resume_from_checkpoint.lower() in {"", "no", "none"}:
-            self.resume_from_checkpoint = None
-        if self.eval_split < 0:
-            raise ValueError("eval_split must be >= 0")
-        if self.eval_strategy not in {"no", "steps", "epoch"}:
-            raise ValueError(f"eval_strategy must be no, steps or epoch, not {self.eval_strategy!r}")
-        if self.dtype not in {"auto", "float32", "bfloat16", "float16"}:
-            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, not {self.dtype!r}")
+    # --- TRL's own fields ---
+    model: dict[str, Any] = Field(default_factory=lambda: dict(MODEL_DEFAULTS))
+    """`trl.ModelConfig` fields (model_name_or_path, dtype, trust_remote_code, use_peft, lora_r, lora_alpha,
+    lora_dropout, lora_target_modules, lora_modules_to_save, use_rslora, …); may be given at the top level.
+    `model_name_or_path` is a model directory, a `.gguf` file, a registry name or a Hub id."""
+    training: dict[str, Any] = Field(default_factory=lambda: dict(TRAINING_DEFAULTS))
+    """`trl.SFTConfig` / `transformers.TrainingArguments` fields (output_dir, max_steps, learning_rate,
+    per_device_train_batch_size, max_length, packing, eval_steps, save_steps, seed, bf16, report_to, …); may be
+    given at the top level."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sort_fields(cls, data: Any) -> Any:
+        """Flat TRL-named keys → `model` / `training` (on top of redtrans' defaults); TRL script args mapped."""
+        if not isinstance(data, dict):
+            return data
+        values = _from_trl_script_args(data)
+        model_fields, training_fields = _trl_fields()
+        given_model = values.pop("model", None)
+        given_training = values.pop("training", None)
+        # a config dumped by model_dump() already holds the defaults: merge given values on top of them
+        model = {**MODEL_DEFAULTS, **(given_model or {})}
+        training = {**TRAINING_DEFAULTS, **(given_training or {})}
+        for key in list(values):
+            if key in cls.model_fields:
+                continue
+            target = _RENAMED.get(key, key)
+            if key in model_fields:
+                model[key] = values.pop(key)
+            elif target in training_fields:
+                training[target] = values.pop(key)
+        for key, value in list(training.items()):
+            if key.endswith("_strategy") and value is False:  # YAML 1.1 reads an unquoted `no` as false
+                training[key] = "no"
+        resume = values.get("resume_from_checkpoint")
+        if resume is False or (isinstance(resume, str) and resume.strip().lower() in {"", "no", "none"}):
+            values["resume_from_checkpoint"] = None
+        return {**values, "model": model, "training": training}
+
+    @property
+    def output_dir(self) -> str:
+        return str(self.training.get("output_dir") or "runs/sft")
+
+    @property
+    def model_name_or_path(self) -> str:
+        return str(self.model["model_name_or_path"])
+
+    @property
+    def use_peft(self) -> bool:
+        return bool(self.model.get("use_peft"))
+
+
+def _check_types(values: dict[str, Any], fields: dict[str, Any]) -> list[str]:
+    """Check (and coerce in place: YAML 1.1 reads ``1e-4`` as a string) `values` against TRL's annotations."""
+    problems = []
+    for key, value in values.items():
+        if value is None or key not in fields:
+            continue
+        if key == "report_to" and value == "auto":
+            continue
+        adapter: TypeAdapter[Any] = TypeAdapter(fields[key])
+        try:
+            checked = adapter.validate_python(value)
+        except ValidationError as exc:
+            try:  # a list field given one string, as TRL's command line takes it (`lora_target_modules: all-linear`)
+                adapter.validate_python([value]) if isinstance(value, str) else None
+            except ValidationError:
+                pass
+            else:
+                if isinstance(value, str):
+                    continue
+            problems.append(f"{key}: {exc.errors()[0]['msg']} (got {value!r})")
+            continue
+        if isinstance(checked, int | float) and not isinstance(checked, bool) and isinstance(value, str):
+            values[key] = checked
+    return problems
+
+
+def check_config(config: SFTRunConfig, source: str = "config") -> SFTRunConfig:
+    """Validate the TRL fields: types against TRL's annotations, then values by building `trl.ModelConfig` and
+    `trl.SFTConfig` themselves. ConfigError (naming `source` and the field) on any problem."""
+    model_fields, training_fields = _trl_fields()
+    problems = _check_types(config.model, model_fields) + _check_types(config.training, training_fields)
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+    model_config(config, source)
+    trl_config(config, use_bf16(config.training.get("bf16")), has_eval=True, source=source)
+    return config
 
 
 def load_sft_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SFTRunConfig:
-    """The config from a YAML file (optional) with overrides applied on top."""
-    return load_config(SFTRunConfig, path, overrides)
+    """The config from a YAML file (redtrans fields, TRL fields, or a plain TRL SFT YAML), dotted `overrides`
+    on top (`redtrans.config.parse_overrides`), validated by our model and by TRL's classes."""
+    values: dict[str, Any] = read_yaml_mapping(path) if path is not None else {}
+    source = str(path) if path else "config"
+    for key, value in (overrides or {}).items():
+        # `--set key=null` is meant (merge_overrides skips None: unset CLI options, which the CLI leaves out here)
+        apply_override(values, key, value)
+    config = validate_config(SFTRunConfig, values, source)
+    return check_config(config, source)
 
 
-@dataclass
-class SFTResult:
-    """What a run produced."""
+def model_config(config: SFTRunConfig, source: str = "config") -> Any:
+    """TRL's `ModelConfig` of this run."""
+    from trl import ModelConfig
 
-    output_dir: str
-    """The adapter (PEFT) or full model directory: pass it to `--engine hf --model`."""
-    merged_dir: str | None
-    """The merged model directory, when `merge_adapter` was set."""
-    base_model: str
-    """The base model as recorded in adapter_config.json (a directory or a .gguf path)."""
-    train_metrics: dict[str, Any]
-    """Trainer metrics of the run (train_runtime, train_loss, …) plus `train_tokens` and `train_tokens_per_second`."""
-    eval_metrics: dict[str, Any]
-    """Final held-out metrics (eval_loss, eval_bleu, eval_chrf); empty without an eval split."""
-    resumed_from: str | None
-    """The checkpoint the run resumed from, if any."""
-    main_process: bool = True
-    """Whether this is the main process of a distributed run (the one that wrote the outputs)."""
-
-
-# ----------------------------------------------------------------------------------------------- data
-
-
-@dataclass
-class Example:
-    """One training pair in TRL conversational prompt-completion form, plus what evaluation needs."""
-
-    id: str
-    prompt: list[dict[str, str]] | str
-    completion: list[dict[str, str]] | str
-    reference: str
-    src: str | None
-    tgt: str | None
-
-
-def _detect(text: str) -> str | None:
-    from redtrans.text.langid import detect_language
-
-    return detect_language(text)
-
-
-def _row_to_example(
-    row: dict[str, Any], where: tuple[Path, int], src: str | None, tgt: str | None, chat: bool
-) -> Example:
-    path, line = where
-    rid = str(row.get("id", f"{path.name}:{line}"))
-    row_src, row_tgt = row.get("src") or src, row.get("tgt") or tgt
-    if "messages" in row:
-        messages = row["messages"]
-        if not isinstance(messages, list) or len(messages) < 2 or not all(isinstance(m, dict) for m in messages):
-            raise JSONLError(path, line, "`messages` must be a list of at least two {role, content} objects")
-        if messages[-1].get("role") != "assistant":
-            raise JSONLError(path, line, "the last message must be the assistant's answer (the translation)")
-        if not chat:
-            raise JSONLError(path, line, "`messages` rows need a model with a chat template")
-        reference = str(messages[-1].get("content", ""))
-        prompt, completion = [dict(m) for m in messages[:-1]], [dict(messages[-1])]
-    elif "prompt" in row and "completion" in row:
-        prompt, completion = row["prompt"], row["completion"]
-        if isinstance(completion, str):
-            completion = [{"role": "assistant", "content": completion}]
-        if not isinstance(prompt, list) or not isinstance(completion, list) or not completion:
-            raise JSONLError(
-                path, line, "`prompt` must be a list of messages (conversational prompt-completion, as TRL defines)"
-            )
-        if not chat:
-            raise JSONLError(path, line, "conversational `prompt`/`completion` rows need a model with a chat template")
-        reference = str(completion[-1].get("content", ""))
-    elif "source" in row and "target" in row:
-        source, reference = row["source"], row["target"]
-        if not isinstance(source, str) or not isinstance(reference, str) or not source.strip() or not reference.strip():
-            raise JSONLError(path, line, "`source` and `target` must be non-empty strings")
-        row_src = row_src or _detect(source)
-        row_tgt = row_tgt or _detect(reference)
-        if not row_src or not row_tgt:
-            raise JSONLError(path, line, "cannot tell the language pair: give `src`/`tgt` fields or set src/tgt")
-        if chat:
-            pc = prompt_completion(source, reference, row_src, row_tgt)
-            prompt, completion = pc["prompt"], pc["completion"]
-        else:
-            prompt, completion = completion_prompt(source, row_src, row_tgt), " " + reference + "\n"
-    else:
-        raise JSONLError(
-            path,
-            line,
-            "a row needs `messages`, `prompt`+`completion`, or `source`+`target` (got "
-            f"{', '.join(sorted(row)) or 'no fields'})",
-        )
-    if not reference.strip():
-        raise JSONLError(path, line, "empty translation (assistant answer)")
-    if row_tgt is None:
-        row_tgt = _detect(reference)
-    return Example(rid, prompt, completion, reference, row_src, row_tgt)
-
-
-def load_sft_rows(path: str | Path, src: str | None = None, tgt: str | None = None, chat: bool = True) -> list[Example]:
-    """Read a JSONL training file into examples; `JSONLError` names the file and line of a bad row."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"data file not found: {p}")
-    examples = [_row_to_example(row, (p, line), src, tgt, chat) for line, row in read_jsonl(p)]
-    if not examples:
-        raise ConfigError(f"{p}: no rows")
-    return examples
-
-
-def split_examples(config: SFTRunConfig, chat: bool) -> tuple[list[Example], list[Example]]:
-    """(train, eval) examples following `train_file`, `eval_file`, `eval_split` and the sample limits."""
-    train = load_sft_rows(config.train_file, config.src, config.tgt, chat)
-    if config.eval_file:
-        held = load_sft_rows(config.eval_file, config.src, config.tgt, chat)
-    elif config.eval_split > 0:
-        n_eval = int(config.eval_split) if config.eval_split >= 1 else math.ceil(len(train) * config.eval_split)
-        n_eval = min(n_eval, len(train) - 1)
-        order = list(range(len(train)))
-        random.Random(config.seed).shuffle(order)
-        held_idx = set(order[:n_eval])
-        held = [e for i, e in enumerate(train) if i in held_idx]
-        train = [e for i, e in enumerate(train) if i not in held_idx]
-    else:
-        held = []
-    if config.max_train_samples is not None:
-        train = train[: config.max_train_samples]
-    if config.max_eval_samples is not None:
-        held = held[: config.max_eval_samples]
-    return train, held
-
-
-def to_dataset(examples: list[Example]) -> Any:
-    """A `datasets.Dataset` of TRL prompt-completion rows."""
-    from datasets import Dataset
-
-    return Dataset.from_list([{"prompt": e.prompt, "completion": e.completion} for e in examples])
-
-
-# ---------------------------------------------------------------------------------------------- model
-
-
-def resolve_base(name_or_path: str) -> tuple[str, str | None, str]:
-    """(from_pretrained reference, gguf_file or None, the base path to record in adapter_config.json)."""
-    p = Path(name_or_path).expanduser()
-    if p.suffix == ".gguf" or (not p.exists() and "/" not in name_or_path):
-        from redtrans.engines.models import ModelError, resolve_gguf
-
-        try:
-            gguf, _ = resolve_gguf(name_or_path)
-        except ModelError as exc:
-            raise ConfigError(f"model_name_or_path: {exc}") from None
-        gguf = gguf.resolve()
-        return str(gguf.parent), gguf.name, str(gguf)
-    if not p.exists() and name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~")):
-        return name_or_path, None, name_or_path  # a Hugging Face Hub id (org/name), fetched by transformers
-    if not p.is_dir():
-        raise ConfigError(f"model_name_or_path: no model directory, .gguf file or registry name {name_or_path!r}")
-    if not (p / "config.json").is_file():
-        raise ConfigError(f"model_name_or_path: {p} is not a transformers model directory (no config.json)")
-    return str(p.resolve()), None, str(p.resolve())
-
-
-def _use_bf16(config: SFTRunConfig) -> bool:
-    import torch
-
-    if config.bf16 is not None:
-        return config.bf16
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-
-
-def load_tokenizer(config: SFTRunConfig) -> Any:
-    """The base model's tokenizer (with a pad token)."""
-    from transformers import AutoTokenizer
-
-    ref, gguf_file, _ = resolve_base(config.model_name_or_path)
-    kwargs: dict[str, Any] = {"trust_remote_code": config.trust_remote_code}
-    if gguf_file:
-        kwargs["gguf_file"] = gguf_file
-    tokenizer = AutoTokenizer.from_pretrained(ref, **kwargs)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def load_dense_model(ref: str, gguf_file: str | None, dtype: Any, **kwargs: Any) -> Any:
-    """`AutoModelForCausalLM.from_pretrained`, with a GGUF file dequantized into an ordinary trainable model.
-
-    transformers marks a GGUF-loaded model as quantized even when every weight was unpacked to dense tensors,
-    and then refuses to train or save it; the marker is dropped once the weights are known to be dense."""
-    from transformers import AutoModelForCausalLM
-
-    if gguf_file is None:
-        return AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, **kwargs)
-    from transformers import GgufConfig
-
-    model = AutoModelForCausalLM.from_pretrained(
-        ref, gguf_file=gguf_file, dtype=dtype, quantization_config=GgufConfig(dequantize=True), **kwargs
-    )
-    packed = [name for name, module in model.named_modules() if "gguf" in type(module).__name__.lower()]
-    if packed:
-        raise ConfigError(f"{gguf_file}: weights stayed GGUF-packed ({packed[0]}, …); they cannot be trained")
-    model.hf_quantizer = None
-    for cfg in {
-        id(model.config): model.config,
-        id(model.config.get_text_config()): model.config.get_text_config(),
-    }.values():
-        if hasattr(cfg, "quantization_config"):
-            delattr(cfg, "quantization_config")
-    return model
-
-
-def load_model(config: SFTRunConfig, bf16: bool) -> tuple[Any, str]:
-    """The base model and the base path to record in adapter_config.json."""
-    import torch
-
-    ref, gguf_file, recorded = resolve_base(config.model_name_or_path)
-    dtype = {"auto": torch.bfloat16 if bf16 else torch.float32}.get(config.dtype) or getattr(torch, config.dtype)
-    model = load_dense_model(ref, gguf_file, dtype, trust_remote_code=config.trust_remote_code)
-    return model, recorded
-
-
-def peft_config(config: SFTRunConfig) -> Any:
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=config.lora_target_modules,
-        modules_to_save=config.lora_modules_to_save,
-        use_rslora=config.use_rslora,
-        task_type="CAUSAL_LM",
-    )
-
-
-def _report_to(config: SFTRunConfig) -> list[str] | str:
-    if config.report_to == "auto":
-        return ["tensorboard"] if importlib.util.find_spec("tensorboard") is not None else "none"
-    return config.report_to
+    try:
+        return ModelConfig(**config.model)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: trl.ModelConfig: {exc}") from None
 
 
 def _cpu_only_multiprocess() -> bool:
-    import os
-
     import torch
 
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
-def trl_config(config: SFTRunConfig, bf16: bool, has_eval: bool) -> Any:
+def trl_config(config: SFTRunConfig, bf16: bool, has_eval: bool, source: str = "config") -> Any:
     """The `trl.SFTConfig` for this run (built before the model, so DeepSpeed ZeRO-3 can shard at load)."""
     from trl import SFTConfig
 
-    args: dict[str, Any] = {
-        "output_dir": config.output_dir,
-        "max_length": config.max_length,
-        "completion_only_loss": config.completion_only_loss,
-        "packing": config.packing,
-        "num_train_epochs": config.num_train_epochs,
-        "max_steps": config.max_steps,
-        "per_device_train_batch_size": config.per_device_train_batch_size,
-        "per_device_eval_batch_size": config.per_device_eval_batch_size,
-        "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        "learning_rate": config.learning_rate,
-        "lr_scheduler_type": config.lr_scheduler_type,
-        "warmup_steps": config.warmup_steps,
-        "weight_decay": config.weight_decay,
-        "max_grad_norm": config.max_grad_norm,
-        "bf16": bf16,
-        "fp16": False,
-        "seed": config.seed,
-        "data_seed": config.seed,
-        "logging_steps": config.logging_steps,
-        "eval_strategy": config.eval_strategy if has_eval else "no",
-        "eval_steps": config.eval_steps,
-        "save_strategy": config.save_strategy,
-        "save_steps": config.save_steps,
-        "save_total_limit": config.save_total_limit,
-        "report_to": _report_to(config),
-        "dataloader_num_workers": config.dataloader_num_workers,
-        "disable_tqdm": False,
-    }
-    # transformers 5 renamed gradient checkpointing to activation checkpointing (the old names still work)
-    ckpt = (
-        "activation_checkpointing"
-        if "activation_checkpointing" in SFTConfig.__dataclass_fields__
-        else "gradient_checkpointing"
-    )
-    args[ckpt] = config.gradient_checkpointing
-    args[f"{ckpt}_kwargs"] = {"use_reentrant": False}
-    if config.optim is not None:
-        args["optim"] = config.optim
+    args = dict(config.training)
+    args["bf16"] = bf16
+    args.setdefault("fp16", False)
+    args.setdefault("data_seed", args.get("seed", 42))
+    if args.get("report_to") == "auto":
+        args["report_to"] = ["tensorboard"] if importlib.util.find_spec("tensorboard") is not None else "none"
+    if not has_eval:
+        args["eval_strategy"] = "no"
     if _cpu_only_multiprocess():
         # torchrun / `accelerate launch --multi_gpu` on a machine without GPUs: train on CPU over gloo
         args["use_cpu"] = True
-    args.update(config.extra_args)
     try:
         return SFTConfig(**args)
-    except TypeError as exc:
-        raise ConfigError(f"extra_args: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: trl.SFTConfig: {exc}") from None
 
 
 def last_checkpoint(output_dir: str | Path) -> str | None:
@@ -497,208 +328,26 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
     return str(max(found)[1]) if found else None
 
 
-# ------------------------------------------------------------------------------------------ callbacks
+@dataclass
+class SFTResult:
+    """What a run produced."""
 
-
-def _callback_base() -> type:
-    from transformers import TrainerCallback
-
-    return TrainerCallback
-
-
-class JSONLLogCallback(_callback_base()):  # type: ignore[misc]
-    """Appends every log and evaluation record to `output_dir/logs.jsonl` (main process only)."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._writer: JSONLWriter | None = None
-
-    def _write(self, state: Any, kind: str, values: dict[str, Any]) -> None:
-        if not state.is_world_process_zero:
-            return
-        if self._writer is None:
-            self._writer = JSONLWriter(self.path, fsync_every=1)
-        row = {"time": round(time.time(), 3), "kind": kind, "step": state.global_step, "epoch": state.epoch}
-        row.update({k: v for k, v in values.items() if isinstance(v, int | float | str | bool | None)})
-        self._writer.write(row)
-
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
-        logs = logs or {}
-        self._write(state, "eval" if any(k.startswith("eval_") for k in logs) else "log", logs)
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-
-def score_translations(hypotheses: list[str], examples: list[Example]) -> dict[str, float]:
-    """Corpus BLEU (sacrebleu, tokenizer of the target language) and chrF++ per direction, averaged.
-
-    Keys: ``bleu``, ``chrf`` (macro-averaged over directions) and ``bleu_<src>-<tgt>``, ``chrf_<src>-<tgt>``."""
-    from sacrebleu.metrics import BLEU, CHRF
-
-    from redtrans.languages import get_language
-
-    groups: dict[tuple[str | None, str | None], list[int]] = {}
-    for i, e in enumerate(examples):
-        groups.setdefault((e.src, e.tgt), []).append(i)
-    out: dict[str, float] = {}
-    bleus, chrfs = [], []
-    for (src, tgt), idx in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        tokenize = "13a"
-        if tgt:
-            try:
-                tokenize = get_language(tgt).bleu_tokenizer
-            except Exception:  # unknown code: sacrebleu's default tokenizer
-                tokenize = "13a"
-        hyps = [hypotheses[i] for i in idx]
-        refs = [[examples[i].reference for i in idx]]
-        bleu = BLEU(tokenize=tokenize).corpus_score(hyps, refs).score
-        chrf = CHRF(word_order=2).corpus_score(hyps, refs).score
-        name = f"{src or 'xx'}-{tgt or 'xx'}"
-        out[f"bleu_{name}"], out[f"chrf_{name}"] = round(bleu, 2), round(chrf, 2)
-        bleus.append(bleu)
-        chrfs.append(chrf)
-    out["bleu"] = round(sum(bleus) / len(bleus), 2)
-    out["chrf"] = round(sum(chrfs) / len(chrfs), 2)
-    return out
-
-
-def generate_translations(
-    model: Any, tokenizer: Any, examples: list[Example], max_new_tokens: int, batch_size: int, synced: bool = False
-) -> list[str]:
-    """Greedy translations of `examples`' prompts with the model being trained (left-padded batches)."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    eos = [tokenizer.eos_token_id]
-    end_turn = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
-    if end_turn is not None and end_turn not in eos:
-        eos.append(end_turn)
-    outputs: list[str] = []
-    try:
-        device = next(model.parameters()).device
-        for i in range(0, len(examples), max(1, batch_size)):
-            batch = examples[i : i + batch_size]
-            texts = [
-                tokenizer.apply_chat_template(e.prompt, tokenize=False, add_generation_prompt=True)
-                if isinstance(e.prompt, list)
-                else e.prompt
-                for e in batch
-            ]
-            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            with torch.no_grad():
-                out = model.generate(
-                    **enc,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
-                    eos_token_id=eos,
-                    pad_token_id=tokenizer.pad_token_id,
-                    use_cache=True,
-                    synced_gpus=synced,
-                )
-            for row in out[:, enc["input_ids"].shape[1] :]:
-                text = tokenizer.decode(row, skip_special_tokens=True)
-                outputs.append(text.split("\n")[0].strip() if not isinstance(batch[0].prompt, list) else text.strip())
-    finally:
-        tokenizer.padding_side = side
-        if was_training:
-            model.train()
-    return outputs
-
-
-class TranslationEval:
-    """Translates a few held-out rows with the model being trained and scores them (BLEU, chrF++).
-
-    Every process generates the same rows (required under DeepSpeed ZeRO-3, where forward passes are
-    collective); only the main process writes."""
-
-    def __init__(self, examples: list[Example], tokenizer: Any, max_new_tokens: int, batch_size: int) -> None:
-        self.examples, self.tokenizer = examples, tokenizer
-        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
-        self.last_samples: list[dict[str, str]] = []
-
-    def __call__(self, model: Any) -> dict[str, float]:
-        from transformers.integrations import is_deepspeed_zero3_enabled
-
-        hyps = generate_translations(
-            model, self.tokenizer, self.examples, self.max_new_tokens, self.batch_size, is_deepspeed_zero3_enabled()
-        )
-        self.last_samples = [
-            {"id": e.id, "reference": e.reference, "translation": h} for e, h in zip(self.examples, hyps, strict=True)
-        ]
-        return score_translations(hyps, self.examples)
-
-
-_TRAINER_CLASS: type | None = None
-
-
-def sft_trainer_class() -> type:
-    """`trl.SFTTrainer` whose evaluation also reports translation quality (`eval_bleu`, `eval_chrf`, …), so the
-    scores reach every logger (JSON lines, TensorBoard) with the evaluation loss. Training itself is TRL's."""
-    global _TRAINER_CLASS
-    if _TRAINER_CLASS is None:
-        from trl import SFTTrainer
-
-        class RedTransSFTTrainer(SFTTrainer):
-            translation_eval: TranslationEval | None = None
-
-            def evaluation_loop(
-                self,
-                dataloader: Any,
-                description: str,
-                prediction_loss_only: bool | None = None,
-                ignore_keys: list[str] | None = None,
-                metric_key_prefix: str = "eval",
-            ) -> Any:
-                output = super().evaluation_loop(
-                    dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
-                )
-                if self.translation_eval is not None:
-                    scores = self.translation_eval(self.accelerator.unwrap_model(self.model))
-                    output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in scores.items()})
-                return output
-
-        _TRAINER_CLASS = RedTransSFTTrainer
-    return _TRAINER_CLASS
-
-
-# -------------------------------------------------------------------------------------------- the run
-
-
-def _fix_adapter_base(adapter_dir: Path, base: str) -> None:
-    """Record the real base (a .gguf path for GGUF bases) so `hf` engine and PEFT find it."""
-    cfg_path = adapter_dir / "adapter_config.json"
-    if cfg_path.is_file():
-        cfg = json.loads(cfg_path.read_text())
-        cfg["base_model_name_or_path"] = base
-        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-
-
-def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base: str | None = None) -> Path:
-    """Fold a LoRA adapter into its base model and save a plain transformers model (+ tokenizer) in `out_dir`."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoTokenizer
-
-    adapter = Path(adapter_dir)
-    base = base or json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    ref, gguf_file, _ = resolve_base(base)
-    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    model = load_dense_model(ref, gguf_file, torch.float32)
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    out = Path(out_dir)
-    merged.save_pretrained(out)
-    tok_src = str(adapter) if (adapter / "tokenizer_config.json").is_file() else ref
-    AutoTokenizer.from_pretrained(tok_src, **({} if tok_src == str(adapter) else kwargs)).save_pretrained(out)
-    return out
+    output_dir: str
+    """The adapter (PEFT) or full model directory: pass it to `--engine hf --model`."""
+    merged_dir: str | None
+    """The merged model directory, when `merge_adapter` was set."""
+    base_model: str
+    """The base model as recorded in adapter_config.json (a directory or a .gguf path)."""
+    train_metrics: dict[str, Any]
+    """Trainer metrics of the run (train_runtime, train_loss, …) plus `train_tokens` and `train_tokens_per_second`."""
+    eval_metrics: dict[str, Any]
+    """Final held-out metrics (eval_loss, eval_bleu, eval_chrf, per direction); empty without an eval split."""
+    resumed_from: str | None
+    """The checkpoint the run resumed from, if any."""
+    main_process: bool = True
+    """Whether this is the main process of a distributed run (the one that wrote the outputs)."""
+    eval_scores: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Final translation scores per direction, as `redtrans bench` reports them (with sacrebleu signatures)."""
 
 
 @dataclass
@@ -710,33 +359,49 @@ class SFTSetup:
     train_examples: list[Example]
     eval_examples: list[Example]
     base_model: str
-    translation_eval: TranslationEval | None
-    log: JSONLLogCallback
+    translation_eval: Any
+    log: Any
 
 
 def build_trainer(config: SFTRunConfig, callbacks: list[Any] | None = None) -> SFTSetup:
     """Load data, tokenizer and model and build the TRL trainer for `config`, without training."""
+    from trl import get_peft_config
+
+    from redtrans.train.callbacks import JSONLLogCallback
+    from redtrans.train.evaluate import TranslationEval, sft_trainer_class
+
     if not config.train_file:
         raise ConfigError("train_file is required")
     for name in ("train_file", "eval_file"):
         value = getattr(config, name)
         if value and not Path(value).is_file():
             raise ConfigError(f"{name}: data file not found: {value}")
-    bf16 = _use_bf16(config)
+    model_args = model_config(config)
+    bf16 = use_bf16(config.training.get("bf16"))
     # The tokenizer first: whether it has a chat template decides the prompt form of plain pairs.
-    tokenizer = load_tokenizer(config)
-    train_ex, eval_ex = split_examples(config, chat=tokenizer.chat_template is not None)
+    tokenizer = load_tokenizer(model_args, config.trust_remote_code)
+    train_ex, eval_ex = split_examples(
+        config.train_file,
+        config.eval_file,
+        eval_split=config.eval_split,
+        seed=int(config.training.get("seed", 42)),
+        max_train_samples=config.max_train_samples,
+        max_eval_samples=config.max_eval_samples,
+        src=config.src,
+        tgt=config.tgt,
+        chat=tokenizer.chat_template is not None,
+    )
     # The TrainingArguments before the model, so DeepSpeed ZeRO-3 can partition it while loading.
     args = trl_config(config, bf16, has_eval=bool(eval_ex))
-    model, base = load_model(config, bf16)
-    log = JSONLLogCallback(Path(config.output_dir) / "logs.jsonl")
+    model, base = load_model(model_args, bf16, config.trust_remote_code)
+    log = JSONLLogCallback(Path(args.output_dir) / "logs.jsonl")
     trainer = sft_trainer_class()(
         model=model,
         args=args,
         train_dataset=to_dataset(train_ex),
         eval_dataset=to_dataset(eval_ex) if eval_ex else None,
         processing_class=tokenizer,
-        peft_config=peft_config(config) if config.use_peft else None,
+        peft_config=get_peft_config(model_args),
         callbacks=[log, *(callbacks or [])],
     )
     gen_eval = None
@@ -745,7 +410,8 @@ def build_trainer(config: SFTRunConfig, callbacks: list[Any] | None = None) -> S
             eval_ex[: config.eval_generate_rows],
             tokenizer,
             config.eval_max_new_tokens,
-            config.per_device_eval_batch_size,
+            args.per_device_eval_batch_size,
+            name=args.output_dir,
         )
         trainer.translation_eval = gen_eval
     return SFTSetup(trainer, tokenizer, train_ex, eval_ex, base, gen_eval, log)
@@ -775,12 +441,15 @@ def run_sft(config: SFTRunConfig, callbacks: list[Any] | None = None) -> SFTResu
     eval_metrics: dict[str, Any] = {}
     if setup.eval_examples:
         eval_metrics = trainer.evaluate()
+    eval_scores = (
+        {d: s.as_dict() for d, s in setup.translation_eval.last_scores.items()} if setup.translation_eval else {}
+    )
     setup.log.close()
     trainer.save_model(str(out))
     merged_dir: str | None = None
     if trainer.is_world_process_zero():
         if config.use_peft:
-            _fix_adapter_base(out, setup.base_model)
+            fix_adapter_base(out, setup.base_model)
         record = {
             "base_model": setup.base_model,
             "prompt_version": PROMPT_VERSION,
@@ -791,8 +460,9 @@ def run_sft(config: SFTRunConfig, callbacks: list[Any] | None = None) -> SFTResu
             "eval_examples": len(setup.eval_examples),
             "train": train_metrics,
             "eval": eval_metrics,
+            "scores": eval_scores,
             "samples": setup.translation_eval.last_samples if setup.translation_eval else [],
-            "config": dataclasses.asdict(config),
+            "config": config.model_dump(mode="json"),
         }
         (out / "eval_results.json").write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n")
     if config.use_peft and config.merge_adapter:
@@ -808,4 +478,5 @@ def run_sft(config: SFTRunConfig, callbacks: list[Any] | None = None) -> SFTResu
         eval_metrics=eval_metrics,
         resumed_from=resume,
         main_process=trainer.is_world_process_zero(),
+        eval_scores=eval_scores,
     )

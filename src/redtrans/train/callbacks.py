@@ -1,0 +1,39 @@
+"""Trainer callbacks of `redtrans sft`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from redtrans.jsonl import JSONLWriter
+
+__all__ = ["JSONLLogCallback"]
+
+
+class JSONLLogCallback(TrainerCallback):
+    """Appends every log and evaluation record to `output_dir/logs.jsonl` (main process only)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._writer: JSONLWriter | None = None
+
+    def _write(self, state: Any, kind: str, values: dict[str, Any]) -> None:
+        if not state.is_world_process_zero:
+            return
+        if self._writer is None:
+            self._writer = JSONLWriter(self.path, fsync_every=1)
+        row = {"time": round(time.time(), 3), "kind": kind, "step": state.global_step, "epoch": state.epoch}
+        row.update({k: v for k, v in values.items() if isinstance(v, int | float | str | bool | None)})
+        self._writer.write(row)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        logs = logs or {}
+        self._write(state, "eval" if any(k.startswith("eval_") for k in logs) else "log", logs)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

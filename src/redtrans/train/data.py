@@ -1,0 +1,162 @@
+"""Training rows → TRL's conversational prompt-completion dataset, with the prompts the translator serves.
+
+Whatever form a row arrives in, it becomes an `Example` whose prompt is built by `redtrans.prompts` — the very
+messages the translator sends at inference — and whose completion is the target as the assistant turn (the
+few-shot completion prompt of `redtrans.prompts.completion_prompt` for models without a chat template, as the
+``hf`` engine prompts them). Accepted rows (JSON Lines, one object a line):
+
+- ``messages``: TRL conversational rows as ``redtrans sample`` writes them (the last message is the assistant
+  answer); optional ``id``, ``src``, ``tgt``.
+- ``prompt`` + ``completion``: TRL conversational prompt-completion rows (message lists; a string completion
+  is taken as the assistant text).
+- ``source`` + ``target`` (+ ``src``, ``tgt``): plain parallel pairs, turned into messages with
+  `redtrans.prompts.prompt_completion`.
+
+A bad row is a `JSONLError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redtrans.errors import ConfigError, InputError
+from redtrans.jsonl import JSONLError, read_jsonl
+from redtrans.prompts import completion_prompt, prompt_completion
+
+__all__ = ["Example", "load_sft_rows", "split_examples", "to_dataset"]
+
+
+@dataclass
+class Example:
+    """One training pair in TRL conversational prompt-completion form, plus what evaluation needs."""
+
+    id: str
+    prompt: list[dict[str, str]] | str
+    completion: list[dict[str, str]] | str
+    reference: str
+    src: str | None
+    tgt: str | None
+
+    @property
+    def direction(self) -> str:
+        """``src-tgt`` (``xx`` for a language that is not known), the label of per-direction scores."""
+        return f"{self.src or 'xx'}-{self.tgt or 'xx'}"
+
+
+def _detect(text: str) -> str | None:
+    from redtrans.text.langid import detect_language
+
+    return detect_language(text)
+
+
+def _row_to_example(
+    row: dict[str, Any], where: tuple[Path, int], src: str | None, tgt: str | None, chat: bool
+) -> Example:
+    path, line = where
+    rid = str(row.get("id", f"{path.name}:{line}"))
+    row_src, row_tgt = row.get("src") or src, row.get("tgt") or tgt
+    prompt: list[dict[str, str]] | str
+    completion: list[dict[str, str]] | str
+    if "messages" in row:
+        messages = row["messages"]
+        if not isinstance(messages, list) or len(messages) < 2 or not all(isinstance(m, dict) for m in messages):
+            raise JSONLError(path, line, "`messages` must be a list of at least two {role, content} objects")
+        if messages[-1].get("role") != "assistant":
+            raise JSONLError(path, line, "the last message must be the assistant's answer (the translation)")
+        if not chat:
+            raise JSONLError(path, line, "`messages` rows need a model with a chat template")
+        reference = str(messages[-1].get("content", ""))
+        prompt, completion = [dict(m) for m in messages[:-1]], [dict(messages[-1])]
+    elif "prompt" in row and "completion" in row:
+        raw_prompt, raw_completion = row["prompt"], row["completion"]
+        if isinstance(raw_completion, str):
+            raw_completion = [{"role": "assistant", "content": raw_completion}]
+        if not isinstance(raw_prompt, list) or not isinstance(raw_completion, list) or not raw_completion:
+            raise JSONLError(
+                path, line, "`prompt` must be a list of messages (conversational prompt-completion, as TRL defines)"
+            )
+        if not chat:
+            raise JSONLError(path, line, "conversational `prompt`/`completion` rows need a model with a chat template")
+        prompt, completion = raw_prompt, raw_completion
+        reference = str(completion[-1].get("content", ""))
+    elif "source" in row and "target" in row:
+        source, reference = row["source"], row["target"]
+        if not isinstance(source, str) or not isinstance(reference, str) or not source.strip() or not reference.strip():
+            raise JSONLError(path, line, "`source` and `target` must be non-empty strings")
+        row_src = row_src or _detect(source)
+        row_tgt = row_tgt or _detect(reference)
+        if not row_src or not row_tgt:
+            raise JSONLError(path, line, "cannot tell the language pair: give `src`/`tgt` fields or set src/tgt")
+        if chat:
+            pc = prompt_completion(source, reference, row_src, row_tgt)
+            prompt, completion = pc["prompt"], pc["completion"]
+        else:
+            prompt, completion = completion_prompt(source, row_src, row_tgt), " " + reference + "\n"
+    else:
+        raise JSONLError(
+            path,
+            line,
+            "a row needs `messages`, `prompt`+`completion`, or `source`+`target` (got "
+            f"{', '.join(sorted(row)) or 'no fields'})",
+        )
+    if not reference.strip():
+        raise JSONLError(path, line, "empty translation (assistant answer)")
+    if row_tgt is None:
+        row_tgt = _detect(reference)
+    return Example(rid, prompt, completion, reference, row_src, row_tgt)
+
+
+def load_sft_rows(path: str | Path, src: str | None = None, tgt: str | None = None, chat: bool = True) -> list[Example]:
+    """Read a JSONL training file into examples; `JSONLError` names the file and line of a bad row."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"data file not found: {p}")
+    examples = [_row_to_example(row, (p, line), src, tgt, chat) for line, row in read_jsonl(p)]
+    if not examples:
+        raise InputError("no rows", path=p)
+    return examples
+
+
+def split_examples(
+    train_file: str | Path,
+    eval_file: str | Path | None = None,
+    *,
+    eval_split: float = 0.0,
+    seed: int = 42,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    src: str | None = None,
+    tgt: str | None = None,
+    chat: bool = True,
+) -> tuple[list[Example], list[Example]]:
+    """(train, eval) examples: `eval_file`, else `eval_split` rows of `train_file` (a fraction < 1 or a count
+    >= 1, drawn with `seed`), then the sample limits."""
+    train = load_sft_rows(train_file, src, tgt, chat)
+    if eval_file:
+        held = load_sft_rows(eval_file, src, tgt, chat)
+    elif eval_split > 0:
+        n_eval = int(eval_split) if eval_split >= 1 else math.ceil(len(train) * eval_split)
+        n_eval = min(n_eval, len(train) - 1)
+        order = list(range(len(train)))
+        random.Random(seed).shuffle(order)
+        held_idx = set(order[:n_eval])
+        held = [e for i, e in enumerate(train) if i in held_idx]
+        train = [e for i, e in enumerate(train) if i not in held_idx]
+    else:
+        held = []
+    if max_train_samples is not None:
+        train = train[:max_train_samples]
+    if max_eval_samples is not None:
+        held = held[:max_eval_samples]
+    return train, held
+
+
+def to_dataset(examples: list[Example]) -> Any:
+    """A `datasets.Dataset` of TRL conversational prompt-completion rows."""
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": e.prompt, "completion": e.completion} for e in examples])
