@@ -197,3 +197,43 @@ def test_cli_names_the_csv_row_in_one_line(tmp_path: Path) -> None:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
     assert f"{src}: row 2: field 'text' is missing or empty" in lines[0]
+
+
+def test_bench_runs_on_a_parquet_suite(tmp_path: Path) -> None:
+    from redtrans.bench import BenchConfig, parse_system, run_bench
+    from redtrans.bench.suites import load_suite
+
+    suite_rows = [
+        {"id": "s1", "source": "今天的奶茶也太好喝了吧", "reference": "The milk tea today is so good", "src": "zh",
+         "tgt": "en", "category": "comment"},
+        {"id": "s2", "source": "周末去爬山，累瘫了", "reference": "Went hiking this weekend, exhausted", "src": "zh",
+         "tgt": "en", "category": "comment"},
+        {"id": "s3", "source": "This coffee shop is a hidden gem", "reference": "這家咖啡店是隱藏的寶藏", "src": "en",
+         "tgt": "zh-Hant", "category": "title"},
+    ]  # fmt: skip
+    data = tmp_path / "suite.parquet"
+    write_parquet(suite_rows, data)
+    suite = load_suite("parquet", str(data))
+    assert [(s.id, s.src, s.tgt, s.category) for s in suite.segments][2] == ("s3", "en", "zh", "title")
+    assert suite.name == "parquet" and len(suite.sha256) == 64
+    hyps = tmp_path / "hyps.jsonl"
+    hyps.write_text(
+        "".join(
+            json.dumps({"id": r["id"], "translation": r["reference"]}, ensure_ascii=False) + "\n" for r in suite_rows
+        ),
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    config = BenchConfig(suite="parquet", data=str(data), systems=[parse_system(f"outputs:{hyps}")], out=out,
+                         bootstrap_samples=10)  # fmt: skip
+    run_bench(config, show_progress=False)
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert results["suite"]["name"] == "parquet"
+    text = json.dumps(results)
+    assert '"bleu": 1.0' in text or "100.0" in text  # references as hypotheses score perfectly
+    bad = tmp_path / "bad.parquet"
+    write_parquet([{"source": "x", "reference": "y", "src": "zh", "tgt": "en"}, {"source": "", "reference": "y"}], bad)
+    from redtrans.errors import SuiteError
+
+    with pytest.raises(SuiteError, match=r"bad.parquet: row 2: field 'source'"):
+        load_suite("parquet", str(bad))

@@ -9,6 +9,9 @@ Built in:
 - ``pair`` — any WMT-style pair of plain-text files, one segment a line: ``--data SRC_FILE,REF_FILE``.
 - ``jsonl`` — generic JSON Lines: ``source`` (or ``text``), ``reference``, ``src``, ``tgt``, optional ``id`` and
   ``category``.
+- ``parquet`` / ``csv`` / ``hf`` — the same fields in any table `redtrans.datafiles` reads: a Parquet file or
+  folder, a CSV/TSV file, a dataset folder saved with ``save_to_disk``, or a Hub id already in the local HF
+  cache (``owner/name#test`` picks a split; nothing is downloaded). Errors name the row (``x.parquet: row 7``).
 
 Every segment gets a stable id (``redtrans-bench:17`` is the 18th item of the file) so hypotheses cached
 under one sample are reused by any other sample of the same file, and a suite carries the sha256 of its file.
@@ -23,9 +26,10 @@ import random
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from redtrans.errors import SuiteError
 from redtrans.jsonl import read_jsonl
@@ -287,10 +291,40 @@ def load_jsonl(data: str | Path | None = None, langs: str | None = None, **_: ob
     path = Path(data).expanduser()
     if not path.is_file():
         raise SuiteError(f"file not found: {path}")
+    segments = _row_segments(read_jsonl(path), lambda number: f"{path}:{number}", path.stem, langs)
+    return Suite("jsonl", segments, [str(path)], sha256_file(path))
+
+
+def load_table(data: str | Path | None = None, langs: str | None = None, **_: object) -> Suite:
+    """The jsonl suite's fields from a Parquet/CSV file, a saved dataset folder or a cached Hub id."""
+    from redtrans.datafiles import open_rows
+    from redtrans.errors import InputError
+
+    if not data:
+        raise SuiteError("this suite needs --data: a .parquet/.csv file, a dataset folder or a cached Hub id")
+    try:
+        source = open_rows(str(data))
+        stem = Path(source.path).stem if source.kind != "hf-hub" else source.path.replace("/", "--")
+        segments = _row_segments(iter(source), source.where, stem, langs)
+    except SuiteError:
+        raise
+    except InputError as exc:
+        raise SuiteError(str(exc)) from None
+    p = Path(source.path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p] if p.is_file() else []
+    # A Hub id's cache files are not located: its checksum is of its name (and split).
+    checksum = sha256_file(*files) if files else hashlib.sha256(source.label.encode()).hexdigest()
+    name = "hf" if source.kind.startswith("hf") else source.kind
+    return Suite(name, segments, [source.label], checksum)
+
+
+def _row_segments(
+    rows: Iterator[tuple[int, dict[str, Any]]], where_of: Callable[[int], str], stem: str, langs: str | None
+) -> list[Segment]:
     default_src, default_tgt = (langs.split("-", 1) + [None])[:2] if langs else (None, None)
     segments, seen = [], set()
-    for number, row in read_jsonl(path):
-        where = f"{path}:{number}"
+    for number, row in rows:
+        where = where_of(number)
         source = row.get("source", row.get("text"))
         reference = row.get("reference", row.get("ref"))
         if not isinstance(source, str) or not source.strip():
@@ -302,12 +336,12 @@ def load_jsonl(data: str | Path | None = None, langs: str | None = None, **_: ob
             tgt = get_language(str(row.get("tgt") or default_tgt)).code
         except UnknownLanguageError as exc:
             raise SuiteError(f"{where}: {exc} (give src/tgt fields or --langs)") from None
-        seg_id = str(row.get("id", f"{path.stem}:{number}"))
+        seg_id = str(row["id"]) if row.get("id") not in (None, "") else f"{stem}:{number}"
         if seg_id in seen:
             raise SuiteError(f"{where}: duplicate id {seg_id!r}")
         seen.add(seg_id)
-        segments.append(Segment(seg_id, source, reference, src, tgt, str(row.get("category", "all"))))
-    return Suite("jsonl", segments, [str(path)], sha256_file(path))
+        segments.append(Segment(seg_id, source, reference, src, tgt, str(row.get("category") or "all")))
+    return segments
 
 
 SUITES: dict[str, Callable[..., Suite]] = {
@@ -315,6 +349,9 @@ SUITES: dict[str, Callable[..., Suite]] = {
     "wmt23": load_wmt23,
     "pair": load_pair,
     "jsonl": load_jsonl,
+    "parquet": load_table,
+    "csv": load_table,
+    "hf": load_table,
 }
 
 
