@@ -186,3 +186,20 @@ def test_request_bodies_come_from_one_place() -> None:
         openai_body(GenRequest(prompt="x", grammar="root ::= x"), grammar_field=None)
     assert _retry_after("2.5") == 2.5 and _retry_after("soon") is None and _retry_after(None) is None
     assert 0 <= (_retry_after(email.utils.formatdate(time.time() + 30, usegmt=True)) or -1) <= 30
+
+
+def test_many_requests_in_flight_spread_over_small_pools() -> None:
+    """At concurrency 40 an endpoint's connections are spread over clients of at most 16 (httpcore walks its
+    whole pool per request); every request is answered, and no more connections open than requests fly."""
+    from redtrans.engines.openai import SHARD_CONNECTIONS
+
+    with StandInUpstream(lambda index, body: Reply(delay=0.05)) as upstream:
+        engine = _engine(upstream.url, concurrency=40)
+        try:
+            assert [len(e.clients) for e in engine._endpoints] == [-(-40 // SHARD_CONNECTIONS)]
+            for batch in range(2):
+                results = engine.generate([_chat(f"{batch}-{i}") for i in range(120)])
+                assert [r.text for r in results] == [f"echo: {batch}-{i}" for i in range(120)]
+        finally:
+            engine.close()
+    assert upstream.calls == 240 and upstream.connections <= 40

@@ -35,13 +35,14 @@ import email.utils
 import json
 import os
 import random
+import ssl
 import threading
 import time
 import urllib.parse
 import weakref
 from collections.abc import Coroutine
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
@@ -54,6 +55,11 @@ T = TypeVar("T")
 
 _DEADLINE_SLACK_S = 0.05
 """An attempt cancelled this close to its request's deadline was cut by it (not by its caller leaving)."""
+
+SHARD_CONNECTIONS = 16
+"""Connections per pooled client. httpcore walks its whole pool on every request and release (a few µs per
+connection), which at 128 connections cost ~7 ms of CPU per request; an endpoint's connections are therefore
+spread over clients of at most this many, each request taking the least busy (benchmarks/fleet_client.py)."""
 
 CLOSE_TIMEOUT_S = 5.0
 """How long `close()` waits for the client's connections to close and the loop's thread to end."""
@@ -120,6 +126,10 @@ class _Endpoint:
     """Consecutive failures (timeouts, connection errors, 5xx)."""
     probe_at: float = 0.0
     """When an open (or half-open) endpoint may take its next probe."""
+    clients: list[httpx.AsyncClient] = field(default_factory=list)
+    """Its pooled clients (shards of at most `SHARD_CONNECTIONS` kept-alive connections each)."""
+    loads: list[int] = field(default_factory=list)
+    """Requests in flight on each client."""
 
     def usable(self, now: float) -> bool:
         return self.state == "closed" and self.not_before <= now
@@ -167,20 +177,31 @@ class OpenAIEngine(Engine):
         # and its finalizer stops the loop.
         self._thread = threading.Thread(target=_run_loop, args=(self._loop,), name="openai-engine", daemon=True)
         self._thread.start()
-        self._client, self._slots = self._submit(self._open()).result()
-        self._finalizer = weakref.finalize(self, _stop_loop, self._loop, self._thread, self._client)
+        self._slots = self._submit(self._open()).result()
+        clients = [c for e in self._endpoints for c in e.clients]
+        self._finalizer = weakref.finalize(self, _stop_loop, self._loop, self._thread, clients)
 
     # -- the owned loop ---------------------------------------------------------------------------------
 
     def _submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
-    async def _open(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
-        # The slots bound ordinary requests; probes of open endpoints run outside them, so the pool itself
-        # has no bound (a hung probe must not keep the next one from connecting).
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=self.parallelism)
-        client = httpx.AsyncClient(timeout=self.config.timeout_s, limits=limits, headers=self._headers)
-        return client, asyncio.Semaphore(self.parallelism)
+    async def _open(self) -> asyncio.Semaphore:
+        """Every endpoint's clients (pools of kept-alive connections for the engine's life) and the slots."""
+        shards = -(-self.parallelism // SHARD_CONNECTIONS)
+        # The slots bound ordinary requests; probes of open endpoints run outside them, so a pool has no hard
+        # bound (a hung probe must not keep the next one from connecting). One TLS context for all clients.
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=SHARD_CONNECTIONS)
+        tls: ssl.SSLContext | bool = False
+        if any(e.url.startswith("https:") for e in self._endpoints):
+            tls = httpx.create_ssl_context() if hasattr(httpx, "create_ssl_context") else ssl.create_default_context()
+        for endpoint in self._endpoints:
+            endpoint.clients = [
+                httpx.AsyncClient(timeout=self.config.timeout_s, limits=limits, headers=self._headers, verify=tls)
+                for _ in range(shards)
+            ]
+            endpoint.loads = [0] * shards
+        return asyncio.Semaphore(self.parallelism)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -313,8 +334,10 @@ class OpenAIEngine(Engine):
         url = endpoint.url + route
         remaining = request.remaining()
         timeout = self.config.timeout_s if remaining is None else max(0.001, min(self.config.timeout_s, remaining))
+        shard = min(range(len(endpoint.loads)), key=endpoint.loads.__getitem__)
+        endpoint.loads[shard] += 1
         try:
-            response = await self._client.post(url, content=content, timeout=timeout)
+            response = await endpoint.clients[shard].post(url, content=content, timeout=timeout)
         except httpx.TransportError as exc:  # timeouts included
             self._record(endpoint, ok=False)
             raise _Attempt(f"{type(exc).__name__} from {_redact(url)}: {exc}", retry=True) from None
@@ -324,6 +347,8 @@ class OpenAIEngine(Engine):
                 # Cut by the request's deadline (which bounds the attempt's timeout too): a timeout as well.
                 self._record(endpoint, ok=False)
             raise
+        finally:
+            endpoint.loads[shard] -= 1
         status = response.status_code
         self._record(endpoint, ok=status < 500)
         url = _redact(url)
@@ -358,8 +383,11 @@ def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
         loop.close()
 
 
-def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread, client: httpx.AsyncClient) -> None:
-    """Cancel what runs on the engine's loop, close the client, stop the loop: bounded by CLOSE_TIMEOUT_S."""
+def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread, clients: list[httpx.AsyncClient]) -> None:
+    """Cancel what runs on the engine's loop, close the clients, stop the loop: bounded by CLOSE_TIMEOUT_S."""
+
+    async def close_clients() -> None:
+        await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
 
     async def shutdown() -> None:
         current = asyncio.current_task()
@@ -368,12 +396,12 @@ def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread, client
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S / 2)
-        await asyncio.wait_for(client.aclose(), CLOSE_TIMEOUT_S / 2)
+        await asyncio.wait_for(close_clients(), CLOSE_TIMEOUT_S / 2)
 
     if loop.is_closed() or not thread.is_alive():
         return
     if threading.current_thread() is thread:  # closed from a callback on its own loop: cannot wait here
-        loop.create_task(client.aclose()).add_done_callback(lambda _: loop.stop())
+        loop.create_task(close_clients()).add_done_callback(lambda _: loop.stop())
         return
     with contextlib.suppress(Exception):  # closing is best effort, bounded in time
         asyncio.run_coroutine_threadsafe(shutdown(), loop).result(CLOSE_TIMEOUT_S)
