@@ -203,3 +203,18 @@ def test_many_requests_in_flight_spread_over_small_pools() -> None:
         finally:
             engine.close()
     assert upstream.calls == 240 and upstream.connections <= 40
+
+
+def test_event_hooks_see_every_request_on_the_wire() -> None:
+    seen: list[str] = []
+
+    async def sent(request: object) -> None:
+        seen.append(str(getattr(request, "url", "")))
+
+    with StandInUpstream() as upstream:
+        engine = OpenAIEngine(OpenAIConfig(base_urls=[upstream.url]), event_hooks={"request": [sent]})
+        try:
+            engine.generate([_chat("a"), GenRequest(prompt="b")])
+        finally:
+            engine.close()
+    assert sorted(seen) == [upstream.url + "/chat/completions", upstream.url + "/completions"]

@@ -40,7 +40,7 @@ import threading
 import time
 import urllib.parse
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -156,8 +156,17 @@ class OpenAIEngine(Engine):
     config_class = OpenAIConfig
     spec_fields = {"model": "base_urls", "served_model": "model", "parallel": "concurrency"}
 
-    def __init__(self, config: OpenAIConfig | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        config: OpenAIConfig | None = None,
+        *,
+        event_hooks: dict[str, list[Callable[..., Any]]] | None = None,
+        **overrides: Any,
+    ) -> None:
+        """`event_hooks`: httpx event hooks (async functions; they run on the engine's loop) given to every
+        pooled client, e.g. to count requests on the wire in a measurement."""
         self.config = config or OpenAIConfig(**overrides)
+        self._event_hooks = event_hooks or {}
         if not self.config.base_urls:
             raise EngineError("the openai engine needs at least one base URL")
         self.model = self.config.model
@@ -197,7 +206,13 @@ class OpenAIEngine(Engine):
             tls = httpx.create_ssl_context() if hasattr(httpx, "create_ssl_context") else ssl.create_default_context()
         for endpoint in self._endpoints:
             endpoint.clients = [
-                httpx.AsyncClient(timeout=self.config.timeout_s, limits=limits, headers=self._headers, verify=tls)
+                httpx.AsyncClient(
+                    timeout=self.config.timeout_s,
+                    limits=limits,
+                    headers=self._headers,
+                    verify=tls,
+                    event_hooks=self._event_hooks,
+                )
                 for _ in range(shards)
             ]
             endpoint.loads = [0] * shards
