@@ -141,8 +141,26 @@ def bar_chart(title: str, groups: list[tuple[str, list[float | None]]], series: 
     return "".join(parts)
 
 
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1100px;color:#222}
+# Fonts named for the text a report shows, so Chinese and emoji render as glyphs rather than boxes on a
+# machine whose default sans-serif has neither: colour emoji first but only for emoji code points (a local()
+# @font-face with a unicode-range: fonts like DejaVu Sans carry monochrome emoji and would win otherwise),
+# then Latin UI fonts, then CJK (Noto Sans CJK from Debian's fonts-noto-cjk; PingFang / Microsoft YaHei /
+# Source Han Sans elsewhere), then colour emoji fonts again by name. Nothing is fetched: local() only.
+EMOJI_FACE = (
+    '@font-face{font-family:"redtrans emoji";'
+    'src:local("Noto Color Emoji"),local("NotoColorEmoji"),local("Apple Color Emoji"),local("Segoe UI Emoji");'
+    "unicode-range:U+1F000-1FAFF,U+2600-27BF,U+2B00-2BFF,U+231A-231B,U+23E9-23FA,U+FE0F,U+200D,U+20E3}"
+)
+FONT_STACK = (
+    '"redtrans emoji",system-ui,-apple-system,"Segoe UI","Noto Sans","Noto Sans CJK SC","Noto Sans CJK TC",'
+    '"Source Han Sans SC","PingFang SC","Hiragino Sans GB","Microsoft YaHei","WenQuanYi Micro Hei",sans-serif,'
+    '"Noto Color Emoji","Apple Color Emoji","Segoe UI Emoji","Segoe UI Symbol"'
+)
+_CSS = (
+    EMOJI_FACE
+    + """
+body{font:14px/1.45 FONTS;margin:2em auto;max-width:1100px;color:#222}
+svg text{font-family:FONTS}
 body{padding:0 1em}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.5em 0;font-size:13px}
@@ -151,7 +169,8 @@ th{background:#f3f3f3;text-align:left}td.n{text-align:right;font-variant-numeric
 .ct{font-weight:bold;font-size:13px}.cl{font-size:12px}.cv{font-size:10px;fill:#444}
 .note{color:#555;font-size:12px}code{font-size:12px;background:#f5f5f5;padding:0 3px}
 #worst td{max-width:330px;white-space:pre-wrap;word-break:break-word}.tag{font-size:11px;color:#666}
-"""
+""".replace("FONTS", FONT_STACK)
+)
 
 _SCRIPT = """
 (function(){
