@@ -1,9 +1,13 @@
 """HTTP routes over the TranslationService (FastAPI): parsing and response shaping, nothing else.
 
-Cross-cutting work is middleware and exception handlers, as in vLLM's entrypoints: `GuardMiddleware` (pure
-ASGI, outermost) checks the API key before a body is read, limits and times the body, and writes the metrics
-and the access log line; every error, raised anywhere, reaches a client as a JSON `ErrorResponse` through the
-exception handlers (`ServiceError`, request validation, 404/405, and anything unexpected as 500).
+The native API (`/v1/translate`) and the probes live here; the client-compatible APIs have their own routers
+(`routes_openai`: OpenAI chat completions; `routes_mt`: DeepL and LibreTranslate) over the same service, and
+`docs` serves Swagger UI and ReDoc from an installed package. Cross-cutting work is middleware and exception
+handlers, as in vLLM's entrypoints: `GuardMiddleware` (pure ASGI, outermost) checks the API key before a body
+is read, limits and times the body, and writes the metrics and the access log line of every translate route;
+every error, raised anywhere, reaches a client as JSON in the convention of the API it called
+(`conventions.render`: ours, OpenAI's, DeepL's or LibreTranslate's) through the exception handlers
+(`ServiceError`, request validation, 404/405, and anything unexpected as 500).
 """
 
 from __future__ import annotations
@@ -24,7 +28,10 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from redtrans.engines.base import Engine
+from redtrans.serve import routes_mt, routes_openai
 from redtrans.serve.config import ServeConfig
+from redtrans.serve.conventions import render
+from redtrans.serve.docs import DOCS, OAUTH2_REDIRECT, REDOC, STATIC, install_docs
 from redtrans.serve.errors import ServiceError
 from redtrans.serve.logging import fields
 from redtrans.serve.protocol import ErrorResponse, Health, TranslateRequest, TranslateResponse
@@ -39,6 +46,14 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 TRANSLATE = "/v1/translate"
+TRANSLATE_ROUTES = {
+    TRANSLATE: "translate",
+    routes_openai.CHAT: "openai",
+    routes_mt.DEEPL: "deepl",
+    routes_mt.LIBRE: "libretranslate",
+}
+"""Routes that translate, by API: the caller is identified and charged a rate-limit token before the body is
+read (LibreTranslate's key may be in the body: then its route does it), and metrics and the access log count them."""
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
@@ -54,8 +69,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def error_response(exc: ServiceError) -> Response:
-    return Response(exc.encode(), exc.status, headers=exc.headers, media_type="application/json")
+def error_response(exc: ServiceError, path: str = TRANSLATE) -> Response:
+    """`exc` as JSON in the convention of the API `path` belongs to."""
+    return render(exc, path)
 
 
 def _state(scope: Scope) -> dict[str, Any]:
@@ -65,8 +81,14 @@ def _state(scope: Scope) -> dict[str, Any]:
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 """Probes: always answered (no key, any Host), they reveal nothing."""
-OPS_PATHS = frozenset({"/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-"""Need a key when keys are on, unless `open_ops`."""
+OPS_PATHS = frozenset({"/metrics", DOCS, OAUTH2_REDIRECT, REDOC, "/openapi.json"})
+"""Need a key when keys are on, unless `open_ops` (and so do the docs' assets under `/docs/static/`)."""
+
+
+def _is_ops(path: str) -> bool:
+    return path in OPS_PATHS or path.startswith(STATIC + "/")
+
+
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -100,9 +122,10 @@ class GuardMiddleware:
         except ServiceError as exc:
             state["error"] = exc.code
             if status == 0:  # nothing sent yet
-                await error_response(exc)(scope, receive, sending)
-        if scope["path"] == TRANSLATE:
-            self._account(state, status, time.perf_counter() - started)
+                await error_response(exc, scope["path"])(scope, receive, sending)
+        route = TRANSLATE_ROUTES.get(scope["path"])
+        if route is not None and scope["method"] == "POST":
+            self._account(route, scope["path"], state, status, time.perf_counter() - started)
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send, state: dict[str, Any]) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
@@ -120,15 +143,17 @@ class GuardMiddleware:
                 "host_not_allowed",
                 "this Host is not served: add it to allowed_hosts (or configure API keys) to serve it",
             )
-        if path == TRANSLATE:
-            state["caller"] = service.identify(
-                headers.get("authorization"), headers.get("x-api-key"), peer, headers.get("x-forwarded-for")
-            )
-        elif keys_on and not (config.open_ops and path in OPS_PATHS):
-            service.auth.identify(headers.get("authorization"), headers.get("x-api-key"), peer)
+        authorization, api_key = headers.get("authorization"), headers.get("x-api-key")
+        body_key_route = path == routes_mt.LIBRE and keys_on and not service.auth.presented_key(authorization, api_key)
+        if path in TRANSLATE_ROUTES and scope["method"] == "POST":
+            if not body_key_route:  # else LibreTranslate's `api_key` field is checked by its route
+                state["caller"] = await service.identify(authorization, api_key, peer, headers.get("x-forwarded-for"))
+        elif keys_on and not (config.open_ops and _is_ops(path)):
+            service.auth.identify(authorization, api_key, peer)
         if scope["method"] in _BODY_METHODS and not keys_on:
             media = headers.get("content-type", "").split(";")[0].strip().lower()
-            if media != "application/json":
+            forms = path in routes_mt.FORM_PATHS and media in routes_mt.FORM_TYPES
+            if media != "application/json" and not forms:
                 raise ServiceError(
                     415, "unsupported_media_type", "send the body as JSON with `Content-Type: application/json`"
                 )
@@ -165,15 +190,15 @@ class GuardMiddleware:
 
         await self.app(scope, limited, send)
 
-    def _account(self, state: dict[str, Any], status: int, seconds: float) -> None:
+    def _account(self, route: str, path: str, state: dict[str, Any], status: int, seconds: float) -> None:
         metrics = self.service.metrics
-        metrics.requests.labels("translate", str(status)).inc()
+        metrics.requests.labels(route, str(status)).inc()
         metrics.latency.observe(seconds)
         if not self.config.access_log:
             return
         record: dict[str, Any] = {
             "method": "POST",
-            "path": TRANSLATE,
+            "path": path,
             "status": status,
             "ms": round(seconds * 1000, 2),
             "caller": state.get("caller", "-"),
@@ -207,7 +232,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def service_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ServiceError)
         _state(request.scope)["error"] = exc.code
-        return error_response(exc)
+        return error_response(exc, request.scope["path"])
 
     async def invalid(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -249,6 +274,8 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         summary="SNS-aware machine translation: posts, comments and titles with their emoji, hashtags and slang.",
         version="1",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
 
@@ -316,6 +343,9 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.include_router(routes_openai.build_router(service))
+    app.include_router(routes_mt.build_router(service))
+    install_docs(app)
     _install_error_handlers(app)
     app.add_middleware(GuardMiddleware, service=service)
     return app

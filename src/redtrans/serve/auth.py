@@ -40,6 +40,10 @@ class RateLimiter:
         return wait
 
 
+_SCHEMES = frozenset({"bearer", "deepl-auth-key"})
+"""`Authorization` schemes that carry an API key: OpenAI's (and ours) and DeepL's."""
+
+
 class Authenticator:
     """API keys checked by their sha256 digest; the plain key is never stored."""
 
@@ -56,15 +60,18 @@ class Authenticator:
             return api_key
         if authorization:
             scheme, _, value = authorization.partition(" ")
-            if scheme.lower() == "bearer":
+            if scheme.lower() in _SCHEMES:
                 return value.strip()
         return None
 
-    def identify(self, authorization: str | None, api_key: str | None, client: str | None) -> str:
-        """The caller's name for logs and rate limits; raises 401 when keys are required and this one is bad."""
+    def identify(
+        self, authorization: str | None, api_key: str | None, client: str | None, body_key: str | None = None
+    ) -> str:
+        """The caller's name for logs and rate limits; raises 401 when keys are required and this one is bad.
+        `body_key`: a key sent in the request body (LibreTranslate's `api_key` field), used when no header has one."""
         if not self.enabled:
             return f"client:{client or 'unknown'}"
-        key = self.presented_key(authorization, api_key)
+        key = self.presented_key(authorization, api_key) or body_key
         headers = {"WWW-Authenticate": "Bearer"}
         if not key:
             message = "send an API key: `Authorization: Bearer KEY` or `X-API-Key: KEY`"

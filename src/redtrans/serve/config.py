@@ -174,6 +174,14 @@ class ServeConfig(BaseSettings):
     """Per-key token bucket: requests per second sustained (per client address when open); 0 = no limit."""
     rate_limit_burst: int = Field(default=0, ge=0)
     """Bucket size: requests allowed at once after idling; 0 = max(1, 2 × rate_limit_rps)."""
+    rate_limit_storage: str = "memory"
+    """Where the rate-limit buckets live: `memory` (this process: an exact token bucket) or a Redis URL
+    (`redis://host:6379/0`, needs the `redis` package) shared by every replica through the `limits` library
+    (a moving window of `rate_limit_burst` requests per ceil(burst / rps) seconds). When Redis does not answer
+    within `rate_limit_timeout_s`, this process's own bucket decides (and `redtrans_rate_limit_fallbacks_total`
+    counts it)."""
+    rate_limit_timeout_s: float = Field(default=0.25, gt=0)
+    """Longest wait for the shared rate-limit store on a request; past it the local bucket decides."""
     max_body_bytes: int = Field(default=262_144, ge=1)
     """Largest request body; larger ones get 413 before they are read into memory."""
     max_items: int = Field(default=64, ge=1)
@@ -221,6 +229,13 @@ class ServeConfig(BaseSettings):
                     f"api_keys[{name!r}] must be the sha256 hex digest of the key (64 hex characters), "
                     "never the key itself: printf %s KEY | sha256sum"
                 )
+        return value
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _limit_storage(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(("redis://", "rediss://", "redis+unix://")):
+            raise ValueError("must be `memory` or a Redis URL (redis://host:6379/0)")
         return value
 
     @field_validator("trusted_proxies")

@@ -1,5 +1,5 @@
-"""`ServiceError`: an answer other than 200, raised anywhere in serving and turned into a JSON `ErrorResponse`
-by the app's exception handler."""
+"""`ServiceError`: an answer other than 200, raised anywhere in serving and turned into JSON by the app's
+exception handler, in the shape of the API the route belongs to (`conventions.render`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ class ServiceError(Exception):
     """An answer other than 200: HTTP status, machine-readable code, message for humans."""
 
     def __init__(
-        self, status: int, code: str, message: str, item: int | None = None, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        item: int | None = None,
+        headers: dict[str, str] | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -19,6 +25,7 @@ class ServiceError(Exception):
         self.message = message
         self.item = item
         self.headers = headers or {}
+        self.param = param  # the request field to blame, for APIs that name one (OpenAI's `param`)
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}

@@ -11,7 +11,12 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("redtrans_requests", "HTTP requests answered", ["route", "status"], registry=r)
+        self.requests = Counter(
+            "redtrans_requests",
+            "Translate requests answered, by API (translate, openai, deepl, libretranslate)",
+            ["route", "status"],
+            registry=r,
+        )
         self.latency = Histogram(
             "redtrans_request_seconds",
             "Latency of translate requests",
@@ -36,3 +41,8 @@ class Metrics:
         self.queue_depth = Gauge("redtrans_queue_depth", "Jobs waiting for a worker", registry=r)
         self.in_flight = Gauge("redtrans_texts_in_flight", "Distinct texts queued or being translated", registry=r)
         self.ready = Gauge("redtrans_ready", "1 when the model is loaded", registry=r)
+        self.rate_limit_fallbacks = Counter(
+            "redtrans_rate_limit_fallbacks",
+            "Rate-limit decisions taken by this process's own bucket because the shared store did not answer",
+            registry=r,
+        )

@@ -23,7 +23,7 @@ from typing import Any
 from redtrans import prompts
 from redtrans.engines.base import Engine, GenRequest, GenResult
 from redtrans.errors import EngineError
-from redtrans.languages import UnknownLanguageError
+from redtrans.languages import LANGUAGES, UnknownLanguageError, chinese_script, language_tag, to_chinese_script
 from redtrans.serve.auth import Authenticator, ClientAddress, HostAllowList, RateLimiter
 from redtrans.serve.batcher import Batcher, CancelCheck, DeadlineExceeded, Done, Draining, QueueFull, Unit
 from redtrans.serve.cache import CacheEntry, TranslationCache, cache_key, normalise_text, open_store
@@ -31,7 +31,9 @@ from redtrans.serve.config import ServeConfig
 from redtrans.serve.errors import ServiceError
 from redtrans.serve.logging import fields
 from redtrans.serve.metrics import Metrics
-from redtrans.serve.protocol import TranslateRequest, TranslateResponse, Translation
+from redtrans.serve.protocol import TranslateItem, TranslateRequest, TranslateResponse, Translation
+from redtrans.serve.ratelimit import SharedRateLimiter
+from redtrans.text.langid import detect_language
 from redtrans.text.profiles import PlatformProfile, load_profile
 from redtrans.text.spans import Core, Span, plan_line, split_emoji, split_lines
 from redtrans.translator import ENGINE_ERROR, Item, Translator, TranslatorConfig
@@ -112,6 +114,26 @@ class _Payload:
 
 
 @dataclass
+class Work:
+    """One text of a request as the service handles it: the pipeline's `Item` and the target tag asked for
+    when it names a Chinese script (`zh-Hant`, `ZH-HANS`, `zh-TW`), applied to the answer with OpenCC."""
+
+    item: Item
+    tag: str | None = None
+
+
+@dataclass
+class Lines:
+    """A post translated line by line (streaming): `parts[n]` is an index into the outcome's translations, or
+    the line itself when it has nothing to translate (a blank line)."""
+
+    parts: list[int | str]
+    outcome: Outcome
+    src: str | None
+    tgt: str
+
+
+@dataclass
 class Outcome:
     """A finished translate call: the response and its timings (for headers and logs)."""
 
@@ -133,6 +155,11 @@ class TranslationService:
         self.metrics = Metrics()
         self.auth = Authenticator(config.key_digests())
         self.limiter = RateLimiter(config.rate_limit_rps, config.rate_limit_burst)
+        self.shared_limiter: SharedRateLimiter | None = None
+        if config.rate_limit_rps > 0 and config.rate_limit_storage != "memory":
+            self.shared_limiter = SharedRateLimiter(
+                config.rate_limit_storage, config.rate_limit_rps, config.rate_limit_burst, config.rate_limit_timeout_s
+            )
         self.clients = ClientAddress(config.trusted_proxies)
         self.hosts = HostAllowList(config.allowed_hosts)
         self.cache = TranslationCache(None, 0)
@@ -175,6 +202,7 @@ class TranslationService:
             extra=fields(
                 cache=self.cache.describe(),
                 auth="api keys" if self.auth.enabled else "open",
+                rate_limit=self.shared_limiter.describe() if self.shared_limiter else "memory",
                 max_concurrency=config.max_concurrency,
                 max_queue=config.max_queue,
             ),
@@ -225,6 +253,8 @@ class TranslationService:
             self._loader.cancel()
         await self.batcher.stop()
         await self.cache.close()
+        if self.shared_limiter is not None:
+            await self.shared_limiter.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         busy = [t for t in getattr(self._pool, "_threads", ()) if t.is_alive()]
         deadline = time.monotonic() + 2.0
@@ -238,11 +268,17 @@ class TranslationService:
         log.info("stopped")
 
     # -- per-request checks ---------------------------------------------------------------------------
-    def identify(
-        self, authorization: str | None, api_key: str | None, peer: str | None, forwarded_for: str | None = None
+    async def identify(
+        self,
+        authorization: str | None,
+        api_key: str | None,
+        peer: str | None,
+        forwarded_for: str | None = None,
+        body_key: str | None = None,
     ) -> str:
-        who = self.auth.identify(authorization, api_key, self.clients.resolve(peer, forwarded_for))
-        wait = self.limiter.acquire(who)
+        """The caller (401 on a bad key), charged one request against its rate limit (429 when spent)."""
+        who = self.auth.identify(authorization, api_key, self.clients.resolve(peer, forwarded_for), body_key)
+        wait = await self._rate_wait(who)
         if wait > 0:
             self.metrics.rejected.labels("rate_limited").inc()
             raise ServiceError(
@@ -253,7 +289,17 @@ class TranslationService:
             )
         return who
 
-    def _check(self, request: TranslateRequest) -> list[Item]:
+    async def _rate_wait(self, who: str) -> float:
+        if self.shared_limiter is None:
+            return self.limiter.acquire(who)
+        try:
+            return await asyncio.wait_for(self.shared_limiter.acquire(who), self.config.rate_limit_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - Redis slow or down: this process's own bucket decides
+            self.metrics.rate_limit_fallbacks.inc()
+            log.warning("shared rate limit unavailable", extra=fields(error=f"{type(exc).__name__}: {exc}"))
+            return self.limiter.acquire(who)
+
+    def _check(self, request: TranslateRequest) -> list[Work]:
         config = self.config
         if not request.items:
             raise ServiceError(422, "empty_batch", "`items` is empty: send at least one {text, tgt}")
@@ -261,7 +307,7 @@ class TranslationService:
             raise ServiceError(
                 422, "too_many_items", f"{len(request.items)} items in one request; the limit is {config.max_items}"
             )
-        items: list[Item] = []
+        items: list[Work] = []
         for n, it in enumerate(request.items):
             if len(it.text) > config.max_text_chars:
                 raise ServiceError(
@@ -277,9 +323,11 @@ class TranslationService:
             if not tgt:
                 raise ServiceError(422, "missing_tgt", f"item {n} has no `tgt` and the request none either", item=n)
             try:
-                items.append(Item(it.id if it.id is not None else str(n), text, tgt, it.src))
+                item = Item(it.id if it.id is not None else str(n), text, tgt, it.src)
+                tag = language_tag(tgt) if chinese_script(tgt) else None
             except UnknownLanguageError as exc:
                 raise ServiceError(422, "unknown_language", f"item {n}: {exc}", item=n) from exc
+            items.append(Work(item, tag))
         return items
 
     def _budget(self, items: list[tuple[int, Item]]) -> dict[int, int]:
@@ -328,16 +376,52 @@ class TranslationService:
         return {}
 
     # -- translate ------------------------------------------------------------------------------------
-    async def translate(self, request: TranslateRequest, admitted: float | None = None) -> Outcome:
-        admitted = time.monotonic() if admitted is None else admitted
+    def _ensure_ready(self) -> None:
         if not self.ready:
             detail = f"the engine failed to load: {self.load_error}" if self.load_error else "the model is loading"
             raise ServiceError(503, "not_ready", detail, headers={"Retry-After": "5"})
-        items = self._check(request)
+
+    def _timeout(self, deadline_ms: int | None) -> float:
         timeout = self.config.request_timeout_s
-        if request.deadline_ms is not None:
-            timeout = min(timeout, request.deadline_ms / 1000)
+        return timeout if deadline_ms is None else min(timeout, deadline_ms / 1000)
+
+    async def translate(self, request: TranslateRequest, admitted: float | None = None) -> Outcome:
+        """Translate a request's items (every API's translate route comes here)."""
+        admitted = time.monotonic() if admitted is None else admitted
+        self._ensure_ready()
+        work = self._check(request)
+        return await self._run(work, admitted, self._timeout(request.deadline_ms))
+
+    async def translate_lines(
+        self,
+        text: str,
+        src: str | None,
+        tgt: str,
+        admitted: float | None = None,
+        deadline_ms: int | None = None,
+    ) -> Lines:
+        """One post translated as one item per line (for streaming answers): the same checks and budgets as
+        the post as one item; the source is detected once for the whole post, so every line has the same one."""
+        admitted = time.monotonic() if admitted is None else admitted
+        self._ensure_ready()
+        (post,) = self._check(TranslateRequest(items=[TranslateItem(text=text, src=src, tgt=tgt)]))
+        self._budget([(0, post.item)])
+        detected = post.item.src or detect_language(post.item.text, list(LANGUAGES))
+        parts: list[int | str] = []
+        work: list[Work] = []
+        for n, line in enumerate(post.item.text.split("\n")):
+            if not line.strip():
+                parts.append(line)
+                continue
+            parts.append(len(work))
+            work.append(Work(Item(str(n), line, post.item.tgt, detected), post.tag))
+        outcome = await self._run(work, admitted, self._timeout(deadline_ms), detected=post.item.src is None)
+        return Lines(parts, outcome, detected, post.tag or post.item.target)
+
+    async def _run(self, work: list[Work], admitted: float, timeout: float, detected: bool | None = None) -> Outcome:
+        """Cache, budgets, batcher: the translations of `work` in order (`detected` overrides the flag)."""
         deadline = admitted + timeout
+        items = [w.item for w in work]
         model = self.model
         keys = [cache_key(i.text, i.src, i.tgt or "", model, self._prompt_version) for i in items]
         entries: dict[str, CacheEntry] = {}
@@ -388,15 +472,15 @@ class TranslationService:
         self.metrics.items.labels("cache").inc(cached)
         self.metrics.items.labels("engine").inc(len(keys) - cached)
         translations = []
-        for item, key in zip(items, keys, strict=True):
-            entry = entries[key]
+        for w, key in zip(work, keys, strict=True):
+            item, entry = w.item, entries[key]
             translations.append(
                 Translation(
                     id=item.id,
-                    translation=entry.translation,
+                    translation=to_chinese_script(entry.translation, w.tag) if w.tag else entry.translation,
                     src=entry.src,
-                    tgt=item.tgt or "",
-                    detected=item.src is None,
+                    tgt=w.tag or item.tgt or "",
+                    detected=item.src is None if detected is None else detected,
                     flags=entry.flags,
                     cached=key not in missing,
                 )
