@@ -34,7 +34,34 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     cls=_ErrorBoundary,
+    # -h on every command: click contexts inherit help_option_names from their parent (sub-apps included).
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"redtrans {version('redtrans')}")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            from redtrans import __version__
+
+            typer.echo(f"redtrans {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", "-V", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """SNS-aware machine translation with LLMs (the RedTrans recipe)."""
+
+
 models_app = typer.Typer(help="List and prepare the embedded models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
@@ -64,16 +91,38 @@ def _read_stdin() -> str:
 @app.command()
 def translate(
     text: Annotated[str | None, typer.Argument(help="Text to translate; omit to read stdin or use --input.")] = None,
-    src: Annotated[str | None, typer.Option(help="Source language (ISO 639-1); detected when omitted.")] = None,
+    src: Annotated[
+        str | None, typer.Option(help="Source language (ISO 639-1 or BCP-47 tag); detected when omitted.")
+    ] = None,
     tgt: Annotated[
-        str | None, typer.Option(help="Target language; default en, or zh when the source is English.")
+        str | None,
+        typer.Option(
+            help="Target language (ISO 639-1 or BCP-47: zh-Hant, zh-TW, zh-HK give Traditional Chinese, zh-Hans "
+            "Simplified); default en, or zh when the source is English."
+        ),
     ] = None,
-    input: Annotated[Path | None, typer.Option("--input", "-i", help="JSONL file of rows to translate.")] = None,
+    input: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Rows to translate: JSONL, CSV/TSV, Parquet, a save_to_disk dataset folder, or a Hugging Face "
+            "Hub id already in the local cache (never downloaded); DATASET#SPLIT picks a split.",
+        ),
+    ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="JSONL output (appended; re-runs skip done ids).")
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="JSONL output (appended; re-runs skip done ids), or .parquet: journaled in OUTPUT.journal.jsonl "
+            "and converted at the end, every row with its status.",
+        ),
     ] = None,
-    text_field: Annotated[str, typer.Option(help="Input field holding the text.")] = "text",
-    id_field: Annotated[str, typer.Option(help="Input field holding the row id (default: line number).")] = "id",
+    text_field: Annotated[str, typer.Option(help="Input field (column) holding the text.")] = "text",
+    id_field: Annotated[
+        str, typer.Option(help="Input field holding the row id (default: line-N in JSONL, row-N otherwise).")
+    ] = "id",
     src_field: Annotated[str, typer.Option(help="Input field holding a per-row source language.")] = "src",
     tgt_field: Annotated[str, typer.Option(help="Input field holding a per-row target language.")] = "tgt",
     engine: EngineOpt = None,
@@ -88,7 +137,7 @@ def translate(
     mode: Annotated[str, typer.Option(help="sns (full pipeline) or plain (baseline: one plain prompt).")] = "sns",
     show_flags: Annotated[bool, typer.Option(help="Print check flags after a single translation.")] = True,
 ) -> None:
-    """Translate a text, stdin, or a JSONL file."""
+    """Translate a text, stdin, or a file of rows (JSONL, CSV, Parquet, a Hugging Face dataset)."""
     from redtrans.engines import EngineSpec, create_engine
     from redtrans.errors import ConfigError, EngineError, RowsFailedError
     from redtrans.languages import get_language
@@ -310,7 +359,7 @@ def bench(
         list[str] | None,
         typer.Option(
             "--system",
-            "-s",
+            "-S",
             help="Repeatable. default | plain | outputs:FILE | name=…,engine=…,model=…,mode=sns|plain,profile=…,"
             "parallel=N,served_model=…, and any engine option (n_threads=2, timeout_s=300, base_model=…). "
             "The first is the significance baseline.",
