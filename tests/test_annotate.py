@@ -140,8 +140,9 @@ def score_current(page: Any, s1: int, s2: int, rewrite: str | None = None, keybo
     box = page.locator("#rewrite-box")
     if s1 < 3 and s2 < 3:
         assert box.is_visible()
-        better = "two" if s2 > s1 else "one"
-        assert f"candidate {better} of post" in page.input_value("#rewrite")  # pre-filled with the better one
+        better = 2 if s2 > s1 else 1
+        prefilled = page.evaluate(f"document.querySelector('#cand{better} .text').textContent")
+        assert page.input_value("#rewrite") == prefilled  # pre-filled with the better candidate
         if rewrite is not None:
             page.fill("#rewrite", rewrite)
     else:
