@@ -4,6 +4,7 @@ and installed in a fresh venv runs `redtrans --version` / `redtrans sft --help` 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -68,9 +69,15 @@ def test_a_wheel_installed_in_a_fresh_venv_runs_and_finds_its_configs(tmp_path: 
     """Offline: the wheel is built without build isolation (setuptools from this venv) and installed with
     --no-deps into a fresh venv; the dependencies come from this venv's site-packages through a .pth line
     (appended after the fresh venv's own site-packages, so `redtrans` itself is the wheel's)."""
+    # Built from a copy: setuptools writes build/ next to pyproject.toml, and the checkout stays clean.
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (ROOT / name).is_file():
+            shutil.copy2(ROOT / name, tree / name)
     wheels = tmp_path / "wheels"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(tree)],
                    check=True, timeout=600, cwd=tmp_path)  # fmt: skip
     (wheel,) = wheels.glob("redtrans-*.whl")
     venv = tmp_path / "venv"
