@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import socket
 import threading
 import time
 
@@ -24,9 +25,17 @@ def _engine(*urls: str, **fields: object) -> OpenAIEngine:
     return OpenAIEngine(OpenAIConfig(base_urls=list(urls), **fields))  # type: ignore[arg-type]
 
 
-def test_one_pooled_client_serves_every_batch_from_any_thread_or_loop() -> None:
+@pytest.fixture(params=["aiohttp", "httpx"])
+def http_client(request: pytest.FixtureRequest) -> str:
+    """Both HTTP clients the engine can use (aiohttp is preferred when installed)."""
+    if request.param == "aiohttp":
+        pytest.importorskip("aiohttp")
+    return str(request.param)
+
+
+def test_one_pooled_client_serves_every_batch_from_any_thread_or_loop(http_client: str) -> None:
     with StandInUpstream() as upstream:
-        engine = _engine(upstream.url, concurrency=2)
+        engine = _engine(upstream.url, concurrency=2, http_client=http_client)
         try:
             for batch in range(3):
                 results = engine.generate([_chat(f"b{batch} r{i}") for i in range(4)])
@@ -72,10 +81,10 @@ def test_retry_after_in_seconds_and_as_a_date_is_honoured() -> None:
     assert third - second >= 1.9
 
 
-def test_retry_after_is_capped() -> None:
+def test_retry_after_is_capped(http_client: str) -> None:
     script = {0: Reply(429, {"error": "come back in an hour"}, {"Retry-After": "3600"})}
     with StandInUpstream(lambda index, body: script.get(index, Reply())) as upstream:
-        engine = _engine(upstream.url, backoff_s=0.0, retry_after_cap_s=0.3)
+        engine = _engine(upstream.url, backoff_s=0.0, retry_after_cap_s=0.3, http_client=http_client)
         try:
             [result] = engine.generate([_chat("hi")])
         finally:
@@ -99,9 +108,9 @@ def test_an_endpoint_that_asks_to_wait_is_skipped_while_another_serves() -> None
     assert busy.calls == 1 and free.calls == 6
 
 
-def test_the_deadline_bounds_timeouts_retries_and_retry_after() -> None:
+def test_the_deadline_bounds_timeouts_retries_and_retry_after(http_client: str) -> None:
     with StandInUpstream(lambda index, body: Reply(delay=3.0)) as hung:
-        engine = _engine(hung.url, timeout_s=120, max_retries=3, backoff_s=0.01)
+        engine = _engine(hung.url, timeout_s=120, max_retries=3, backoff_s=0.01, http_client=http_client)
         try:
             started = time.monotonic()
             [result] = engine.generate([_chat("x", deadline=time.monotonic() + 0.5)])
@@ -113,7 +122,7 @@ def test_the_deadline_bounds_timeouts_retries_and_retry_after() -> None:
 
     # A Retry-After that ends past the deadline: give up now, not at the deadline, and send nothing more.
     with StandInUpstream(lambda index, body: Reply(503, {"error": "x"}, {"Retry-After": "10"})) as busy:
-        engine = _engine(busy.url, max_retries=3)
+        engine = _engine(busy.url, max_retries=3, http_client=http_client)
         try:
             started = time.monotonic()
             [result] = engine.generate([_chat("x", deadline=time.monotonic() + 2.0)])
@@ -127,7 +136,7 @@ def test_the_deadline_bounds_timeouts_retries_and_retry_after() -> None:
     assert busy.calls == 1
 
 
-def test_an_answer_that_is_not_a_completion_fails_only_its_request() -> None:
+def test_an_answer_that_is_not_a_completion_fails_only_its_request(http_client: str) -> None:
     def behave(index: int, body: dict) -> Reply:
         content = body["messages"][-1]["content"]
         if content == "no choices":
@@ -139,7 +148,7 @@ def test_an_answer_that_is_not_a_completion_fails_only_its_request() -> None:
         return Reply()
 
     with StandInUpstream(behave) as upstream:
-        engine = _engine(upstream.url)
+        engine = _engine(upstream.url, http_client=http_client)
         try:
             results = engine.generate(
                 [_chat(t) for t in ("fine", "no choices", "not json", "choices of the wrong shape")]
@@ -154,9 +163,9 @@ def test_an_answer_that_is_not_a_completion_fails_only_its_request() -> None:
     assert upstream.calls == 4  # answers of the wrong shape are not retried
 
 
-def test_close_is_bounded_with_a_request_in_flight() -> None:
+def test_close_is_bounded_with_a_request_in_flight(http_client: str) -> None:
     with StandInUpstream(lambda index, body: Reply(delay=30.0)) as hung:
-        engine = _engine(hung.url, timeout_s=120)
+        engine = _engine(hung.url, timeout_s=120, http_client=http_client)
         outcome: list[object] = []
 
         def call() -> None:
@@ -189,14 +198,15 @@ def test_request_bodies_come_from_one_place() -> None:
 
 
 def test_many_requests_in_flight_spread_over_small_pools() -> None:
-    """At concurrency 40 an endpoint's connections are spread over clients of at most 16 (httpcore walks its
-    whole pool per request); every request is answered, and no more connections open than requests fly."""
+    """With httpx, at concurrency 40 an endpoint's connections are spread over clients of at most 16 (httpcore
+    walks its whole pool per request); every request is answered, and no more connections open than requests
+    fly."""
     from redtrans.engines.openai import SHARD_CONNECTIONS
 
     with StandInUpstream(lambda index, body: Reply(delay=0.05)) as upstream:
-        engine = _engine(upstream.url, concurrency=40)
+        engine = _engine(upstream.url, concurrency=40, http_client="httpx")
         try:
-            assert [len(e.clients) for e in engine._endpoints] == [-(-40 // SHARD_CONNECTIONS)]
+            assert [len(c) for c in engine._transport.clients.values()] == [-(-40 // SHARD_CONNECTIONS)]  # type: ignore[attr-defined]
             for batch in range(2):
                 results = engine.generate([_chat(f"{batch}-{i}") for i in range(120)])
                 assert [r.text for r in results] == [f"echo: {batch}-{i}" for i in range(120)]
@@ -218,3 +228,20 @@ def test_event_hooks_see_every_request_on_the_wire() -> None:
         finally:
             engine.close()
     assert sorted(seen) == [upstream.url + "/chat/completions", upstream.url + "/completions"]
+
+
+def test_transport_failures_are_named_alike_by_both_clients(http_client: str) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"  # nothing listens: connection refused
+    engine = _engine(dead, max_retries=0, http_client=http_client)
+    with StandInUpstream(lambda index, body: Reply(delay=2.0)) as slow:
+        slow_engine = _engine(slow.url, max_retries=0, timeout_s=0.2, http_client=http_client)
+        try:
+            [refused] = engine.generate([_chat("x")])
+            [late] = slow_engine.generate([_chat("x")])
+        finally:
+            engine.close()
+            slow_engine.close()
+    assert refused.finish_reason == "error" and "ConnectError" in (refused.error or ""), refused.error
+    assert late.finish_reason == "error" and "ReadTimeout" in (late.error or ""), late.error
