@@ -133,7 +133,7 @@ def test_openai_errors_are_openai_error_objects(server: str) -> None:
     bad = openai.OpenAI(base_url=f"{server}/v1", api_key="wrong", max_retries=0)
     message = [{"role": "user", "content": "你好"}]
     with pytest.raises(openai.AuthenticationError) as auth:
-        bad.chat.completions.create(model="redtrans-zh-en", messages=message)  # type: ignore[arg-type]
+        bad.chat.completions.create(model="redtrans-zh-en", messages=message)
     assert auth.value.status_code == 401
     assert auth.value.body == {
         "message": "the API key is not valid",
@@ -142,7 +142,7 @@ def test_openai_errors_are_openai_error_objects(server: str) -> None:
         "code": "invalid_api_key",
     }
     with pytest.raises(openai.NotFoundError) as missing:
-        good.chat.completions.create(model="gpt-4o", messages=message)  # type: ignore[arg-type]
+        good.chat.completions.create(model="gpt-4o", messages=message)
     assert isinstance(missing.value.body, dict) and missing.value.body["param"] == "model"
     assert missing.value.body["code"] == "model_not_found"
     with pytest.raises(openai.UnprocessableEntityError) as invalid:
@@ -212,6 +212,8 @@ def test_libretranslate_json_and_form_with_its_auth_and_errors(server: str) -> N
     for key in ({}, {"api_key": "nope"}):
         r = httpx.post(url, json={"q": "晚安", "source": "auto", "target": "en", **key})
         assert r.status_code == 403 and set(r.json()) == {"error"}, r.text
+    r = httpx.post(url, json={"q": "晚安"})  # the key is checked before the request's shape
+    assert r.status_code == 403 and "API key" in r.json()["error"]
     r = httpx.post(url, json={"q": "晚安", "source": "auto", "api_key": KEY})
     assert r.status_code == 400 and "target" in r.json()["error"] and set(r.json()) == {"error"}
     r = httpx.post(url, json={"q": "<b>晚安</b>", "target": "en", "format": "html", "api_key": KEY})
@@ -241,7 +243,7 @@ def _config(tmp_path: Path, **overrides: Any) -> ServeConfig:
     return ServeConfig(**settings)
 
 
-CALLS = {
+CALLS: dict[str, tuple[str, dict[str, Any]]] = {
     "openai": ("/v1/chat/completions", {"model": "redtrans-zh-en", "messages": [{"role": "user", "content": "晚安"}]}),
     "deepl": ("/v2/translate", {"text": ["晚安"], "target_lang": "EN"}),
     "libretranslate": ("/translate", {"q": "晚安", "source": "zh", "target": "en"}),

@@ -150,17 +150,19 @@ def build_router(service: TranslationService) -> APIRouter:
     )
     async def libre_translate(request: Request) -> Response:
         admitted = time.monotonic()
-        body: LibreRequest = _validate(LibreRequest, await _fields(request, frozenset()))
+        data = await _fields(request, frozenset())
         state = request.scope.setdefault("state", {})
         if state.get("caller") is None:  # keys on and none in a header: the key is the body's `api_key`
             client = request.scope.get("client")
+            key = data.get("api_key")
             state["caller"] = await service.identify(
                 request.headers.get("authorization"),
                 request.headers.get("x-api-key"),
                 client[0] if client else None,
                 request.headers.get("x-forwarded-for"),
-                body_key=body.api_key or "",
+                body_key=key if isinstance(key, str) else "",
             )
+        body: LibreRequest = _validate(LibreRequest, data)
         if body.format != "text":
             raise ServiceError(422, "unsupported_format", "only `format: text` is supported (no HTML handling)")
         texts = [body.q] if isinstance(body.q, str) else body.q
