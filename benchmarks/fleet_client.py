@@ -6,12 +6,16 @@ endpoints), answers every completion after a fixed latency (50 ms) with a plausi
 distinct short SNS segments (one line each, some with emoji inside the line) go through:
 
   (a) bare:      an asyncio + httpx loop posting the same requests (redtrans's own prompts) with the same
-                 concurrency, writing one JSON line per answer;
+                 concurrency, writing one JSON line per answer (the gate's baseline, as the issue sets it);
+  (a') bare-aiohttp: the same loop on aiohttp, the client the openai engine uses when installed: the ceiling
+                 of a Python client here (reported, not gated);
   (b) translate: `redtrans translate -i … -o … --model http://…/v1,… --parallel C` (the openai engine);
   (c) sample:    `redtrans sample` round trips (m1 and m2 both on the fleet; 4 calls a row, so a quarter of
                  the rows gives the same number of calls). Reported, not gated.
 
-Each runs as its own process: wall time, segments/s, CPU seconds per 1,000 segments (user + system, from
+httpx costs about 2 ms of CPU per request here and aiohttp about 0.5 ms (httpcore also walks its whole pool per
+request, so the httpx loop keeps ≤ 16 connections per client); on 2 shared cores CPU per segment decides
+segments/s. Each runs as its own process: wall time, segments/s, CPU seconds per 1,000 segments (user + system, from
 wait4), peak RSS, and the upstream's own CPU over the phase. The upstream's call count must equal the segments
 sent (no retries, nothing deduplicated away). Gate: (b) segments/s ÷ (a) segments/s ≥ 0.8, on the last line
 `fleet_client_vs_bare: X target: 0.8`; the aim (not a gate) is ≥ 2,000 segments/s.
@@ -149,7 +153,7 @@ def upstream_main(endpoints: int, latency: float) -> None:
 # -- (a) the bare loop (its own process) --------------------------------------------------------------------
 
 
-def bare_main(input_path: str, output_path: str, urls: list[str], concurrency: int) -> None:
+def bare_main(input_path: str, output_path: str, urls: list[str], concurrency: int, client: str = "httpx") -> None:
     """asyncio + httpx, `concurrency` workers over `urls`, the requests redtrans would send, each answer parsed
     and written as a JSON line. Done the way httpx is fast: a worker keeps to one small client (≤ 16
     connections; httpcore walks its whole pool on every request), one TLS context for all clients."""
@@ -159,6 +163,9 @@ def bare_main(input_path: str, output_path: str, urls: list[str], concurrency: i
 
     with Path(input_path).open(encoding="utf-8") as handle:
         texts = [json.loads(line)["text"] for line in handle]
+    if client == "aiohttp":
+        asyncio.run(_bare_aiohttp(texts, output_path, urls, concurrency))
+        return
 
     async def main() -> None:
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -191,6 +198,36 @@ def bare_main(input_path: str, output_path: str, urls: list[str], concurrency: i
             await client.aclose()
 
     asyncio.run(main())
+
+
+async def _bare_aiohttp(texts: list[str], output_path: str, urls: list[str], concurrency: int) -> None:
+    import aiohttp
+
+    from redtrans import prompts
+
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(len(texts)):
+        queue.put_nowait(i)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    with Path(output_path).open("w", encoding="utf-8") as out:
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def worker(index: int) -> None:
+                url = urls[index % len(urls)] + "/chat/completions"
+                while not queue.empty():
+                    i = queue.get_nowait()
+                    text = texts[i]
+                    body = {
+                        "model": "default",
+                        "max_tokens": min(512, 32 + 2 * len(text)),
+                        "temperature": 0.0,
+                        "messages": prompts.translation_messages(text, "zh", "en"),
+                    }
+                    async with session.post(url, json=body) as response:
+                        answer = json.loads(await response.read())["choices"][0]["message"]["content"]
+                    out.write(json.dumps({"id": str(i), "translation": answer}, ensure_ascii=False) + "\n")
+
+            await asyncio.gather(*(worker(w) for w in range(concurrency)))
 
 
 # -- the driver ------------------------------------------------------------------------------------------------
@@ -226,7 +263,7 @@ def _run(name: str, cmd: list[str], port: int, count: int, env: dict[str, str] |
         "exit": proc.returncode,
     }
     print(
-        f"{name:>9}: {row['segments_per_s']:8.1f} segments/s  {row['cpu_s_per_1k']:6.3f} CPU s/1k  "
+        f"{name:>12}: {row['segments_per_s']:8.1f} segments/s  {row['cpu_s_per_1k']:6.3f} CPU s/1k  "
         f"peak RSS {row['peak_rss_mib']:6.1f} MiB  upstream calls {calls} (CPU {row['upstream_cpu_s_per_1k']:.3f} s/1k)"
         f"  wall {wall:.1f} s",
         flush=True,
@@ -249,12 +286,13 @@ def main() -> None:
     parser.add_argument("--out", help="Write the numbers as JSON here.")
     parser.add_argument("--upstream", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bare", nargs=3, metavar=("INPUT", "OUTPUT", "URLS"), help=argparse.SUPPRESS)
+    parser.add_argument("--bare-client", default="httpx", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.upstream:
         upstream_main(args.endpoints, args.latency)
         return
     if args.bare:
-        bare_main(args.bare[0], args.bare[1], args.bare[2].split(","), args.concurrency)
+        bare_main(args.bare[0], args.bare[1], args.bare[2].split(","), args.concurrency, args.bare_client)
         return
 
     work = Path(tempfile.mkdtemp(prefix="fleet-client-"))
@@ -298,6 +336,30 @@ def main() -> None:
             env,
         )
         rows.append(bare)
+        try:
+            import aiohttp  # noqa: F401
+
+            bare_aiohttp = _run(
+                "bare-aiohttp",
+                [
+                    sys.executable,
+                    __file__,
+                    "--bare",
+                    str(corpus),
+                    str(work / "bare-aiohttp.jsonl"),
+                    ",".join(urls),
+                    "--concurrency",
+                    str(args.concurrency),
+                    "--bare-client",
+                    "aiohttp",
+                ],  # fmt: skip
+                ports[0],
+                args.segments,
+                env,
+            )
+            rows.append(bare_aiohttp)
+        except ImportError:
+            print("bare-aiohttp: skipped (aiohttp is not installed)")
         redtrans = [sys.executable, "-m", "redtrans"]
         if args.profile:
             redtrans = [sys.executable, "-m", "cProfile", "-o", str(Path(args.profile).resolve()), "-m", "redtrans"]
