@@ -126,6 +126,7 @@ def test_config_takes_trl_fields_under_trls_names(tmp_path: Path) -> None:
     assert c.trl == {"beta": 0.25, "learning_rate": 1e-5} and c.effective_lambda == 0.0
     args = c.dpo_args()
     assert args.beta == 0.25 and args.learning_rate == 1e-5 and args.loss_type == ["sigmoid"]
+    assert load_repo_config(None, {"save_strategy": False}).trl["save_strategy"] == "no"  # YAML's unquoted `no`
     with pytest.raises(ConfigError, match="beta"):
         load_repo_config(None, {"beta": "high"})
     with pytest.raises(ConfigError, match="unknown field"):

@@ -136,6 +136,9 @@ class RePOConfig(StageConfig):
         for key in list(data):
             if key not in own and key in trl_fields and key not in _OWN_TRL_FIELDS:
                 collected[key] = data.pop(key)
+        for key in ("eval_strategy", "save_strategy", "logging_strategy"):
+            if collected.get(key) is False:  # YAML 1.1 reads an unquoted `no` as false
+                collected[key] = "no"
         data["trl"] = collected
         return data
 
