@@ -448,7 +448,7 @@ def test_an_unknown_engine_option_fails_before_any_model_loads(
     with pytest.raises(SystemSpecError, match="n_thread: unknown field"):
         parse_system("name=x,model=qwen2.5-coder-0.5b,n_thread=2")
     args = ["bench", "--suite", "jsonl", "--data", str(suite_file), "--out", str(tmp_path / "o"),
-            "-s", "name=x,model=qwen2.5-coder-0.5b,n_thread=2"]  # fmt: skip
+            "-S", "name=x,model=qwen2.5-coder-0.5b,n_thread=2"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
     assert len(result.output.strip().splitlines()) == 1 and "n_thread: unknown field" in result.output
@@ -619,7 +619,7 @@ def test_cli_bench(tmp_path: Path, suite_file: Path) -> None:
         "jsonl",
         "--data",
         str(suite_file),
-        "-s",
+        "-S",
         f"outputs:{hyps}",
         "--out",
         str(tmp_path / "o"),
@@ -630,7 +630,7 @@ def test_cli_bench(tmp_path: Path, suite_file: Path) -> None:
     assert (tmp_path / "o" / "report.html").is_file()
     bad = CliRunner().invoke(app, ["bench", "--suite", "pair", "--data", "x.zh"])
     assert bad.exit_code == 2 and "SRC_FILE,REF_FILE" in bad.output
-    bad = CliRunner().invoke(app, ["bench", "--suite", "jsonl", "--data", str(suite_file), "-s", "oops"])
+    bad = CliRunner().invoke(app, ["bench", "--suite", "jsonl", "--data", str(suite_file), "-S", "oops"])
     assert bad.exit_code == 2 and "cannot read system" in bad.output
 
 

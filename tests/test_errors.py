@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from redtrans.jsonl import JSONLWriter, done_ids, read_jsonl
-from redtrans.translate_file import MAX_ATTEMPTS
+from redtrans.jsonl import MAX_ATTEMPTS, JSONLWriter, done_ids, read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -133,7 +132,7 @@ def test_output_pointing_at_a_folder(tmp_path: Path) -> None:
 
 
 def test_a_csv_given_as_jsonl(tmp_path: Path) -> None:
-    src = tmp_path / "posts.csv"
+    src = tmp_path / "posts.jsonl"  # a .csv is read as CSV (tests/test_datafiles.py); CSV text named .jsonl is not
     src.write_text("id,text\n1,你好\n", encoding="utf-8")
     proc = run_cli("translate", "-i", str(src), "-o", str(tmp_path / "out.jsonl"), "--tgt", "en")
     assert_one_line_error(proc, 2, f"{src}:1:", "CSV")

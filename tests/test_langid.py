@@ -108,3 +108,8 @@ def test_langid_benchmark_meets_its_target() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert last.startswith("langid_accuracy: ") and last.endswith("target: 0.95")
     assert float(last.split()[1]) >= 0.95
+
+
+@pytest.mark.parametrize("text", ["no cap best pizza", "lol same", "best pizza ever"])
+def test_short_english_slang_stays_english(text: str) -> None:
+    assert detect_language(text) == "en"

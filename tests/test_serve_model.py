@@ -26,7 +26,7 @@ def test_translate_a_zh_and_an_en_post_with_the_embedded_model(engine_0p5b, tmp_
     async def body() -> tuple[dict, dict]:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://redtrans", timeout=120) as client:
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", timeout=120) as client:
                 first = await client.post("/v1/translate", json={"items": items})
                 assert first.status_code == 200, first.text
                 second = await client.post("/v1/translate", json={"items": items})

@@ -123,3 +123,14 @@ def test_zero3_config_passes_deepspeeds_parser(tmp_path: Path) -> None:
     assert parsed.train_micro_batch_size_per_gpu == 4 and parsed.gradient_accumulation_steps == 2
     assert parsed.train_batch_size == 8 and parsed.gradient_clipping == args.max_grad_norm
     assert parsed.zero_config.gather_16bit_weights_on_model_save is True
+
+
+def test_launch_config_names_the_installed_deepspeed_file() -> None:
+    import yaml
+
+    from redtrans.train.accelerate import DS_ZERO3, launch_config
+
+    data = yaml.safe_load(launch_config("zero3"))
+    path = Path(data["deepspeed_config"]["deepspeed_config_file"])
+    assert path.is_absolute() and path == DS_ZERO3 and path.is_file()
+    assert data["distributed_type"] == "DEEPSPEED"

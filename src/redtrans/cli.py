@@ -153,8 +153,10 @@ def translate(
         raise InputError("give either a TEXT argument or --input, not both")
     if input is not None and output is None:
         raise InputError("--input needs --output (the output file is what makes a run resumable)")
-    if input is not None and not input.is_file():
-        raise InputError(f"input file not found: {input}")
+    if input is not None:
+        from redtrans.datafiles import open_rows
+
+        open_rows(input)  # a file, a dataset folder or a cached Hub id; InputError naming it otherwise
     if input is None and text is None:
         if sys.stdin.isatty():
             raise InputError("nothing to translate: give a TEXT argument, pipe text on stdin, or use --input")
@@ -188,7 +190,8 @@ def translate(
 
             def on_progress(done: int, total: int) -> None:
                 if not tasks:
-                    tasks.append(bar.add_task("translate", total=total, completed=done, start=done))
+                    tasks.append(bar.add_task("translate", total=total, completed=done))
+                    bar.update(tasks[0], start=done)  # the rate column counts from here (resumed rows excluded)
                 bar.update(tasks[0], completed=done)
 
             summary = translate_file(translator, input, output, fields, src, tgt, on_progress, rows)
@@ -352,6 +355,17 @@ def sft(
     )
 
 
+@app.command("launch-config")
+def launch_config_cmd(
+    name: Annotated[str, typer.Argument(help="multi_gpu (DDP) or zero3 (DeepSpeed ZeRO-3).")] = "zero3",
+) -> None:
+    """Print a packaged `accelerate launch` config with its DeepSpeed file's installed path:
+    `redtrans launch-config zero3 > zero3.yaml; accelerate launch --config_file zero3.yaml -m redtrans sft -c sft.yaml`."""
+    from redtrans.train.accelerate import launch_config
+
+    typer.echo(launch_config(name), nl=False)
+
+
 @app.command()
 def bench(
     suite: Annotated[str, typer.Option(help="redtrans-bench | wmt23 | pair | jsonl")] = "redtrans-bench",
@@ -413,6 +427,12 @@ def bench(
 
     typer.echo(markdown(results))
     err_console.print(f"reports → {config.out}/results.json, results.md, report.html")
+    failed = sum(system.get("failed", 0) for system in results["systems"])
+    if failed:
+        from redtrans.errors import RowsFailedError
+
+        raise RowsFailedError(failed, len(results["segments"]) * len(results["systems"]), config.out / "hyps",
+                              "scored as empty hypotheses")  # fmt: skip
 
 
 @app.command("sample")

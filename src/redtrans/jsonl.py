@@ -100,6 +100,23 @@ def done_ids(path: str | Path, key: str = "id") -> set[str]:
     return {str(row[key]) for _, row in read_jsonl(p) if key in row}
 
 
+MAX_ATTEMPTS = 3
+"""Attempts a row gets over all runs (the first included) before it is left `failed` for good."""
+
+
+def retry_pending(row: dict[str, Any]) -> bool:
+    """A row written `status: failed` that has attempts left: a re-run drops it and does it again."""
+    return row.get("status") == "failed" and int(row.get("attempts") or 1) < MAX_ATTEMPTS
+
+
+def stamp_attempts(row: dict[str, Any], dropped: list[dict[str, Any]], id_key: str = "id") -> dict[str, Any]:
+    """`row` with `attempts` set when it failed: one more than its dropped earlier failures (`JSONLWriter.dropped`)."""
+    if row.get("status") == "failed":
+        before = max((int(r.get("attempts") or 1) for r in dropped if r.get(id_key) == row.get(id_key)), default=0)
+        row["attempts"] = before + 1
+    return row
+
+
 def lock_exclusive(handle: IO[Any], path: Path) -> None:
     """Take an exclusive, non-blocking lock on an open output file; InputError if another process holds it."""
     try:

@@ -22,7 +22,7 @@ from typing import Any
 
 from redtrans.datafiles import RowSource, is_parquet_output, journal_path, open_rows, write_parquet
 from redtrans.errors import InputError
-from redtrans.jsonl import JSONLError, JSONLWriter, read_jsonl
+from redtrans.jsonl import JSONLError, JSONLWriter, read_jsonl, retry_pending
 from redtrans.languages import UnknownLanguageError, get_language
 from redtrans.translator import Item, Translator
 
@@ -35,10 +35,6 @@ class FileFields:
     id: str = "id"
     src: str = "src"
     tgt: str = "tgt"
-
-
-MAX_ATTEMPTS = 3
-"""Attempts a row gets over all runs (the first included) before it is left `failed` for good."""
 
 
 @dataclass
@@ -133,7 +129,7 @@ def translate_file(
     whole journal, ok and failed rows, when the run ends (see the module docstring).
 
     A row is done only when it succeeded: a failed one is written with `status: failed`, its `error` and its
-    `attempts`, and the next run drops it from the output and tries again, up to MAX_ATTEMPTS in all; then it
+    `attempts`, and the next run drops it from the output and tries again, up to `jsonl.MAX_ATTEMPTS` in all; then it
     stays failed. The caller reports `failed` (the CLI exits 1 with the count).
     `validated_rows`: the row count from an earlier `validate_input` of this file (saves a second pass)."""
     fields = fields or FileFields()
@@ -143,7 +139,7 @@ def translate_file(
     rows_path = journal or Path(output_path)
     written = flagged = failed = 0
     # Locked before the output is read; failed rows with attempts left are taken out of it to be done again.
-    with JSONLWriter(rows_path, drop=_retried_row) as writer:
+    with JSONLWriter(rows_path, drop=retry_pending) as writer:
         attempts = {str(row.get("id")): int(row.get("attempts") or 1) for row in writer.dropped}
         done: set[str] = set()
         failed_before = 0  # failed for good in earlier runs
@@ -166,7 +162,3 @@ def translate_file(
         if journal is not None:  # every row is flushed as written; converted while the lock is still held
             write_parquet((row for _, row in read_jsonl(journal)), output_path)
     return FileSummary(total, skipped, written, flagged, failed + failed_before, journal)
-
-
-def _retried_row(row: dict[str, Any]) -> bool:
-    return row.get("status") == "failed" and int(row.get("attempts") or 1) < MAX_ATTEMPTS

@@ -21,7 +21,7 @@ import regex
 from redtrans import prompts
 from redtrans.engines.base import Engine, GenRequest, GenResult
 from redtrans.errors import InputError
-from redtrans.languages import LANGUAGES, default_target, get_language
+from redtrans.languages import LANGUAGES, chinese_script, default_target, get_language, to_chinese_script
 from redtrans.text import checks
 from redtrans.text.langid import detect_language, letter_share
 from redtrans.text.profiles import PlatformProfile, load_profile
@@ -48,6 +48,9 @@ class Item:
     text: str
     tgt: str | None
     src: str | None = None
+    script_tag: str | None = None
+    """The target tag as given when it names a Chinese script (``zh-Hant``, ``zh-TW``, ``zh-Hans``): `tgt` is
+    normalised to ``zh`` for prompts and checks, and the finished translation is converted to that script."""
 
     @property
     def target(self) -> str:
@@ -59,6 +62,8 @@ class Item:
         if not isinstance(self.text, str) or not self.text.strip():
             raise InputError("text is empty")
         if self.tgt is not None:
+            if self.script_tag is None and chinese_script(self.tgt):
+                self.script_tag = self.tgt
             self.tgt = get_language(self.tgt).code
         if self.src is not None:
             self.src = get_language(self.src).code
@@ -167,7 +172,7 @@ class Translator:
             return item
         detected = item.src or detect_language(item.text, self.config.languages or list(LANGUAGES))
         tgt = item.tgt or default_target(detected)
-        return Item(item.id, item.text, tgt, detected or tgt)
+        return Item(item.id, item.text, tgt, detected or tgt, item.script_tag)
 
     # -- internals ------------------------------------------------------------------------------------
     def _generate(self, requests: list[GenRequest]) -> list[GenResult]:
@@ -373,7 +378,9 @@ class Translator:
     def _assemble(self, plan: _Plan, segments: list[_Segment], terms: dict) -> Result:
         item = plan.item
         if plan.lines is None:
-            return Result(item.id, item.text, item.text, plan.src, item.target, [], self.model)
+            # Nothing to translate (already in the target language); a script asked for still applies.
+            copied = to_chinese_script(item.text, item.script_tag)
+            return Result(item.id, item.text, copied, plan.src, item.script_tag or item.target, [], self.model)
         flags: set[str] = set()
         failures: list[str] = []
         queue = iter(segments)
@@ -406,11 +413,12 @@ class Translator:
                         failures.append(where + (segment.error or ", ".join(failed)))
                     parts.append(text)
             lines_out.append("".join(parts))
-        translation = "\n".join(lines_out)
+        translation = to_chinese_script("\n".join(lines_out), item.script_tag)
+        tgt = item.script_tag or item.target
         if failures:
-            return Result(item.id, item.text, translation, plan.src, item.target, sorted(flags), self.model,
+            return Result(item.id, item.text, translation, plan.src, tgt, sorted(flags), self.model,
                           status="failed", error="; ".join(failures))  # fmt: skip
-        return Result(item.id, item.text, translation, plan.src, item.target, sorted(flags), self.model)
+        return Result(item.id, item.text, translation, plan.src, tgt, sorted(flags), self.model)
 
     def _plain_window(self, items: list[Item]) -> list[Result]:
         srcs = [item.src or self.detect(item.text, item.target) for item in items]
@@ -432,12 +440,13 @@ class Translator:
         outputs = self._generate(requests)
         results = []
         for item, src, out in zip(items, srcs, outputs, strict=True):
-            text = out.text.strip()
+            tgt = item.script_tag or item.target
+            text = to_chinese_script(out.text.strip(), item.script_tag)
             if out.finish_reason == "error" or not text:
                 error = (out.error or "the engine gave no answer") if out.finish_reason == "error" else "empty answer"
                 flags = [ENGINE_ERROR] if out.finish_reason == "error" else [checks.EMPTY]
-                results.append(Result(item.id, item.text, text, src, item.target, flags, self.model, "plain",
+                results.append(Result(item.id, item.text, text, src, tgt, flags, self.model, "plain",
                                       status="failed", error=error))  # fmt: skip
             else:
-                results.append(Result(item.id, item.text, text, src, item.target, [], self.model, "plain"))
+                results.append(Result(item.id, item.text, text, src, tgt, [], self.model, "plain"))
         return results

@@ -127,7 +127,8 @@ def _collect(
         raise BenchError(f"system {spec.name!r} produced no hypothesis for {len(lost)} segments ({lost[:3]})")
     return SystemRun(
         spec,
-        {s.id: rows[s.id]["translation"] for s in suite.segments},
+        # A failed segment has no usable translation: it is scored as an empty hypothesis and counted.
+        {s.id: "" if rows[s.id].get("status") == "failed" else rows[s.id]["translation"] for s in suite.segments},
         rows,
         {**describe, "mode": spec.mode, "profile": spec.profile},
         translated,
@@ -170,6 +171,7 @@ def _slice_scores(
         sum(is_wrong_language(h, s.src, s.tgt) for h, s in zip(hyps, segs, strict=True)) / n, 4
     )
     score["empty"] = round(sum(is_empty(h) for h in hyps) / n, 4)
+    score["failed"] = sum(run.rows.get(s.id, {}).get("status") == "failed" for s in segs)
     score["copy"] = round(sum(is_copy(h, s.source) for h, s in zip(hyps, segs, strict=True)) / n, 4)
     if neural is not None:
         score["neural"] = round(sum(neural[s.id] for s in segs) / n, 4)
@@ -317,6 +319,7 @@ def run_bench(
                 "translated_this_run": run.translated_now,
                 "seconds_this_run": round(run.seconds, 1),
                 "flags": dict(Counter(f for row in run.rows.values() for f in row.get("flags", []))),
+                "failed": sum(row.get("status") == "failed" for row in run.rows.values()),
                 "prompt_versions": sorted({str(r.get("prompt_version")) for r in run.rows.values()}),
             }
             for run in runs
@@ -329,7 +332,9 @@ def run_bench(
             "fidelity": "share of segments with something to keep (emoji, platform markup, mentions, URLs, several "
             "lines) whose hypothesis kept all of it",
             "wrong_language": "share of hypotheses that language identification puts in the source language",
-            "empty": "share of empty hypotheses",
+            "empty": "share of empty hypotheses (failed segments are scored as empty)",
+            "failed": "segments without a usable translation (engine error, or an empty, echoed or refused answer "
+            "after the retry): scored as empty hypotheses; a re-run of the same command retries them",
             "copy": "share of hypotheses equal to the source (ignoring spaces, punctuation, symbols)",
             "neural": "mean segment score of the optional neural metric (COMET) when one was given",
             "text": "scored one line per segment with whitespace collapsed; text/ holds exactly the scored lines",

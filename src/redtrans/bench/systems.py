@@ -33,7 +33,7 @@ from redtrans.engines import Engine, EngineSpec, create_engine, engine_class
 from redtrans.engines.models import DEFAULT_MODEL
 from redtrans.engines.spec import infer_kind
 from redtrans.errors import ConfigError, InputError
-from redtrans.jsonl import JSONLWriter, read_jsonl, repair_tail
+from redtrans.jsonl import JSONLWriter, read_jsonl, repair_tail, retry_pending, stamp_attempts
 from redtrans.translator import Item, Translator, TranslatorConfig
 
 _SYSTEM_KEYS = {"name", "mode", "profile", "outputs"}
@@ -246,13 +246,16 @@ def translate_missing(
     cache_path: Path,
     on_result: Callable[[int], None] | None = None,
 ) -> Iterator[dict]:
-    """Translate the segments not yet in the cache, appending each result as it comes; yields the rows."""
-    done = read_cache(cache_path, segments, prompt_version(spec))
-    todo = [s for s in segments if s.id not in done]
-    items = (Item(s.id, s.source, s.tgt, s.src) for s in todo)
-    with JSONLWriter(cache_path) as writer:
+    """Translate the segments not yet in the cache, appending each result as it comes; yields the rows.
+
+    A failed row (`status: failed`) is not done: the next run takes it out of the cache and tries again, up to
+    `jsonl.MAX_ATTEMPTS` in all; after that it stays failed and is scored as an empty hypothesis."""
+    with JSONLWriter(cache_path, drop=retry_pending) as writer:  # locked before the cache is read
+        done = read_cache(cache_path, segments, prompt_version(spec))
+        todo = [s for s in segments if s.id not in done]
+        items = (Item(s.id, s.source, s.tgt, s.src) for s in todo)
         for result in translator.translate(items):
-            row = result.to_dict()
+            row = stamp_attempts(result.to_dict(), writer.dropped)
             writer.write(row)
             if on_result:
                 on_result(1)
