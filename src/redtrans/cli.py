@@ -359,8 +359,9 @@ def sft(
 def launch_config_cmd(
     name: Annotated[str, typer.Argument(help="multi_gpu (DDP) or zero3 (DeepSpeed ZeRO-3).")] = "zero3",
 ) -> None:
-    """Print a packaged `accelerate launch` config with its DeepSpeed file's installed path:
-    `redtrans launch-config zero3 > zero3.yaml; accelerate launch --config_file zero3.yaml -m redtrans sft -c sft.yaml`."""
+    """Print a packaged `accelerate launch` config naming its DeepSpeed file's installed path.
+
+    `redtrans launch-config zero3 > zero3.yaml`, then `accelerate launch --config_file zero3.yaml -m redtrans sft`."""
     from redtrans.train.accelerate import launch_config
 
     typer.echo(launch_config(name), nl=False)
