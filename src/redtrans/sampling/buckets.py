@@ -136,6 +136,7 @@ class Draw:
     journal_rows: int  # scored rows in the journal
     ineligible: int  # scored rows that could not give an SFT example (see the target rule)
     out_of_range: int  # rows whose ΔBLEU lies outside the edges
+    no_signal: int = 0  # rows whose round trip failed its checks: not a ΔBLEU signal, left out of the buckets
 
 
 def draw(
@@ -146,21 +147,25 @@ def draw(
     method: str = "quota",
     eligible: Callable[[dict[str, Any]], bool] = lambda row: True,
     observe: Callable[[dict[str, Any]], None] | None = None,
+    signal: Callable[[dict[str, Any]], bool] = lambda row: True,
 ) -> Draw:
     """Draw `target` rows (0 = all eligible rows of the buckets kept) from the journal's scored rows.
 
     `journal` is the journal's path, or a function giving a fresh iterable of scored rows for each pass.
-    `observe` sees every scored row of the first pass (statistics without another pass)."""
+    `observe` sees every scored row of the first pass (statistics without another pass). A row for which
+    `signal` is false (a round trip that failed its checks) is in no bucket and counted as `no_signal`."""
     rows_of: Callable[[], Iterable[dict[str, Any]]] = journal if callable(journal) else lambda: iter_scored(journal)
     n = len(buckets)
     available = [0] * n
-    journal_rows = ineligible = out_of_range = 0
+    journal_rows = ineligible = out_of_range = no_signal = 0
     for row in rows_of():
         journal_rows += 1
         if observe is not None:
             observe(row)
         i = buckets.index(float(row["delta_bleu"]))
-        if i is None:
+        if not signal(row):
+            no_signal += 1
+        elif i is None:
             out_of_range += 1
         elif not eligible(row):
             ineligible += 1
@@ -182,7 +187,7 @@ def draw(
     if keep_all or method == "quota" or target > 0:
         for row in rows_of():
             i = buckets.index(float(row["delta_bleu"]))
-            if i is None or not eligible(row):
+            if i is None or not signal(row) or not eligible(row):
                 continue
             u = uniform_key(seed, str(row["id"]))
             row["bucket"] = buckets.labels[i]
@@ -214,4 +219,4 @@ def draw(
         drawn[buckets.labels.index(row["bucket"])] += 1
     if method == "weighted" and not keep_all:
         quota = list(drawn)
-    return Draw(rows, available, quota, drawn, journal_rows, ineligible, out_of_range)
+    return Draw(rows, available, quota, drawn, journal_rows, ineligible, out_of_range, no_signal)

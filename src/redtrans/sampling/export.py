@@ -8,6 +8,12 @@ SFT target rule (`SampleConfig.target_rule`):
 A forward translation that the translator's checks flagged (anything but ``retried``) is not used unless
 ``allow_flagged_targets``; the other model's forward is used instead when it is clean, else the row is not
 eligible (counted as ``ineligible`` in the stats).
+
+A round trip whose forward or back translation failed the translator's checks (`NO_SIGNAL_FLAGS`: an echo, the
+wrong language, an empty or refused answer, an engine error) or whose back translation is empty measures the
+failure, not the model's understanding: it is no ΔBLEU signal. Such rows stay in the journal but are in no
+bucket; `stats.json` counts them under ``journal.no_signal`` (rows) and ``journal.no_signal_flags`` (which
+model, leg and flag).
 """
 
 from __future__ import annotations
@@ -23,6 +29,21 @@ from redtrans import prompts
 from redtrans.sampling.buckets import Buckets, Draw
 
 BENIGN_FLAGS = {"retried"}
+NO_SIGNAL_FLAGS = frozenset({"echo", "wrong_language", "empty", "refusal", "engine_error"})
+
+
+def no_signal_reasons(row: dict[str, Any]) -> list[str]:
+    """Why a journal row's round trip is no ΔBLEU signal (``m1.back.echo``, ``m2.back.empty``, …); [] = it is one."""
+    reasons: list[str] = []
+    flags = row.get("flags") or {}
+    back = row.get("back") or {}
+    for m in ("m1", "m2"):
+        legs = flags.get(m) or {}
+        for leg in ("forward", "back"):
+            reasons.extend(f"{m}.{leg}.{f}" for f in sorted(set(legs.get(leg) or []) & NO_SIGNAL_FLAGS))
+        if not str(back.get(m) or "").strip() and f"{m}.back.empty" not in reasons:
+            reasons.append(f"{m}.back.empty")
+    return reasons
 
 
 def choose_target(row: dict[str, Any], rule: str, allow_flagged: bool = False) -> tuple[str, str] | None:
@@ -66,8 +87,8 @@ def sft_rows(rows: list[dict[str, Any]], rule: str, allow_flagged: bool, fmt: st
         if chosen is None:  # the draw only takes eligible rows; guard anyway
             continue
         target, origin = chosen
-        meta = {"id": row["id"], "bucket": row["bucket"], "origin": origin, "corpus": row.get("corpus"),
-                "delta_bleu": row["delta_bleu"]}  # fmt: skip
+        meta = {"id": row["id"], "src": row["src"], "tgt": row["tgt"], "bucket": row["bucket"], "origin": origin,
+                "corpus": row.get("corpus"), "delta_bleu": row["delta_bleu"]}  # fmt: skip
         if row.get("source_id") is not None:
             meta["source_id"] = row["source_id"]
         if fmt == "messages":

@@ -25,6 +25,7 @@ from redtrans.sampling.export import (
     bucket_table,
     choose_target,
     drawn_stats,
+    no_signal_reasons,
     write_histogram,
     write_json,
     write_sft,
@@ -48,17 +49,21 @@ def draw_and_export(config: SampleConfig, run: RoundTripSummary | None = None) -
     journal_stats = JournalStats(config.histogram_bins)
     models: dict[str, Any] = {}
     prompt_versions: set[str] = set()
+    no_signal_flags: dict[str, int] = {}  # model.leg.flag → rows (see export.no_signal_reasons)
 
     def observe(row: dict[str, Any]) -> None:
         journal_stats.add(row)
         if not models and isinstance(row.get("models"), dict):
             models.update(row["models"])
         prompt_versions.add(str(row.get("prompt_version")))
+        for reason in no_signal_reasons(row):
+            no_signal_flags[reason] = no_signal_flags.get(reason, 0) + 1
 
     def eligible(row: dict[str, Any]) -> bool:
         return choose_target(row, config.target_rule, config.allow_flagged_targets) is not None
 
-    drawn = draw(config.journal_path, buckets, config.target_size, config.seed, config.method, eligible, observe)
+    drawn = draw(config.journal_path, buckets, config.target_size, config.seed, config.method, eligible, observe,
+                 signal=lambda row: not no_signal_reasons(row))  # fmt: skip
     sft_files = write_sft(config.out, drawn, config.target_rule, config.allow_flagged_targets, config.sft_formats)
     described = run.models if run else {m: {"model": models.get(m)} for m in MODELS}
     after = drawn_stats(drawn, config.histogram_bins, config.target_rule, config.allow_flagged_targets)
@@ -67,7 +72,13 @@ def draw_and_export(config: SampleConfig, run: RoundTripSummary | None = None) -
         "models": described,
         "prompt_version": sorted(prompt_versions) if len(prompt_versions) > 1 else prompts.PROMPT_VERSION,
         "run": None if run is None else {**dataclasses.asdict(run), "rows_per_s": round(run.rows_per_s, 3)},
-        "journal": {**journal, "out_of_range": drawn.out_of_range, "ineligible": drawn.ineligible},
+        "journal": {
+            **journal,
+            "out_of_range": drawn.out_of_range,
+            "ineligible": drawn.ineligible,
+            "no_signal": drawn.no_signal,
+            "no_signal_flags": dict(sorted(no_signal_flags.items())),
+        },
         "buckets": bucket_table(buckets, drawn),
         "before": {
             "rows": sum(drawn.available),
