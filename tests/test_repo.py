@@ -127,6 +127,7 @@ def test_config_takes_trl_fields_under_trls_names(tmp_path: Path) -> None:
     args = c.dpo_args()
     assert args.beta == 0.25 and args.learning_rate == 1e-5 and args.loss_type == ["sigmoid"]
     assert load_repo_config(None, {"save_strategy": False}).trl["save_strategy"] == "no"  # YAML's unquoted `no`
+    assert load_repo_config(None, {"learning_rate": "2e-4"}).dpo_args().learning_rate == 2e-4  # YAML 1.1: a str
     with pytest.raises(ConfigError, match="beta"):
         load_repo_config(None, {"beta": "high"})
     with pytest.raises(ConfigError, match="unknown field"):

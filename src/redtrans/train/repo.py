@@ -148,8 +148,8 @@ class RePOConfig(StageConfig):
         for key, value in self.trl.items():
             if key not in fields or key in _OWN_TRL_FIELDS:
                 raise ValueError(f"trl.{key}: not a field of trl.DPOConfig (or set it at the top level)")
-            try:
-                TypeAdapter(fields[key]).validate_python(value, strict=False)
+            try:  # keep the coerced value: YAML 1.1 reads `2e-4` as a string, TRL wants the float
+                self.trl[key] = TypeAdapter(fields[key]).validate_python(value, strict=False)
             except ValidationError as exc:
                 first = exc.errors()[0]
                 raise ValueError(f"{key}: {first['msg']} (got {value!r})") from None
