@@ -114,6 +114,26 @@ class TranslatorConfig:
     """Candidate source languages for detection; None = every language in the table."""
     max_tokens: int = 1024
     """Upper bound of generated tokens for one segment."""
+    termbases: list[str] = field(default_factory=lambda: ["builtin"])
+    """Slang/meme term bases whose entries found in a segment become prompt hints, merged in order (the
+    user's first; ``builtin`` = the shipped base); [] = no hints. See docs/quality.md."""
+    max_hints: int = 4
+    """At most this many term-base hints per segment."""
+    examples: str | None = None
+    """Translation memory for retrieved in-context examples: ``builtin``, a JSONL path, or None."""
+    shots: int = 2
+    """In-context examples per segment (with `examples`)."""
+    candidates: int = 0
+    """Quality-aware decoding: sample this many candidates besides the greedy one and keep the MBR choice
+    (chrF utility); 0 = off."""
+    candidate_temperature: float = 0.7
+    """Sampling temperature of the candidates."""
+    seed: int = 0
+    """First sampling seed of the candidates (seed, seed+1, …)."""
+
+    def prompt_settings(self) -> prompts.PromptSettings:
+        """The prompt settings this config stands for (recorded with SFT data built the same way)."""
+        return prompts.PromptSettings(tuple(self.termbases), self.max_hints, self.examples, self.shots)
 
 
 @dataclass
@@ -146,6 +166,13 @@ class Translator:
         self.engine = engine
         self.config = config or TranslatorConfig()
         self.profile: PlatformProfile = load_profile(self.config.profile)
+        self.prompts = prompts.PromptBuilder(self.config.prompt_settings())
+        if self.config.candidates > 0 and self.config.mode == "sns":
+            from redtrans.mbr import CandidateEngine
+
+            self.engine = CandidateEngine(
+                engine, self.config.candidates, self.config.candidate_temperature, self.config.seed
+            )
         self.engine_seconds = 0.0  # wall time spent inside engine.generate, for overhead accounting
 
     @property
@@ -187,9 +214,9 @@ class Translator:
     def _request(self, text: str, src: str, tgt: str, strict: bool = False) -> GenRequest:
         max_tokens = min(self.config.max_tokens, 32 + 2 * len(text))
         if self.engine.chat:
-            return GenRequest(messages=prompts.translation_messages(text, src, tgt, strict), max_tokens=max_tokens)
+            return GenRequest(messages=self.prompts.messages(text, src, tgt, strict), max_tokens=max_tokens)
         return GenRequest(
-            prompt=prompts.completion_prompt(text, src, tgt),
+            prompt=self.prompts.completion_prompt(text, src, tgt),
             max_tokens=max_tokens,
             stop=prompts.COMPLETION_STOP,
         )
@@ -208,7 +235,7 @@ class Translator:
 
     def _term_request(self, term: str, kind: str, src: str, tgt: str) -> GenRequest:
         if self.engine.chat:
-            return GenRequest(messages=prompts.term_messages(term, kind, src, tgt), max_tokens=24)
+            return GenRequest(messages=self.prompts.term_messages(term, kind, src, tgt), max_tokens=24)
         return GenRequest(prompt=prompts.completion_prompt(term, src, tgt), max_tokens=24, stop=prompts.COMPLETION_STOP)
 
     def _window(self, items: list[Item]) -> list[Result]:
