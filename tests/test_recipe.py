@@ -1,0 +1,202 @@
+"""`redtrans recipe run` end to end: the stand-in engine generates (round trips, preference candidates), the tiny
+local Qwen2 model (`redtrans.train.tiny`) is trained (SFT, DPO, RePO) and benched through the hf engine.
+
+Re-running skips every stage; editing the SFT config reruns from SFT; a run killed during SFT resumes there from
+its checkpoint; `--dry-run` prints the plan and runs nothing. Also the sampling fidelity fixes the recipe relies
+on: failed round trips are no ΔBLEU signal, SFT rows carry src/tgt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytest.importorskip("trl")
+pytest.importorskip("peft")
+
+from redtrans.recipe import load_recipe, plan_recipe, run_recipe  # noqa: E402
+from redtrans.train.tiny import build_tiny_model, tiny_pairs  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One torch thread: the tiny model gains nothing from more on a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def _jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def write_recipe(folder: Path, model: Path, sft: dict[str, Any] | None = None) -> Path:
+    pairs = tiny_pairs(48, seed=3)
+    _jsonl(folder / "corpus.jsonl", [{"text": p["source"], "reference": p["target"]} for p in pairs[:28]])
+    _jsonl(folder / "corpus-en.jsonl", [{"text": p["target"], "reference": p["source"]} for p in pairs[36:48]])
+    suite = [{"id": f"z{i}", "source": p["source"], "reference": p["target"], "src": "zh", "tgt": "en"}
+             for i, p in enumerate(pairs[28:32])]  # fmt: skip
+    suite += [{"id": f"e{i}", "source": p["target"], "reference": p["source"], "src": "en", "tgt": "zh"}
+              for i, p in enumerate(pairs[32:36])]  # fmt: skip
+    _jsonl(folder / "suite.jsonl", suite)
+    recipe = {
+        "output_dir": str(folder / "out"),
+        "base_model": str(model),
+        "sample": {
+            "corpora": [{"name": "c", "path": "corpus.jsonl", "src": "zh", "tgt": "en"},
+                        {"name": "e", "path": "corpus-en.jsonl", "src": "en", "tgt": "zh"}],
+            "m1": {"kind": "standin", "options": {"salt": 1}},
+            "m2": {"kind": "standin", "options": {"salt": 2}},
+            "target_size": 24,
+            "score_workers": 1,
+            "sft_formats": ["messages"],
+        },
+        "sft": {
+            "eval_split": 2, "eval_strategy": "no", "eval_generate_rows": 2, "eval_max_new_tokens": 4,
+            "per_device_train_batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 0,
+            "lr_scheduler_type": "constant", "logging_steps": 1, "save_steps": 2, "max_length": 256,
+            "max_steps": 8, "report_to": "none", **(sft or {}),
+        },
+        "repo": {
+            "per_device_train_batch_size": 2, "max_steps": 1, "learning_rate": 1e-3, "logging_steps": 1,
+            "max_length": 512, "report_to": "none", "lora_r": 4, "lora_alpha": 8,
+        },
+        "prefs": {
+            "systems": [{"kind": "standin", "options": {"salt": 3}}, {"kind": "standin", "options": {"salt": 4}}],
+            "limit": 4,
+        },
+        "bench": {
+            "suites": [{"name": "tiny", "suite": "jsonl", "data": "suite.jsonl"}],
+            "base": {"kind": "standin", "options": {"salt": 5}},  # the untrained tiny model answers nothing
+            "parallel": 8,
+            "bootstrap_samples": 50,
+        },
+    }  # fmt: skip
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def manifest(out: Path, stage: str) -> dict[str, Any]:
+    return json.loads((out / stage / "manifest.json").read_text(encoding="utf-8"))
+
+
+def actions(decisions: list[Any]) -> dict[str, str]:
+    return {d.stage: d.action for d in decisions}
+
+
+def test_whole_recipe_then_skip_then_sft_edit(tiny_model: Path, tmp_path: Path) -> None:
+    path = write_recipe(tmp_path, tiny_model)
+    recipe = load_recipe(path)
+    out = recipe.out
+    taken = run_recipe(recipe, echo=lambda _: None)
+    stages = ["sample", "sft", "prefs-generate", "prefs-export", "dpo", "repo", "bench", "report"]
+    assert list(actions(taken)) == stages and set(actions(taken).values()) == {"run"}
+    for stage in stages:
+        m = manifest(out, stage)
+        assert m["status"] == "done" and m["prompt_version"] and m["versions"]["trl"] and m["versions"]["torch"]
+        assert m["config"] and isinstance(m["inputs"], dict)
+    assert manifest(out, "sft")["inputs"]["train_file"]  # the sampled SFT set's checksum binds SFT
+    sft_rows = [json.loads(line) for line in (out / "sample" / "sft.jsonl").read_text().splitlines()]
+    directions = {"c": ("zh", "en"), "e": ("en", "zh")}
+    assert sft_rows and all((r["src"], r["tgt"]) == directions[r["id"].split(":")[0]] for r in sft_rows)
+    prefs = [json.loads(line) for line in (out / "prefs-export" / "preferences.jsonl").read_text().splitlines()]
+    assert prefs and any(r["rewritten"] for r in prefs)
+    for loss in ("dpo", "repo"):
+        assert (out / loss / "adapter_config.json").is_file()
+    results = json.loads((out / "bench" / "tiny" / "results.json").read_text())
+    assert [s["name"] for s in results["systems"]] == ["base", "sft", "dpo", "repo"]
+    report = (out / "report" / "report.md").read_text()
+    assert "avg chrF++" in report and "zh-en chrF++" in report and "en-zh BLEU" in report
+    assert "no ΔBLEU signal" in report and "Small sample" in report
+    page = (out / "report" / "report.html").read_text()
+    assert "<script" not in page and "http" not in page.replace("http-equiv", "")
+
+    # unchanged: every stage is skipped
+    again = run_recipe(load_recipe(path), echo=lambda _: None)
+    assert set(actions(again).values()) == {"skip"}
+    # the SFT config edited: the plan and the run start at SFT (sampling kept)
+    path = write_recipe(tmp_path, tiny_model, sft={"max_steps": 9})
+    plan = actions(plan_recipe(load_recipe(path)))
+    assert plan["sample"] == "skip" and plan["sft"] == "run" and plan["repo"] == "wait"
+    taken = actions(run_recipe(load_recipe(path), until="sft", echo=lambda _: None))
+    assert taken == {"sample": "skip", "sft": "run"}
+    assert "max_steps" in manifest(out, "sft")["reason"]
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(tiny_model: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from redtrans.cli import app
+
+    path = write_recipe(tmp_path, tiny_model)
+    result = CliRunner().invoke(app, ["recipe", "run", str(path), "--dry-run", "--until", "repo"])
+    assert result.exit_code == 0, result.output
+    assert "sample" in result.output and "never run" in result.output and "after --until" in result.output
+    assert not (tmp_path / "out").exists()
+    bad = CliRunner().invoke(app, ["recipe", "run", str(path), "--dry-run", "--from", "nope"])
+    assert bad.exit_code == 2 and "no stage 'nope'" in bad.output
+
+
+def test_killed_during_sft_resumes_from_its_checkpoint(tiny_model: Path, tmp_path: Path) -> None:
+    path = write_recipe(tmp_path, tiny_model, sft={"max_steps": 40, "save_steps": 2})
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "redtrans", "recipe", "run", str(path), "--until", "sft"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    try:
+        while not list((out / "sft").glob("checkpoint-*/trainer_state.json")):
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "exited"
+            assert time.monotonic() < deadline, "no SFT checkpoint in time"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    assert manifest(out, "sft")["status"] == "running"  # killed: neither done nor failed
+    assert actions(plan_recipe(load_recipe(path), until="sft")) == {"sample": "skip", "sft": "resume"}
+    taken = actions(run_recipe(load_recipe(path), until="sft", echo=lambda _: None))
+    assert taken == {"sample": "skip", "sft": "resume"}
+    m = manifest(out, "sft")
+    assert m["status"] == "done" and "checkpoint-" in str(m["result"]["resumed_from"])
+    log = [json.loads(line) for line in (out / "recipe.log.jsonl").read_text().splitlines()]
+    assert any(r.get("stage") == "sft" and r.get("action") == "resume" for r in log)
+
+
+def test_failed_round_trips_are_no_signal(tmp_path: Path) -> None:
+    from redtrans.sampling.config import SampleConfig
+    from redtrans.sampling.stage import draw_and_export
+
+    def row(i: int, back_flags: list[str], back: str = "我有猫") -> dict[str, Any]:
+        return {"id": f"c:{i}", "corpus": "c", "line": i, "src": "zh", "tgt": "en", "source": "我有猫",
+                "reference": "I have a cat", "forward": {"m1": "I have a cat", "m2": "I own a cat"},
+                "back": {"m1": back, "m2": "我有一只猫"}, "rt_bleu": {"m1": 1.0, "m2": 0.5}, "delta_bleu": 0.5,
+                "flags": {"m1": {"forward": [], "back": back_flags}, "m2": {"forward": [], "back": []}}}  # fmt: skip
+
+    out = tmp_path / "s"
+    _jsonl(out.mkdir() or out / "journal.jsonl",
+           [row(1, []), row(2, ["echo"]), row(3, ["wrong_language"]), row(4, [], back="")])  # fmt: skip
+    report = draw_and_export(SampleConfig(output_dir=str(out), sft_formats=["messages"]))
+    journal = report.stats["journal"]
+    assert journal["no_signal"] == 3 and report.stats["after"]["rows"] == 1
+    assert journal["no_signal_flags"] == {"m1.back.echo": 1, "m1.back.wrong_language": 1, "m1.back.empty": 1}
+    [sft] = [json.loads(line) for line in (out / "sft.jsonl").read_text().splitlines()]
+    assert sft["id"] == "c:1" and sft["src"] == "zh" and sft["tgt"] == "en"
