@@ -129,16 +129,47 @@ def translate(
     model: ModelOpt = None,
     served_model: Annotated[str | None, typer.Option(help="Model name sent to OpenAI-compatible endpoints.")] = None,
     parallel: Annotated[
-        int | None, typer.Option(help="Parallel slots (llamacpp) / concurrent requests (openai).")
+        int | None,
+        typer.Option(
+            help="Requests generated together (llamacpp slots, openai concurrency, hf batch). Giving it selects the "
+            "throughput mode: faster, and outputs may vary between runs (docs/determinism.md)."
+        ),
+    ] = None,
+    deterministic: Annotated[
+        bool | None,
+        typer.Option(
+            "--deterministic/--throughput",
+            help="Byte-identical output run after run (one sequence at a time), or batched decoding. Default: "
+            "deterministic for llamacpp/hf unless --parallel is given; openai cannot promise it.",
+        ),
     ] = None,
     profile: Annotated[
         str, typer.Option(help="Platform markup profile: rednote, generic, or a YAML path.")
     ] = "rednote",
     mode: Annotated[str, typer.Option(help="sns (full pipeline) or plain (baseline: one plain prompt).")] = "sns",
     show_flags: Annotated[bool, typer.Option(help="Print check flags after a single translation.")] = True,
+    termbase: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--termbase",
+            help="A slang term base (YAML/JSONL, docs/quality.md) whose entries become prompt hints; repeatable, "
+            "the first wins a term; the built-in base follows them.",
+        ),
+    ] = None,
+    no_termbase: Annotated[bool, typer.Option("--no-termbase", help="No term-base hints at all.")] = False,
+    examples: Annotated[
+        str | None,
+        typer.Option(help="Translation memory for in-context examples: builtin, a parallel JSONL path, or none."),
+    ] = None,
+    shots: Annotated[int, typer.Option(min=0, help="In-context examples per segment (with --examples).")] = 2,
+    candidates: Annotated[
+        int,
+        typer.Option(min=0, help="Quality-aware decoding: N sampled candidates + the greedy one, MBR choice (chrF)."),
+    ] = 0,
 ) -> None:
     """Translate a text, stdin, or a file of rows (JSONL, CSV, Parquet, a Hugging Face dataset)."""
     from redtrans.engines import EngineSpec, create_engine
+    from redtrans.engines.spec import with_default_mode
     from redtrans.errors import ConfigError, EngineError, RowsFailedError
     from redtrans.languages import get_language
     from redtrans.translate_file import FileFields, check_output_path, translate_file, validate_input
@@ -163,7 +194,8 @@ def translate(
         text = _read_stdin()
     if text is not None and not text.strip():
         raise InputError("the text to translate is empty")
-    spec = EngineSpec(kind=engine, model=model, parallel=parallel, served_model=served_model)
+    spec = with_default_mode(EngineSpec(kind=engine, model=model, parallel=parallel, served_model=served_model),
+                             deterministic)  # fmt: skip
     spec.engine_config()  # engine options checked before any work
     fields = FileFields(text_field, id_field, src_field, tgt_field)
     rows = None
@@ -174,7 +206,13 @@ def translate(
     with err_console.status("loading model…"):
         eng = create_engine(spec)
     with eng:
-        translator = Translator(eng, TranslatorConfig(profile=profile, mode=mode))  # type: ignore[arg-type]
+        defaults = TranslatorConfig()
+        mine = termbase or []
+        bases = [] if no_termbase else [*mine, *(b for b in defaults.termbases if b not in mine)]
+        memory = defaults.examples if examples is None else None if examples.lower() == "none" else examples
+        config = TranslatorConfig(profile=profile, mode=mode, termbases=bases, examples=memory,  # type: ignore[arg-type]
+                                  shots=shots, candidates=candidates)  # fmt: skip
+        translator = Translator(eng, config)
         if input is None:
             assert text is not None
             result = translator.translate_text(text, tgt, src)
@@ -394,9 +432,21 @@ def bench(
         int | None,
         typer.Option(
             help="Requests generated together (llamacpp slots, openai concurrency, hf batch) of engine "
-            "systems that do not set parallel themselves."
+            "systems that do not set parallel themselves. Selects the throughput mode (outputs may vary)."
         ),
     ] = None,
+    deterministic: Annotated[
+        bool | None,
+        typer.Option(
+            "--deterministic/--throughput",
+            help="Engine systems decode byte-identically run after run, or batched. Default: deterministic for "
+            "llamacpp/hf systems that set no parallelism (recorded in results.json).",
+        ),
+    ] = None,
+    repeats: Annotated[
+        int,
+        typer.Option(help="Runs of each engine system (>1: the extra runs bypass the cache; report the spread)."),
+    ] = 1,
     worst: Annotated[int, typer.Option(help="Worst segments listed per system in the HTML report.")] = 50,
     bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000,
     comet: Annotated[
@@ -406,9 +456,9 @@ def bench(
     """Benchmark systems on a suite: BLEU/chrF++ (sacrebleu) per slice, SNS fidelity, significance, reports."""
     from redtrans.bench import BenchConfig, parse_system, run_bench
     from redtrans.bench.scoring import comet_metric
-    from redtrans.bench.systems import with_parallel
+    from redtrans.bench.systems import with_mode, with_parallel
 
-    specs = [with_parallel(parse_system(s), parallel) for s in (system or ["default"])]
+    specs = [with_mode(with_parallel(parse_system(s), parallel), deterministic) for s in (system or ["default"])]
     neural = comet_metric(comet) if comet else None
     config = BenchConfig(
         suite=suite,
@@ -422,6 +472,7 @@ def bench(
         profile=profile,
         bootstrap_samples=bootstrap,
         worst=worst,
+        repeats=repeats,
     )
     results = run_bench(config, neural_metric=neural)
     from redtrans.bench.report import markdown
@@ -768,6 +819,45 @@ def recipe_run_cmd(
         return
     run_recipe(config, from_, until, echo=lambda line: err_console.print(line, highlight=False, markup=False))
     err_console.print(f"report → {config.out / 'report' / 'report.md'}, report.html", highlight=False)
+
+
+termbase_app = typer.Typer(help="Slang / meme term bases: check and describe them.", no_args_is_help=True)
+app.add_typer(termbase_app, name="termbase")
+
+
+@termbase_app.command("check")
+def termbase_check_cmd(
+    paths: Annotated[list[str] | None, typer.Argument(help="Term base files (YAML/JSONL); none: built-in.")] = None,
+) -> None:
+    """Check term bases: schema, duplicates and conflicts, each reported as FILE:LINE; exit 2 on errors."""
+    from redtrans.text.termbase import BUILTIN, TermBaseError, check_files
+
+    entries, problems = check_files(paths or [BUILTIN])
+    for problem in problems:
+        typer.echo(str(problem))
+    errors = [p for p in problems if p.level == "error"]
+    if errors:
+        raise TermBaseError(errors)
+    err_console.print(f"{len(entries)} entries OK ({len(problems)} warnings)")
+
+
+@termbase_app.command("stats")
+def termbase_stats_cmd(
+    paths: Annotated[list[str] | None, typer.Argument(help="Term base files (YAML/JSONL); none: built-in.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Entries, surface forms, directions and tags of term bases."""
+    import json
+
+    from redtrans.text.termbase import BUILTIN, check_files, stats
+
+    entries, _ = check_files(paths or [BUILTIN])
+    counts = stats(entries)
+    if as_json:
+        typer.echo(json.dumps(counts, ensure_ascii=False))
+        return
+    for key, value in counts.items():
+        typer.echo(f"{key}: {value}")
 
 
 def main() -> None:

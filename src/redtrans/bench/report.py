@@ -43,6 +43,10 @@ def _tag_slices(results: dict[str, Any], min_slice: int) -> list[dict[str, Any]]
     return [s for s in results["slices"] if s["group"] == "tag" and s["n"] >= min_slice]
 
 
+SMALL_SAMPLE = 30
+"""Segments per direction under which significance carries a small-sample warning."""
+
+
 def markdown(results: dict[str, Any], min_slice: int = 1) -> str:
     systems = [s["name"] for s in results["systems"]]
     suite = results["suite"]
@@ -87,9 +91,35 @@ def markdown(results: dict[str, Any], min_slice: int = 1) -> str:
                 for n in systems
             )
             lines.append(f"| {sl['key']} | {sl['n']} | {cells} |")
+    modes = []
+    for system in results["systems"]:
+        engine = system.get("engine") or {}
+        if "deterministic" in engine:
+            mode = (
+                "deterministic" if engine["deterministic"] else f"throughput (parallelism {engine.get('parallelism')})"
+            )
+            modes.append(f"{system['name']}: {mode}")
+        if system.get("failed"):
+            modes.append(f"{system['name']}: **{system['failed']} failed segments** (scored as empty; re-run to retry)")
+    if modes:
+        lines += ["", "Decoding: " + "; ".join(modes) + "."]
+    for name, spread in (results.get("repeats") or {}).items():
+        lines += ["", f"Run-to-run spread of {name} over {spread['runs']} runs (segments whose output changed; "
+                  "BLEU and chrF++ per run):", "", "| slice | n | changed | BLEU runs | BLEU spread | chrF++ runs | "
+                  "chrF++ spread |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for key, sl in spread["slices"].items():
+            lines.append(
+                f"| {key} | {sl['n']} | {sl['changed']} | {' / '.join(_fmt(b, 4) for b in sl['bleu']['runs'])} | "
+                f"{_fmt(sl['bleu']['spread'], 4)} | {' / '.join(_fmt(c) for c in sl['chrf++']['runs'])} | "
+                f"{_fmt(sl['chrf++']['spread'])} |"
+            )
     if results["significance"]:
         lines += ["", "Paired bootstrap (sacrebleu, 95% CI, p vs. the first system):", ""]
         for direction, sig in results["significance"].items():
+            n_dir = sum(1 for s in results["segments"] if s["direction"] == direction)
+            if n_dir < SMALL_SAMPLE:
+                lines.append(f"- ⚠ {direction}: only {n_dir} segments — too few for the bootstrap to be reliable "
+                             f"(aim for ≥ {SMALL_SAMPLE}); read p-values as indicative only")  # fmt: skip
             for name, metrics in sig["systems"].items():
                 if name == sig["baseline"]:
                     continue

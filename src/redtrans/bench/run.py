@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import statistics
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -73,6 +74,10 @@ class BenchConfig:
     """Slices with fewer segments are left out of the tables (always kept in results.json)."""
     slang_terms: list[str] = field(default_factory=list)
     """Slang terms for the `slang` tag (a term base); empty = no slang tag."""
+    repeats: int = 1
+    """Runs of each engine system: the first is the (cached) scored one; the others translate every segment
+    again, bypassing the cache (into hyps/NAME.repeatK.jsonl), and the report gives per slice how many
+    segments changed and the spread of BLEU / chrF++ — for the throughput mode and remote engines."""
 
 
 @dataclass
@@ -135,6 +140,34 @@ def _collect(
         time.perf_counter() - started,
         str(cache),
     )
+
+
+def _repeat(spec: SystemSpec, suite: Suite, out: Path, pool: EnginePool, k: int) -> dict[str, str]:
+    """Run `k` of an engine system: every segment translated again, bypassing (and not touching) its cache."""
+    path = out / "hyps" / f"{safe_name(spec.name)}.repeat{k}.jsonl"
+    path.unlink(missing_ok=True)
+    translator = translator_for(spec, pool.get(spec))
+    rows = {row["id"]: row for row in translate_missing(spec, translator, suite.segments, path)}
+    return {s.id: "" if rows[s.id].get("status") == "failed" else rows[s.id]["translation"] for s in suite.segments}
+
+
+def _spread(suite: Suite, tags: dict[str, list[str]], runs: list[dict[str, str]]) -> dict[str, Any]:
+    """Per direction and category: segments whose hypothesis differs between runs, and BLEU / chrF++ per run."""
+    out: dict[str, Any] = {"runs": len(runs), "slices": {}}
+    for key, group, _, segs in _slices(suite.segments, tags):
+        if group == "tag":
+            continue
+        scores = [corpus_scores([r[s.id] for s in segs], [s.reference for s in segs], segs[0].tgt) for r in runs]
+        bleu, chrf = [x.bleu for x in scores], [x.chrf for x in scores]
+        out["slices"][key] = {
+            "n": len(segs),
+            "changed": sum(len({r[s.id] for r in runs}) > 1 for s in segs),
+            "bleu": {"runs": [round(b, 4) for b in bleu], "spread": round(max(bleu) - min(bleu), 4),
+                     "sd": round(statistics.pstdev(bleu), 4)},
+            "chrf++": {"runs": [round(c, 2) for c in chrf], "spread": round(max(chrf) - min(chrf), 2),
+                       "sd": round(statistics.pstdev(chrf), 2)},
+        }  # fmt: skip
+    return out
 
 
 def _slices(segments: list[Segment], tags: dict[str, list[str]]) -> list[tuple[str, str, str, list[Segment]]]:
@@ -214,11 +247,18 @@ def run_bench(
     profile = load_profile(config.profile)
     tags = {s.id: tag_source(s.source, s.src, profile, config.slang_terms) for s in suite.segments}
 
+    if config.repeats < 1:
+        raise BenchError(f"repeats must be at least 1, not {config.repeats}")
     pool = EnginePool(engines)
     runs: list[SystemRun] = []
+    repeated: dict[str, list[dict[str, str]]] = {}
     try:
         for spec in config.systems:
             runs.append(_collect(spec, suite, all_ids, out, pool, show_progress))
+            if config.repeats > 1 and spec.kind == "engine":
+                repeated[spec.name] = [runs[-1].hyps] + [
+                    _repeat(spec, suite, out, pool, k) for k in range(2, config.repeats + 1)
+                ]
     except SystemSpecError as exc:
         raise BenchError(str(exc)) from None
     finally:
@@ -341,6 +381,7 @@ def run_bench(
         },
         "slices": slices,
         "significance": significance,
+        "repeats": {name: _spread(suite, tags, hyps) for name, hyps in repeated.items()},
         "segments": segments_out,
         "config": {
             "suite": config.suite,
@@ -350,6 +391,7 @@ def run_bench(
             "seed": config.seed,
             "profile": config.profile,
             "bootstrap_samples": config.bootstrap_samples,
+            "repeats": config.repeats,
             "neural_metric": neural_metric is not None,
         },
     }

@@ -31,7 +31,7 @@ from redtrans.bench.suites import Segment
 from redtrans.config import validate_config
 from redtrans.engines import Engine, EngineSpec, create_engine, engine_class
 from redtrans.engines.models import DEFAULT_MODEL
-from redtrans.engines.spec import infer_kind
+from redtrans.engines.spec import infer_kind, with_default_mode
 from redtrans.errors import ConfigError, InputError
 from redtrans.jsonl import JSONLWriter, read_jsonl, repair_tail, retry_pending, stamp_attempts
 from redtrans.translator import Item, Translator, TranslatorConfig
@@ -302,3 +302,14 @@ def with_parallel(spec: SystemSpec, parallel: int | None) -> SystemSpec:
     except ConfigError as exc:
         raise SystemSpecError(str(exc)) from None
     return replace(spec, engine=engine)
+
+
+def with_mode(spec: SystemSpec, deterministic: bool | None) -> SystemSpec:
+    """An engine system in `redtrans bench`'s mode (`engines.spec.with_default_mode`): deterministic by default
+    for engines that can give it unless the system sets a parallelism; `deterministic` True/False forces it."""
+    if spec.kind != "engine" or spec.engine is None:
+        return spec
+    try:
+        return replace(spec, engine=with_default_mode(spec.engine, deterministic))
+    except ConfigError as exc:
+        raise SystemSpecError(f"system {spec.name!r}: {exc}") from None

@@ -138,6 +138,7 @@ class Engine(ABC):
     chat: bool = True  # accepts chat messages; False = completion prompts only (base models)
     parallelism: int = 1  # how many requests it decodes together; callers size batches by it
     supports_grammar: bool = False  # honours GenRequest.grammar (constrained decoding)
+    deterministic: bool = False  # byte-identical output whatever else is queued (one sequence at a time)
     supports_submit: bool = False  # `submit` runs requests independently (slots): follow-ups need no new round
 
     @abstractmethod
@@ -156,7 +157,8 @@ class Engine(ABC):
 
     def describe(self) -> dict[str, Any]:
         """What produced a result, for provenance in outputs and reports."""
-        return {"engine": self.name, "model": self.model, "chat": self.chat, "parallelism": self.parallelism}
+        return {"engine": self.name, "model": self.model, "chat": self.chat, "parallelism": self.parallelism,
+                "deterministic": self.deterministic}  # fmt: skip
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the model / connections."""

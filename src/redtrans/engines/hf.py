@@ -31,6 +31,9 @@ class HFConfig(StageConfig):
     """torch dtype: auto (bf16 on GPUs that have it, else fp32), float32, bfloat16, float16."""
     device: str = "auto"
     """cpu, cuda, cuda:1, … ; auto = cuda when available."""
+    deterministic: bool = False
+    """Batches of one (padding and batch size change the numerics of the others): byte-identical greedy output
+    whatever else is queued. Overrides batch_size."""
 
 
 def _load_causal_lm(path: str, dtype: Any, device: str) -> tuple[Any, Any]:
@@ -50,7 +53,7 @@ def _load_causal_lm(path: str, dtype: Any, device: str) -> tuple[Any, Any]:
 class HFEngine(Engine):
     name = "hf"
     config_class = HFConfig
-    spec_fields = {"model": "model", "parallel": "batch_size"}
+    spec_fields = {"model": "model", "parallel": "batch_size", "deterministic": "deterministic"}
 
     def __init__(self, config: HFConfig | None = None, **overrides: Any) -> None:
         import torch
@@ -88,7 +91,8 @@ class HFEngine(Engine):
             tokenizer.pad_token = tokenizer.eos_token
         self._model, self._tok, self._device = model, tokenizer, device
         self.chat = tokenizer.chat_template is not None
-        self.parallelism = max(1, self.config.batch_size)
+        self.deterministic = self.config.deterministic
+        self.parallelism = 1 if self.deterministic else max(1, self.config.batch_size)
 
     def _prompt_text(self, request: GenRequest) -> str:
         if request.messages is not None:

@@ -34,6 +34,9 @@ class LlamaCppConfig(StageConfig):
     """Context tokens per slot (prompt + output of one request)."""
     n_threads: int = Field(default=0, ge=0)
     """CPU threads; 0 = all cores."""
+    deterministic: bool = False
+    """One slot, so every sequence is decoded alone and greedy output is byte-identical whatever else is
+    queued (several slots decode in one batch, whose kernels round differently). Overrides n_parallel."""
     chat: bool | None = None
     """Force chat (instruct) or completion (base) mode; None = from the registry (paths: chat)."""
 
@@ -41,7 +44,7 @@ class LlamaCppConfig(StageConfig):
 class LlamaCppEngine(Engine):
     name = "llamacpp"
     config_class = LlamaCppConfig
-    spec_fields = {"model": "model", "parallel": "n_parallel"}
+    spec_fields = {"model": "model", "parallel": "n_parallel", "deterministic": "deterministic"}
     supports_grammar = True
     supports_submit = True
 
@@ -53,7 +56,8 @@ class LlamaCppEngine(Engine):
         self.model = spec.name if spec else str(path)
         self.path = path
         self.chat = self.config.chat if self.config.chat is not None else (spec.chat if spec else True)
-        self.parallelism = max(1, self.config.n_parallel)
+        self.deterministic = self.config.deterministic
+        self.parallelism = 1 if self.deterministic else max(1, self.config.n_parallel)
         threads = self.config.n_threads or os.cpu_count() or 1
         params = xllamacpp.CommonParams()
         params.model.path = str(path)

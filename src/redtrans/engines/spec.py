@@ -76,6 +76,11 @@ class EngineSpec(StageConfig):
     batch size (hf). None = the engine's default."""
     served_model: str | None = None
     """Model name sent to OpenAI-compatible endpoints (what `vllm serve` calls it); openai only."""
+    deterministic: bool | None = None
+    """Byte-identical output for the same input, model, settings and PROMPT_VERSION on this machine, whatever
+    else is queued: one sequence is decoded at a time (batched kernels round differently; docs/determinism.md).
+    llamacpp and hf only (a remote batcher decides for openai). None = off; `redtrans translate` and `redtrans
+    bench` turn it on unless a parallelism is asked for (`with_default_mode`)."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Further fields of the engine's own config (LlamaCppConfig, OpenAIConfig, HFConfig, StandInConfig), e.g.
     `n_threads`, `timeout_s`, `base_model`. A field that `model`/`parallel`/`served_model` sets is refused here."""
@@ -89,6 +94,16 @@ class EngineSpec(StageConfig):
             raise ConfigError(
                 f"--served-model / served_model is the model name sent to OpenAI-compatible endpoints; the "
                 f"{kind} engine has none (give --model http://host:port/v1 to use an endpoint)"
+            )
+        if self.deterministic and kind not in DETERMINISTIC_KINDS:
+            raise ConfigError(
+                f"the {kind} engine cannot promise deterministic output (a remote batcher decides what is decoded "
+                "together); leave deterministic off for it"
+            )
+        if self.deterministic and self.parallel is not None and self.parallel > 1:
+            raise ConfigError(
+                f"deterministic mode decodes one sequence at a time; parallel={self.parallel} is the throughput "
+                "mode (outputs may then vary between runs): give one or the other"
             )
         if kind == "openai" and self.model is not None and not is_endpoint(self.model):
             raise ConfigError(
@@ -116,8 +131,9 @@ class EngineSpec(StageConfig):
         return validate_config(cls.config_class, {**spec.options, **mapped}, f"{spec.kind} engine")
 
     def _spec_values(self) -> dict[str, Any]:
-        return {k: v for k, v in {"model": self.model, "parallel": self.parallel,
-                                  "served_model": self.served_model}.items() if v is not None}  # fmt: skip
+        values = {"model": self.model, "parallel": self.parallel, "served_model": self.served_model,
+                  "deterministic": self.deterministic or None}  # fmt: skip
+        return {k: v for k, v in values.items() if v is not None}
 
     def key(self) -> str:
         """A stable identity (engines with equal keys are interchangeable: stages share one loaded model)."""
@@ -129,6 +145,24 @@ class EngineSpec(StageConfig):
         return f"{spec.kind}:{spec.served_model or spec.model or 'default'}" + (
             f"×{spec.parallel}" if spec.parallel else ""
         )
+
+
+DETERMINISTIC_KINDS = frozenset({"llamacpp", "hf", "standin"})
+"""Engine kinds that can decode byte-identically run after run (in-process, one sequence at a time)."""
+
+
+def with_default_mode(spec: EngineSpec, deterministic: bool | None = None) -> EngineSpec:
+    """`spec` with the mode `redtrans translate` and `redtrans bench` use: deterministic when asked (True), off
+    when asked (False); by default (None) on for the kinds that can give it unless a parallelism is set (the
+    throughput mode: ``--parallel N``, or the engine's own option such as ``n_parallel``)."""
+    if spec.deterministic is not None:
+        return spec
+    if deterministic is None:
+        resolved = spec.resolved()
+        assert resolved.kind is not None
+        own = engine_class(resolved.kind).spec_fields.get("parallel")
+        deterministic = resolved.kind in DETERMINISTIC_KINDS and spec.parallel is None and own not in spec.options
+    return spec.model_copy(update={"deterministic": deterministic})
 
 
 def create_engine(spec: EngineSpec | None = None, /, **fields: Any) -> Engine:

@@ -91,18 +91,21 @@ class StandInConfig(StageConfig):
     """Raise EngineError once this many requests have been served (a crash mid-run)."""
     model: str = ""
     """Model name reported in provenance; default standin-<salt>."""
+    deterministic: bool = False
+    """Accepted for the deterministic mode of translate/bench; the stand-in is deterministic either way."""
 
 
 class StandInEngine(Engine):
     name = "standin"
     config_class = StandInConfig
-    spec_fields = {"model": "model", "parallel": "parallelism"}
+    spec_fields = {"model": "model", "parallel": "parallelism", "deterministic": "deterministic"}
 
     def __init__(self, config: StandInConfig | None = None, **overrides: Any) -> None:
         self.config = config or StandInConfig(**overrides)
         self.model = self.config.model or f"standin-{self.config.salt}"
         self.chat = True
         self.parallelism = max(1, self.config.parallelism)
+        self.deterministic = True  # no batching effects: the same text always gives the same output
         self.served = 0
 
     def _translate(self, text: str, src: str, tgt: str) -> str:

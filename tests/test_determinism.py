@@ -1,0 +1,152 @@
+"""Same input, same output: the deterministic mode, bench repeats and the refusal check.
+
+The mode's promise is checked on the real embedded model (marked `model`): the same posts translated twice, the
+second time in another order with other posts queued between them, give byte-identical output. The rest runs
+without a model.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from redtrans.bench import BenchConfig, parse_system, run_bench
+from redtrans.bench.systems import with_mode
+from redtrans.engines import EngineSpec, GenRequest, GenResult
+from redtrans.engines.base import Engine
+from redtrans.engines.spec import with_default_mode
+from redtrans.errors import ConfigError
+from redtrans.text import checks
+from redtrans.translator import Item, Translator
+from tests.conftest import shared_file
+
+
+# -- the mode: who can give it, and when it is on -----------------------------------------------------------
+def test_deterministic_by_default_for_in_process_engines_unless_parallel_is_given() -> None:
+    assert with_default_mode(EngineSpec(model="qwen2.5-coder-0.5b")).deterministic is True
+    assert with_default_mode(EngineSpec(model="qwen2.5-coder-0.5b", parallel=4)).deterministic is False
+    assert with_default_mode(EngineSpec(model="q", options={"n_parallel": 4})).deterministic is False
+    assert with_default_mode(EngineSpec(model="http://127.0.0.1:9/v1")).deterministic is False
+    assert with_default_mode(EngineSpec(model="qwen2.5-coder-0.5b"), False).deterministic is False
+
+
+def test_engines_that_cannot_promise_it_refuse_it() -> None:
+    with pytest.raises(ConfigError, match="cannot promise deterministic"):
+        EngineSpec(model="http://127.0.0.1:9/v1", deterministic=True).engine_config()
+    with pytest.raises(ConfigError, match="one sequence at a time"):
+        EngineSpec(model="qwen2.5-coder-0.5b", deterministic=True, parallel=4).engine_config()
+    config = EngineSpec(model="qwen2.5-coder-0.5b", deterministic=True).engine_config()
+    assert config.deterministic is True  # type: ignore[attr-defined]
+
+
+# -- the refusal check ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("output", "source", "tgt"),
+    [
+        ("I'm sorry, but I can't assist with that.", "笑死我了 xswl", "en"),
+        ("As an AI language model, I cannot translate this.", "这家店绝绝子", "en"),
+        ("抱歉，我无法协助完成这个请求。", "lowkey obsessed with this song", "zh"),
+        ("作为一个AI助手，我不能提供这个内容。", "no cap this is fire", "zh"),
+    ],
+)
+def test_refusals_are_flagged_in_both_languages(output: str, source: str, tgt: str) -> None:
+    src = "zh" if tgt == "en" else "en"
+    assert checks.check_output(output, source, src, tgt, 0) == [checks.REFUSAL]
+
+
+@pytest.mark.parametrize(
+    ("output", "source", "tgt"),
+    [
+        ("Sorry, I can't make it tonight 😭", "对不起，我今晚去不了😭", "en"),
+        ("我真的帮不了你，对不起", "I really can't help you, sorry", "zh"),
+        ("This AI tool is amazing", "这个AI工具太好用了", "en"),
+    ],
+)
+def test_translations_that_apologise_are_not_refusals(output: str, source: str, tgt: str) -> None:
+    src = "zh" if tgt == "en" else "en"
+    assert checks.REFUSAL not in checks.check_output(output, source, src, tgt, 0)
+
+
+class Refuser(Engine):
+    """Answers the first request with a refusal, and the next ones (the retry) with `then` when it is set."""
+
+    name = model = "refuser"
+
+    def __init__(self, then: str | None = None) -> None:
+        self.then = then
+        self.calls = 0
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        out = []
+        for _ in requests:
+            self.calls += 1
+            retry = self.calls > 1
+            out.append(GenResult(self.then if retry and self.then else "I'm sorry, but I can't assist with that."))
+        return out
+
+
+def test_a_refusal_is_retried_and_a_lasting_one_fails_the_row() -> None:
+    fixed = Translator(Refuser(then="I'm dying of laughter")).translate_text("笑死我了", "en", "zh")
+    assert fixed.ok and fixed.translation == "I'm dying of laughter" and checks.RETRIED in fixed.flags
+    lasting = Translator(Refuser()).translate_text("笑死我了", "en", "zh")
+    assert not lasting.ok and lasting.status == "failed" and "refusal" in (lasting.error or "")
+
+
+# -- bench --repeats -------------------------------------------------------------------------------------------
+class Wobbly(Engine):
+    """A 'throughput-mode' engine: every other call of a text answers differently, as batched decoding can."""
+
+    name = model = "wobbly"
+
+    def __init__(self) -> None:
+        self.seen: dict[str, int] = {}
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        out = []
+        for request in requests:
+            assert request.messages is not None
+            text = request.messages[-1]["content"]
+            n = self.seen[text] = self.seen.get(text, 0) + 1
+            wobble = n % 2 == 0 and len(text) % 3 == 0
+            out.append(GenResult("the cat sat on a mat" if wobble else "the cat sat on the mat"))
+        return out
+
+
+def test_bench_repeats_report_changed_segments_and_the_spread(tmp_path: Path) -> None:
+    suite = tmp_path / "suite.jsonl"
+    rows = [{"id": str(i), "source": "猫" * (i + 1), "reference": "the cat sat on the mat", "src": "zh",
+             "tgt": "en", "category": "comment"} for i in range(9)]  # fmt: skip
+    suite.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    config = BenchConfig(suite="jsonl", data=str(suite), systems=[parse_system("name=w,model=x.gguf")],
+                         out=tmp_path / "out", repeats=3, bootstrap_samples=50)  # fmt: skip
+    results = run_bench(config, engines={"w": Wobbly()}, show_progress=False)
+    spread = results["repeats"]["w"]
+    assert spread["runs"] == 3
+    direction = spread["slices"]["zh-en"]
+    assert direction["n"] == 9 and direction["changed"] == 3  # sources of length 3, 6 and 9 wobble
+    assert direction["chrf++"]["spread"] > 0 and len(direction["bleu"]["runs"]) == 3
+    assert (tmp_path / "out" / "hyps" / "w.repeat3.jsonl").is_file()
+    assert with_mode(parse_system("default"), None).engine.deterministic is True  # type: ignore[union-attr]
+
+
+# -- the promise, on the real model ---------------------------------------------------------------------------
+@pytest.mark.model
+def test_the_same_posts_come_back_byte_identical_in_another_order(gguf_path) -> None:  # type: ignore[no-untyped-def]
+    from redtrans.engines import create_engine
+
+    data = json.loads(shared_file("redtrans-bench", "RedTrans-Bench.json").read_text(encoding="utf-8"))
+    rng = random.Random(1)
+    picked = [data[i] for i in rng.sample(range(len(data)), 16)]
+    posts = [Item(f"p{i}", (r["zh"] if r["src_lang"] == "zh" else r["en"]).strip()[:160], r["dst_lang"])
+             for i, r in enumerate(picked)]  # fmt: skip
+    main, others = posts[:10], posts[10:]
+    gguf_path("qwen2.5-coder-0.5b")
+    with create_engine(EngineSpec(model="qwen2.5-coder-0.5b", deterministic=True)) as engine:
+        translator = Translator(engine)
+        first = {r.id: r.translation for r in translator.translate(main)}
+        mixed = [p for pair in zip(reversed(main), others * 2, strict=False) for p in pair]
+        second = {r.id: r.translation for r in translator.translate(mixed) if r.id in first}
+    assert second == first
