@@ -11,7 +11,8 @@ means here exactly what the pipeline protects:
 - ``len:short`` / ``len:medium`` / ``len:long``: content length (a CJK character ≈ 1, a word ≈ 1.6) below 12,
   up to 48, above 48.
 
-A slang tag needs a term base; ``slang_terms`` takes one when it exists.
+- ``slang``: an entry of a term base (``redtrans.text.termbase``, e.g. `builtin_termbase()`) matches the source,
+  by the translator's own matcher (``termbase=``); or, without one, one of ``slang_terms`` is in it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from redtrans.text.fidelity import fidelity
 from redtrans.text.langid import letter_share, script_counts
 from redtrans.text.profiles import PlatformProfile, load_profile
 from redtrans.text.spans import find_spans
+from redtrans.text.termbase import TermBase
 
 TAGS = (
     "emoji",
@@ -52,7 +54,11 @@ def _markup_kind(name: str) -> str:
 
 
 def tag_source(
-    text: str, src: str, profile: PlatformProfile | None = None, slang_terms: Iterable[str] = ()
+    text: str,
+    src: str,
+    profile: PlatformProfile | None = None,
+    slang_terms: Iterable[str] = (),
+    termbase: TermBase | None = None,
 ) -> list[str]:
     """The phenomenon tags of a source text (see the module docs), in TAGS order."""
     profile = profile or load_profile("rednote")
@@ -82,6 +88,8 @@ def tag_source(
     units = length_units(text)
     tags.add("len:short" if units < SHORT else "len:long" if units > LONG else "len:medium")
     if any(term and term in text for term in slang_terms):
+        tags.add("slang")
+    if termbase is not None and termbase.find(text, src, limit=1):
         tags.add("slang")
     return [t for t in TAGS if t in tags]
 

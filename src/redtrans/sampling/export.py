@@ -81,7 +81,26 @@ def _write_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> int:
 SFT_FILES = {"messages": "sft.jsonl", "prompt_completion": "sft.prompt_completion.jsonl"}
 
 
-def sft_rows(rows: list[dict[str, Any]], rule: str, allow_flagged: bool, fmt: str) -> Iterable[dict[str, Any]]:
+SFT_PROMPT_FILE = "sft.prompt.json"
+"""Beside the SFT files: the prompt settings (`prompts.PromptSettings.to_dict`) their prompts were built with."""
+
+
+def default_prompt_settings() -> prompts.PromptSettings:
+    """The settings of the default translator, so an SFT set is trained on the prompt it will be served with."""
+    from redtrans.translator import TranslatorConfig
+
+    return TranslatorConfig().prompt_settings()
+
+
+def sft_rows(
+    rows: list[dict[str, Any]],
+    rule: str,
+    allow_flagged: bool,
+    fmt: str,
+    builder: prompts.PromptBuilder | None = None,
+) -> Iterable[dict[str, Any]]:
+    """SFT rows whose prompts `builder` makes (term-base hints, examples) exactly as the translator does."""
+    builder = builder or prompts.PromptBuilder(default_prompt_settings())
     for row in rows:
         chosen = choose_target(row, rule, allow_flagged)
         if chosen is None:  # the draw only takes eligible rows; guard anyway
@@ -92,19 +111,32 @@ def sft_rows(rows: list[dict[str, Any]], rule: str, allow_flagged: bool, fmt: st
         if row.get("source_id") is not None:
             meta["source_id"] = row["source_id"]
         if fmt == "messages":
-            yield {"messages": prompts.sft_messages(row["source"], target, row["src"], row["tgt"]), **meta}
+            yield {"messages": prompts.sft_messages(row["source"], target, row["src"], row["tgt"], builder), **meta}
         else:
-            yield {**prompts.prompt_completion(row["source"], target, row["src"], row["tgt"]), **meta}
+            yield {**prompts.prompt_completion(row["source"], target, row["src"], row["tgt"], builder), **meta}
 
 
-def write_sft(out_dir: Path, drawn: Draw, rule: str, allow_flagged: bool, formats: Sequence[str]) -> dict[str, int]:
-    """Write the SFT files (replacing earlier ones atomically); rows per file."""
-    return {
+def write_sft(
+    out_dir: Path,
+    drawn: Draw,
+    rule: str,
+    allow_flagged: bool,
+    formats: Sequence[str],
+    settings: prompts.PromptSettings | None = None,
+) -> dict[str, int]:
+    """Write the SFT files (replacing earlier ones atomically) and `SFT_PROMPT_FILE` with the prompt settings
+    (default: the default translator's); rows per file."""
+    settings = settings or default_prompt_settings()
+    builder = prompts.PromptBuilder(settings)
+    written = {
         str(out_dir / SFT_FILES[fmt]): _write_atomic(
-            out_dir / SFT_FILES[fmt], sft_rows(drawn.rows, rule, allow_flagged, fmt)
+            out_dir / SFT_FILES[fmt], sft_rows(drawn.rows, rule, allow_flagged, fmt, builder)
         )
         for fmt in formats
     }
+    meta = out_dir / SFT_PROMPT_FILE
+    meta.write_text(json.dumps({"files": sorted(written), **settings.to_dict()}, indent=2) + "\n", encoding="utf-8")
+    return written
 
 
 @dataclass
