@@ -140,30 +140,20 @@ class _InFlight:
         return self.area / self.busy if self.busy else 0.0
 
 
-def counting_engine(base: str, concurrency: int, label: str, meter: _InFlight):  # noqa: ANN201
+def counting_engine(base: str, concurrency: int, label: str, meter: _InFlight, api_key: str):  # noqa: ANN201
     """The openai engine with httpx event hooks that count requests on the wire (measurement only)."""
-    import asyncio
-
     import httpx
 
     from redtrans.engines.openai import OpenAIConfig, OpenAIEngine
 
-    class Counting(OpenAIEngine):
-        async def agenerate(self, requests):  # noqa: ANN001, ANN202 - same as OpenAIEngine, plus the hooks
-            sem = asyncio.Semaphore(self.parallelism)
-            limits = httpx.Limits(max_connections=self.parallelism, max_keepalive_connections=self.parallelism)
+    async def sent(request: httpx.Request) -> None:
+        meter.change(+1)
 
-            async def sent(request: httpx.Request) -> None:
-                meter.change(+1)
+    async def answered(response: httpx.Response) -> None:
+        meter.change(-1)
 
-            async def answered(response: httpx.Response) -> None:
-                meter.change(-1)
-
-            hooks = {"request": [sent], "response": [answered]}
-            async with httpx.AsyncClient(timeout=self.config.timeout_s, limits=limits, event_hooks=hooks) as client:
-                return list(await asyncio.gather(*(self._one(client, sem, r) for r in requests)))
-
-    engine = Counting(OpenAIConfig(base_urls=[base], concurrency=concurrency, timeout_s=600))
+    config = OpenAIConfig(base_urls=[base], concurrency=concurrency, timeout_s=600, api_key=api_key)
+    engine = OpenAIEngine(config, event_hooks={"request": [sent], "response": [answered]})
     engine.model = label
     return engine
 
@@ -190,7 +180,8 @@ def server(rows: int, work: Path) -> dict[int, dict[str, float]]:
             config.score_workers = 1
             config.target_size = rows
             meter = _InFlight()
-            engines = {m: counting_engine(base, concurrency, f"qwen-0.5b-http-{m}", meter) for m in ("m1", "m2")}
+            engines = {m: counting_engine(base, concurrency, f"qwen-0.5b-http-{m}", meter, local.api_key)
+                       for m in ("m1", "m2")}  # fmt: skip
             started = time.perf_counter()
             report = run_sample(config, engines=engines)
             elapsed = time.perf_counter() - started
