@@ -569,12 +569,13 @@ def repo(
         ev = result.eval_metrics
         truth = [h["truth_nll"] for h in result.history if "truth_nll" in h]
         err_console.print(
-            f"repo: {result.train_metrics.get('global_step', '?')} steps in "
+            f"repo: {result.global_step} steps in "
             f"{result.train_metrics.get('train_runtime', 0):.1f}s, loss {result.train_metrics.get('train_loss', 0):.4f}"
             + (f", truth_nll {truth[0]:.3f} → {truth[-1]:.3f}" if truth else "")
             + (f", eval truth_nll {ev['eval_truth_nll']:.3f}" if "eval_truth_nll" in ev else "")
             + f" → {result.output_dir}",
             highlight=False,
+            soft_wrap=True,
         )
 
 

@@ -222,6 +222,8 @@ class RePOResult:
     """Final held-out metrics (eval_loss, eval_truth_nll, eval_rewards/margins, …); empty without eval data."""
     history: list[dict[str, Any]]
     """Every log record of the run (TRL's `state.log_history`): loss, truth_nll, rewards/…, per logging step."""
+    global_step: int = 0
+    """Optimizer steps done (including those before a resume)."""
     main_process: bool = True
     """Whether this is the main process of a distributed run (the one that wrote the outputs)."""
 
@@ -479,5 +481,6 @@ def run_repo(config: RePOConfig, callbacks: list[Any] | None = None) -> RePOResu
         train_metrics=train_metrics,
         eval_metrics=eval_metrics,
         history=list(trainer.state.log_history),
+        global_step=int(trainer.state.global_step),
         main_process=trainer.is_world_process_zero(),
     )
