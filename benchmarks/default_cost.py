@@ -133,7 +133,7 @@ def main() -> int:
             for name, translator in order:
                 _, took = run(translator, items)
                 seconds[name] += took
-                print(f"round {round_ + 1} {name}: {len(items) / took:.2f} posts/s", file=sys.stderr)
+                print(f"round {round_ + 1} {name}: {len(items) / took:.3f} posts/s ({took:.1f} s)", file=sys.stderr)
         rate = {k: args.rounds * len(items) / v for k, v in seconds.items()}
         ratio = rate["new"] / rate["old"]
         report["cost"] = {"posts_per_s": rate, "ratio": ratio, "new_examples": args.new_examples}
