@@ -153,7 +153,7 @@ def translate(
         typer.Option(
             "--termbase",
             help="A slang term base (YAML/JSONL, docs/quality.md) whose entries become prompt hints; repeatable, "
-            "the first wins a term; the built-in base follows them.",
+            "the first wins a term; `builtin` is the shipped base. Off by default until its gain is measured.",
         ),
     ] = None,
     no_termbase: Annotated[bool, typer.Option("--no-termbase", help="No term-base hints at all.")] = False,

@@ -114,9 +114,10 @@ class TranslatorConfig:
     """Candidate source languages for detection; None = every language in the table."""
     max_tokens: int = 1024
     """Upper bound of generated tokens for one segment."""
-    termbases: list[str] = field(default_factory=lambda: ["builtin"])
+    termbases: list[str] = field(default_factory=list)
     """Slang/meme term bases whose entries found in a segment become prompt hints, merged in order (the
-    user's first; ``builtin`` = the shipped base); [] = no hints. See docs/quality.md."""
+    user's first; ``builtin`` = the shipped base); [] = no hints (the default until its quality gain is
+    measured above run-to-run spread: docs/quality.md)."""
     max_hints: int = 4
     """At most this many term-base hints per segment."""
     examples: str | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -145,6 +146,13 @@ class Engine(ABC):
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         """Results in request order. A failed request gives finish_reason="error", not an exception,
         unless the whole engine is unusable (then EngineError)."""
+
+    def generate_until(self, requests: list[GenRequest], cancelled: Callable[[], bool]) -> list[GenResult]:
+        """`generate`, given up (EngineError) as soon as `cancelled()` is true. Engines that can stop a batch in
+        flight (the openai engine: its HTTP calls are cancelled) override it; this one checks before starting."""
+        if cancelled():
+            raise EngineError("cancelled: nobody waits for this batch any more")
+        return self.generate(requests)
 
     def submit(self, request: GenRequest, ahead: bool = False) -> Future[GenResult]:
         """Queue one request and return at once (engines with `supports_submit`). `ahead` queues it before

@@ -30,6 +30,7 @@ batch is unaffected.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import email.utils
 import json
@@ -62,6 +63,7 @@ connection), which at 128 connections cost ~7 ms of CPU per request; an endpoint
 spread over clients of at most this many, each request taking the least busy (benchmarks/fleet_client.py)."""
 
 CLOSE_TIMEOUT_S = 5.0
+CANCEL_POLL_S = 0.1  # how often generate_until looks at its cancel check
 """How long `close()` waits for the client's connections to close and the loop's thread to end."""
 
 
@@ -220,6 +222,21 @@ class OpenAIEngine(Engine):
         if threading.current_thread() is self._thread:
             raise EngineError("generate() called on the openai engine's own loop: use agenerate()")
         return self._submit(self._batch(requests)).result()
+
+    def generate_until(self, requests: list[GenRequest], cancelled: Callable[[], bool]) -> list[GenResult]:
+        """`generate`, whose HTTP calls are cancelled (their slots freed at once) when `cancelled()` turns true:
+        serve stops a batch nobody waits for any more, even while its calls hang on an unresponsive upstream."""
+        self._check_open()
+        if cancelled():
+            raise EngineError("cancelled: nobody waits for this batch any more")
+        future = self._submit(self._batch(requests))
+        while True:
+            try:
+                return future.result(timeout=CANCEL_POLL_S)
+            except concurrent.futures.TimeoutError:
+                if cancelled():
+                    future.cancel()
+                    raise EngineError("cancelled: nobody waits for this batch any more") from None
 
     async def agenerate(self, requests: list[GenRequest]) -> list[GenResult]:
         """Runs on the engine's loop; the caller's loop only waits. Cancelling the caller cancels the batch."""

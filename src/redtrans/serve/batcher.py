@@ -62,6 +62,7 @@ class Unit(Generic[P, R]):
     future: asyncio.Future[Done[R]]
     job: Job[P, R]
     waiters: int = 0
+    deadline: float = 0.0  # the latest deadline (time.monotonic()) of the callers waiting for it
     started: bool = False
     abandoned: bool = False  # started, then every caller gave up: the batch may stop working on it
 
@@ -122,6 +123,7 @@ class Batcher(Generic[P, R]):
         units = [self.in_flight[k] for k in keys]
         for unit in units:
             unit.waiters += 1
+            unit.deadline = max(unit.deadline, deadline)
         finished = False
         try:
             remaining = deadline - time.monotonic()

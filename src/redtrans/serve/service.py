@@ -58,9 +58,16 @@ class _GuardedEngine(Engine):
         self.cancelled: CancelCheck = lambda: False
         self.budget = 0
         self.calls = 0
+        self.deadline: float | None = None
 
-    def arm(self, cancelled: CancelCheck, budget: int) -> None:
-        self.cancelled, self.budget, self.calls = cancelled, budget, 0
+    def arm(self, cancelled: CancelCheck, budget: int, deadline: float | None = None) -> None:
+        self.cancelled, self.budget, self.calls, self.deadline = cancelled, budget, 0, deadline
+
+    def _bounded(self, request: GenRequest) -> GenRequest:
+        """The request with the batch's deadline: the engine's timeouts and retries end when its callers' do."""
+        if self.deadline is not None and (request.deadline is None or request.deadline > self.deadline):
+            request.deadline = self.deadline
+        return request
 
     def _admit(self, n: int) -> None:
         if self.cancelled():
@@ -73,14 +80,15 @@ class _GuardedEngine(Engine):
         step = max(1, 4 * self.parallelism)
         out: list[GenResult] = []
         for i in range(0, len(requests), step):
-            chunk = requests[i : i + step]
+            chunk = [self._bounded(r) for r in requests[i : i + step]]
             self._admit(len(chunk))
-            out.extend(self.inner.generate(chunk))
+            # A call in flight is given up when nobody waits any more (a hung upstream frees the worker at once).
+            out.extend(self.inner.generate_until(chunk, self.cancelled))
         return out
 
     def submit(self, request: GenRequest, ahead: bool = False) -> Future[GenResult]:
         self._admit(1)
-        return self.inner.submit(request, ahead=ahead)
+        return self.inner.submit(self._bounded(request), ahead=ahead)
 
     def describe(self) -> dict[str, Any]:
         return self.inner.describe()
@@ -501,7 +509,7 @@ class TranslationService:
     ) -> Mapping[str, Done[CacheEntry]]:
         translator, guard = self._translators[index]
         # Each segment may be retried once: twice the planned calls is the batch's hard cap.
-        guard.arm(cancelled, 2 * sum(max(1, u.payload.calls) for u in units))
+        guard.arm(cancelled, 2 * sum(max(1, u.payload.calls) for u in units), max(u.deadline for u in units))
         started = time.monotonic()
         before = translator.engine_seconds
         items = [u.payload.item for u in units]
