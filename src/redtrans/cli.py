@@ -543,6 +543,11 @@ def sample_cmd(
             report = run_sample(cfg, on_progress=on_progress)
     for line in summary_lines(report):
         err_console.print(line, highlight=False)
+    if report.run is not None and report.run.failed:
+        from redtrans.errors import RowsFailedError
+
+        total = report.run.written + report.run.skipped + report.run.failed
+        raise RowsFailedError(report.run.failed, total, cfg.journal_path, "engine errors; they are not journaled")
 
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -36,6 +36,7 @@ from redtrans.serve.errors import ServiceError
 from redtrans.serve.logging import fields
 from redtrans.serve.protocol import ErrorResponse, Health, TranslateRequest, TranslateResponse
 from redtrans.serve.service import TranslationService
+from redtrans.serve.watch import unless_disconnected
 
 log = logging.getLogger("redtrans.serve")
 
@@ -300,7 +301,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
             body = TranslateRequest.model_validate_json(raw)
         except ValidationError as exc:
             raise ServiceError(422, "invalid_request", _describe(exc)) from exc
-        outcome = await service.translate(body, admitted)
+        outcome = await unless_disconnected(request, service.translate(body, admitted))
         _state(request.scope)["outcome"] = outcome
         elapsed_ms = (time.perf_counter() - started) * 1000
         return Response(

@@ -34,6 +34,7 @@ from redtrans.serve.protocol_compat import (
     error_responses,
 )
 from redtrans.serve.service import TranslationService
+from redtrans.serve.watch import unless_disconnected
 
 DEEPL = "/v2/translate"
 LIBRE = "/translate"
@@ -125,7 +126,7 @@ def build_router(service: TranslationService) -> APIRouter:
         admitted = time.monotonic()
         body: DeepLRequest = _validate(DeepLRequest, await _fields(request, frozenset({"text"})))
         items = [TranslateItem(text=t, src=body.source_lang, tgt=body.target_lang) for t in body.text]
-        outcome = await service.translate(TranslateRequest(items=items), admitted)
+        outcome = await unless_disconnected(request, service.translate(TranslateRequest(items=items), admitted))
         _outcome_state(request, outcome)
         answer = DeepLResponse(
             translations=[
@@ -168,7 +169,7 @@ def build_router(service: TranslationService) -> APIRouter:
         texts = [body.q] if isinstance(body.q, str) else body.q
         src = None if body.source.lower() == "auto" else body.source
         items = [TranslateItem(text=t, src=src, tgt=body.target) for t in texts]
-        outcome = await service.translate(TranslateRequest(items=items), admitted)
+        outcome = await unless_disconnected(request, service.translate(TranslateRequest(items=items), admitted))
         _outcome_state(request, outcome)
         done = outcome.response.translations
         # redtrans's detector gives no score: a detected language is reported with confidence 100.

@@ -43,6 +43,7 @@ from redtrans.serve.protocol_compat import (
     error_responses,
 )
 from redtrans.serve.service import TranslationService
+from redtrans.serve.watch import unless_disconnected
 from redtrans.text.langid import detect_language
 
 PREFIX = "redtrans"
@@ -174,8 +175,9 @@ def build_router(service: TranslationService) -> APIRouter:
         fingerprint = f"{prompts.PROMPT_VERSION}/{service.model}"
         state: dict[str, Any] = request.scope.setdefault("state", {})
         if not body.stream:
-            outcome = await service.translate(
-                TranslateRequest(items=[TranslateItem(text=text, src=src, tgt=tgt)], deadline_ms=deadline_ms), admitted
+            items = [TranslateItem(text=text, src=src, tgt=tgt)]
+            outcome = await unless_disconnected(
+                request, service.translate(TranslateRequest(items=items, deadline_ms=deadline_ms), admitted)
             )
             state["outcome"] = outcome
             t = outcome.response.translations[0]
@@ -195,7 +197,7 @@ def build_router(service: TranslationService) -> APIRouter:
             )
             return Response(answer.model_dump_json().encode(), media_type="application/json")
 
-        lines = await service.translate_lines(text, src, tgt, admitted, deadline_ms)
+        lines = await unless_disconnected(request, service.translate_lines(text, src, tgt, admitted, deadline_ms))
         state["outcome"] = lines.outcome
         translations = lines.outcome.response.translations
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
