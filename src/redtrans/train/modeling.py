@@ -151,3 +151,12 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base: str | None
     tok_src = str(adapter) if (adapter / "tokenizer_config.json").is_file() else ref
     AutoTokenizer.from_pretrained(tok_src, **({} if tok_src == str(adapter) else kwargs)).save_pretrained(out)
     return out
+
+
+def cpu_only_multiprocess() -> bool:
+    """Several processes (accelerate launch) and no GPU: the trainers then run DDP over gloo on the CPU."""
+    import os
+
+    import torch
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()

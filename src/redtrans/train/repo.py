@@ -23,7 +23,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import random
 import typing
 from dataclasses import dataclass
@@ -176,6 +175,8 @@ class RePOConfig(StageConfig):
         """The `trl.DPOConfig` of this run (built before the model, so DeepSpeed ZeRO-3 can shard while loading)."""
         from trl import DPOConfig
 
+        from redtrans.train.modeling import cpu_only_multiprocess
+
         args: dict[str, Any] = {
             "output_dir": "runs/repo",
             "bf16": self.use_bf16(),
@@ -183,7 +184,7 @@ class RePOConfig(StageConfig):
             "report_to": _report_to(self.trl.get("report_to", "auto")),
             "activation_checkpointing_kwargs": {"use_reentrant": False},
         }
-        if _cpu_only_multiprocess():
+        if cpu_only_multiprocess():
             args["use_cpu"] = True  # torchrun / `accelerate launch --multi_gpu` without GPUs: gloo on CPU
         args.update({k: v for k, v in self.trl.items() if k != "report_to"})
         if "gradient_checkpointing" in args:  # transformers 5 name; the old one warns
@@ -308,12 +309,6 @@ def _report_to(value: Any) -> Any:
     if value == "auto":
         return ["tensorboard"] if importlib.util.find_spec("tensorboard") is not None else "none"
     return value
-
-
-def _cpu_only_multiprocess() -> bool:
-    import torch
-
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
 @dataclass

@@ -27,7 +27,6 @@ import dataclasses
 import functools
 import importlib.util
 import json
-import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,14 @@ from redtrans.config import StageConfig, apply_override, read_yaml_mapping, vali
 from redtrans.errors import ConfigError
 from redtrans.prompts import PROMPT_VERSION
 from redtrans.train.data import Example, split_examples, to_dataset
-from redtrans.train.modeling import fix_adapter_base, load_model, load_tokenizer, merge_adapter, use_bf16
+from redtrans.train.modeling import (
+    cpu_only_multiprocess,
+    fix_adapter_base,
+    load_model,
+    load_tokenizer,
+    merge_adapter,
+    use_bf16,
+)
 
 __all__ = [
     "JSONLLogCallback",
@@ -288,12 +294,6 @@ def model_config(config: SFTRunConfig, source: str = "config") -> Any:
         raise ConfigError(f"{source}: trl.ModelConfig: {exc}") from None
 
 
-def _cpu_only_multiprocess() -> bool:
-    import torch
-
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-
-
 def trl_config(config: SFTRunConfig, bf16: bool, has_eval: bool, source: str = "config") -> Any:
     """The `trl.SFTConfig` for this run (built before the model, so DeepSpeed ZeRO-3 can shard at load)."""
     from trl import SFTConfig
@@ -306,7 +306,7 @@ def trl_config(config: SFTRunConfig, bf16: bool, has_eval: bool, source: str = "
         args["report_to"] = ["tensorboard"] if importlib.util.find_spec("tensorboard") is not None else "none"
     if not has_eval:
         args["eval_strategy"] = "no"
-    if _cpu_only_multiprocess():
+    if cpu_only_multiprocess():
         # torchrun / `accelerate launch --multi_gpu` on a machine without GPUs: train on CPU over gloo
         args["use_cpu"] = True
     try:
