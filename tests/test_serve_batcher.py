@@ -136,3 +136,17 @@ def test_settings_come_from_yaml_env_and_options_in_that_order(tmp_path: Path, m
         ServeConfig(log_level="loud")
     assert ServeConfig(log_level="DEBUG").log_level == "debug"
     assert "sha256 hex digest" in (ServeConfig.model_fields["api_keys"].description or "")
+
+
+def test_metrics_export_each_upstream_circuit_breaker() -> None:
+    from prometheus_client import generate_latest
+
+    from redtrans.engines import create_engine
+    from redtrans.serve.metrics import Metrics
+
+    metrics = Metrics()
+    with create_engine(model="http://user:secret@127.0.0.1:9/v1,http://127.0.0.1:10/v1") as engine:
+        metrics.observe_breakers(engine)
+    text = generate_latest(metrics.registry).decode()
+    assert 'redtrans_upstream_breaker_state{endpoint="http://127.0.0.1:10/v1"} 0.0' in text
+    assert "secret" not in text

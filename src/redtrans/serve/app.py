@@ -331,6 +331,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:
+        service.metrics.observe_breakers(service.engine)
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     def openapi() -> dict[str, Any]:

@@ -41,8 +41,24 @@ class Metrics:
         self.queue_depth = Gauge("redtrans_queue_depth", "Jobs waiting for a worker", registry=r)
         self.in_flight = Gauge("redtrans_texts_in_flight", "Distinct texts queued or being translated", registry=r)
         self.ready = Gauge("redtrans_ready", "1 when the model is loaded", registry=r)
+        self.breaker = Gauge(
+            "redtrans_upstream_breaker_state",
+            "Circuit breaker of each upstream endpoint (openai engine): 0 closed, 1 half-open, 2 open",
+            ["endpoint"],
+            registry=r,
+        )
         self.rate_limit_fallbacks = Counter(
             "redtrans_rate_limit_fallbacks",
             "Rate-limit decisions taken by this process's own bucket because the shared store did not answer",
             registry=r,
         )
+
+    def observe_breakers(self, engine: object) -> None:
+        """Copy an engine's circuit-breaker states into the gauge (engines without breakers have none)."""
+        states = getattr(engine, "breaker_states", None)
+        if not callable(states):
+            return
+        from redtrans.engines.openai import BREAKER_STATES
+
+        for endpoint, state in states().items():
+            self.breaker.labels(endpoint).set(BREAKER_STATES.index(state))
