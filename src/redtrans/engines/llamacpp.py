@@ -35,8 +35,10 @@ class LlamaCppConfig(StageConfig):
     n_threads: int = Field(default=0, ge=0)
     """CPU threads; 0 = all cores."""
     deterministic: bool = False
-    """One slot, so every sequence is decoded alone and greedy output is byte-identical whatever else is
-    queued (several slots decode in one batch, whose kernels round differently). Overrides n_parallel."""
+    """One slot and no prompt-cache reuse, so every prompt is computed whole and every sequence decoded alone:
+    greedy output is byte-identical whatever else is queued (several slots decode in one batch, and a reused
+    prefix leaves a suffix batch whose size depends on the previous request; both round differently).
+    Overrides n_parallel."""
     chat: bool | None = None
     """Force chat (instruct) or completion (base) mode; None = from the registry (paths: chat)."""
 
@@ -130,6 +132,10 @@ class LlamaCppEngine(Engine):
             raise EngineError(f"{self.model} is a base model: send a completion `prompt`, not messages")
         body = openai_body(request)
         body["id_slot"] = slot  # llama.cpp runs it in this slot (waiting if busy): the affinity above holds
+        if self.deterministic:
+            # A reused prefix leaves only the rest of the prompt to compute, in a batch whose size depends on the
+            # previous request; its numerics then differ in the last bits (docs/determinism.md).
+            body["cache_prompt"] = False
         started = time.perf_counter()
         if request.messages is not None:
             response = self._server.handle_chat_completions(body)
