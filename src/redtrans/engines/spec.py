@@ -78,7 +78,8 @@ class EngineSpec(StageConfig):
     """Model name sent to OpenAI-compatible endpoints (what `vllm serve` calls it); openai only."""
     deterministic: bool | None = None
     """Byte-identical output for the same input, model, settings and PROMPT_VERSION on this machine, whatever
-    else is queued: one sequence is decoded at a time (batched kernels round differently; docs/determinism.md).
+    else is queued: one sequence is decoded at a time and every prompt is computed whole (batches of other sizes
+    round differently; docs/determinism.md).
     llamacpp and hf only (a remote batcher decides for openai). None = off; `redtrans translate` and `redtrans
     bench` turn it on unless a parallelism is asked for (`with_default_mode`)."""
     options: dict[str, Any] = Field(default_factory=dict)
