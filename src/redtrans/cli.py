@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from redtrans.console import err_console, progress_bar
@@ -24,7 +25,8 @@ class _ErrorBoundary(TyperGroup):
         try:
             return super().invoke(ctx)
         except RedtransError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            # The message is data (paths, posts, "[q_proj, v_proj]"): escaped, so rich reads no markup in it.
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
 
