@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +46,11 @@ def _expected(text: str, tgt: str) -> str:
     return Translator(StandInEngine(), TranslatorConfig()).translate_text(text, tgt).translation
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`redtrans serve --engine standin` with one API key and a small body limit; yields its base URL."""
-    tmp = tmp_path_factory.mktemp("compat")
+@contextmanager
+def _serve(tmp: Path, config_yaml: str) -> Iterator[str]:
+    """`redtrans serve --engine standin` with one API key and the given config; yields its base URL."""
     config = tmp / "serve.yaml"
-    config.write_text(
-        f"cache: sqlite:///{tmp / 'cache.sqlite'}\nmax_body_bytes: 8192\nrate_limit_rps: 50\nrate_limit_burst: 200\n"
-    )
+    config.write_text(f"cache: sqlite:///{tmp / 'cache.sqlite'}\n" + config_yaml)
     port = _free_port()
     exe = Path(sys.executable).with_name("redtrans")
     env = {**os.environ, "REDTRANS_API_KEYS": f"app:{hash_key(KEY)}", "REDTRANS_HOME": str(tmp)}
@@ -81,6 +78,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A small body limit and generous rate limits."""
+    config = "max_body_bytes: 8192\nrate_limit_rps: 50\nrate_limit_burst: 200\n"
+    with _serve(tmp_path_factory.mktemp("compat"), config) as base:
+        yield base
 
 
 # -- OpenAI ------------------------------------------------------------------------------------------------------
@@ -125,6 +130,45 @@ def test_openai_client_plain_and_streaming(server: str) -> None:
     assert len(finals) == 1 and finals[0].choices[0].finish_reason == "stop"
     assert chunks[-1].usage is not None and chunks[-1].choices == []
     assert "".join(pieces) == expected
+
+
+def test_streaming_sends_each_line_when_it_is_done(tmp_path: Path) -> None:
+    """Two slots, generation time growing with the answer: the short first line's chunk arrives while the long
+    second line is still being generated, not with it."""
+    openai = pytest.importorskip("openai", reason="pip install openai (the dev extra has it)")
+    config = "engine_options: {slots: 2, delay_per_char_s: 0.01}\n"  # the long line: ~360 chars ≈ 3.6 s
+    short, long = "晚安", "今天天气很好我们一起去公园散步然后吃饭看电影最后回家睡觉" * 2
+    with _serve(tmp_path, config) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0)
+        stream = client.chat.completions.create(
+            model="redtrans-zh-en", messages=[{"role": "user", "content": f"{short}\n{long}"}], stream=True
+        )
+        arrived: list[tuple[float, str]] = []
+        for c in stream:
+            if c.choices and c.choices[0].delta.content:
+                arrived.append((time.monotonic(), c.choices[0].delta.content))
+    assert [text for _, text in arrived] == [_expected(short, "en") + "\n", _expected(long, "en")]
+    # Sent together the gap would be ~0; the long line alone takes seconds more than the short one.
+    assert arrived[1][0] - arrived[0][0] > 1.5
+
+
+def test_streaming_error_after_the_first_line_is_an_error_event(tmp_path: Path) -> None:
+    """The engine breaks after the first line was sent: the status (200) is gone, so the stream ends with an
+    OpenAI error event, which the official client raises."""
+    openai = pytest.importorskip("openai", reason="pip install openai (the dev extra has it)")
+    with _serve(tmp_path, "engine_options: {slots: 1, fail_after: 1}\n") as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0)
+        stream = client.chat.completions.create(
+            model="redtrans-zh-en", messages=[{"role": "user", "content": "晚安\n早上好"}], stream=True
+        )
+        pieces: list[str] = []
+        with pytest.raises(openai.APIError) as failed:
+            for c in stream:
+                if c.choices and c.choices[0].delta.content:
+                    pieces.append(c.choices[0].delta.content)
+    assert pieces == [_expected("晚安", "en") + "\n"]
+    assert "the engine failed" in failed.value.message
+    assert failed.value.body is not None and failed.value.body["code"] == "engine_error"  # type: ignore[index]
 
 
 def test_openai_errors_are_openai_error_objects(server: str) -> None:

@@ -239,12 +239,17 @@ class Translator:
             return GenRequest(messages=self.prompts.term_messages(term, kind, src, tgt), max_tokens=24)
         return GenRequest(prompt=prompts.completion_prompt(term, src, tgt), max_tokens=24, stop=prompts.COMPLETION_STOP)
 
-    def _window(self, items: list[Item]) -> list[Result]:
+    def _window(self, items: list[Item]) -> Iterator[Result]:
+        """The window's results in order, each as soon as it and those before it are done: with a slot engine
+        (`supports_submit`) an item is assembled the moment its last segment or term is in, so a caller that
+        streams (serve's SSE) sends it while the rest of the window is still being generated."""
         if self.config.mode == "plain":
-            return self._plain_window(items)
+            yield from self._plain_window(items)
+            return
         plans = [self._plan(item) for item in items]
         segments: list[_Segment] = []
         terms: dict[tuple[str, str, str, str], str | None] = {}
+        needed_by: dict[tuple[str, str, str, str], set[int]] = {}  # term → the items whose spans need it
         for index, plan in enumerate(plans):
             for line in plan.lines or []:
                 for piece in line.pieces:
@@ -254,20 +259,32 @@ class Translator:
                     for span in spans:
                         term = split_emoji(span.inner)[1]
                         if span.rule is not None and self._needs_translation(term, plan.src, plan.item.target):
-                            terms.setdefault((term, span.rule.kind, plan.src, plan.item.target), None)
-
-        term_keys = list(terms)
-        # Base models get the same few-shot prompt on a retry, so only chat engines are retried.
-        retry = self.config.retry and self.engine.chat
-        if self.engine.supports_submit:
-            self._run_streaming(segments, term_keys, terms, retry)
-        else:
-            self._run_batched(segments, term_keys, terms, retry)
+                            key = (term, span.rule.kind, plan.src, plan.item.target)
+                            terms.setdefault(key, None)
+                            needed_by.setdefault(key, set()).add(index)
 
         by_item: dict[int, list[_Segment]] = {}
         for segment in segments:
             by_item.setdefault(segment.item, []).append(segment)
-        return [self._assemble(plan, by_item.get(i, []), terms) for i, plan in enumerate(plans)]
+        waiting = [len(by_item.get(i, [])) for i in range(len(plans))]  # segments and terms not in yet
+        for users in needed_by.values():
+            for index in users:
+                waiting[index] += 1
+        term_keys = list(terms)
+        # Base models get the same few-shot prompt on a retry, so only chat engines are retried.
+        retry = self.config.retry and self.engine.chat
+        ready = 0  # results before this index are yielded
+        if self.engine.supports_submit:
+            for done in self._run_streaming(segments, term_keys, terms, retry):
+                for index in [done.item] if isinstance(done, _Segment) else needed_by[done]:
+                    waiting[index] -= 1
+                while ready < len(plans) and waiting[ready] == 0:
+                    yield self._assemble(plans[ready], by_item.get(ready, []), terms)
+                    ready += 1
+        else:
+            self._run_batched(segments, term_keys, terms, retry)
+        for index in range(ready, len(plans)):
+            yield self._assemble(plans[index], by_item.get(index, []), terms)
 
     def _run_batched(self, segments: list[_Segment], term_keys: list, terms: dict, retry: bool) -> None:
         """One batch for the window's segments and terms, then one batch of retries."""
@@ -284,34 +301,46 @@ class Translator:
             for segment, out in zip(failed, retry_outputs, strict=True):
                 self._settle_retry(segment, out, segment.output, segment.flags)
 
-    def _run_streaming(self, segments: list[_Segment], term_keys: list, terms: dict, retry: bool) -> None:
+    def _run_streaming(
+        self, segments: list[_Segment], term_keys: list, terms: dict, retry: bool
+    ) -> Iterator[_Segment | tuple[str, str, str, str]]:
         """Each request goes to a slot on its own. An answer is checked the moment it arrives, on the engine's
         thread (a done-callback), so a failing segment's retry is queued before that thread takes its next
-        request: the retry lands on the slot that still holds its prompt and overlaps the rest of the window."""
+        request: the retry lands on the slot that still holds its prompt and overlaps the rest of the window.
+        Yields each segment (retry settled) and each term key as it is done, on the calling thread."""
         started = time.perf_counter()
-        finished: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()  # one entry per segment/term
+        # One entry per segment/term: what is done, or the exception to re-raise here.
+        finished: queue.SimpleQueue[_Segment | tuple[str, str, str, str] | BaseException] = queue.SimpleQueue()
         futures: list[Future[GenResult]] = []
+        paused = False  # suspended at a yield: the clock is stopped
 
-        def when_done(future: Future[GenResult], handle: Callable[[GenResult], bool]) -> None:
+        def when_done(
+            future: Future[GenResult], handle: Callable[[GenResult], bool], done: _Segment | tuple[str, str, str, str]
+        ) -> None:
             try:
                 complete = handle(future.result())
             except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread
                 finished.put(exc)
             else:
                 if complete:
-                    finished.put(None)
+                    finished.put(done)
 
-        def send(request: GenRequest, handle: Callable[[GenResult], bool], ahead: bool = False) -> None:
+        def send(
+            request: GenRequest,
+            handle: Callable[[GenResult], bool],
+            done: _Segment | tuple[str, str, str, str],
+            ahead: bool = False,
+        ) -> None:
             future = self.engine.submit(request, ahead=ahead)
             futures.append(future)
-            future.add_done_callback(functools.partial(when_done, handle=handle))
+            future.add_done_callback(functools.partial(when_done, handle=handle, done=done))
 
         def first_answer(segment: _Segment, out: GenResult) -> bool:
             self._accept(segment, out)
             if not (retry and _wants_retry(segment)):
                 return True
             settle = functools.partial(retry_answer, segment, segment.output, segment.flags)
-            send(self._retry_request(segment), settle, ahead=True)
+            send(self._retry_request(segment), settle, segment, ahead=True)
             return False  # complete once the retry is in
 
         def retry_answer(segment: _Segment, first_output: str, first_flags: list[str], out: GenResult) -> bool:
@@ -327,16 +356,25 @@ class Translator:
                 send(
                     self._request(segment.core.masked, segment.src, segment.tgt),
                     functools.partial(first_answer, segment),
+                    segment,
                 )
             for key in term_keys:
-                send(self._term_request(*key), functools.partial(term_answer, key))
+                send(self._term_request(*key), functools.partial(term_answer, key), key)
             for _ in range(len(segments) + len(term_keys)):
-                if (error := finished.get()) is not None:
-                    raise error
+                done = finished.get()
+                if isinstance(done, BaseException):
+                    raise done
+                # The caller's time between our yields is not engine time.
+                self.engine_seconds += time.perf_counter() - started
+                paused = True
+                yield done
+                paused = False
+                started = time.perf_counter()
         finally:
             for future in list(futures):
                 future.cancel()
-            self.engine_seconds += time.perf_counter() - started
+            if not paused:
+                self.engine_seconds += time.perf_counter() - started
 
     def _settle_retry(self, segment: _Segment, out: GenResult, first_output: str, first_flags: list[str]) -> None:
         self._accept(segment, out)

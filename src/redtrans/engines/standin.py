@@ -7,13 +7,17 @@ the engine's `salt` and the text — so the two stand-ins' round trips differ an
 buckets. It reads the direction from the prompts of `redtrans.prompts` (chat or completion form).
 
 Use it as ``m1: {engine: standin, options: {salt: 1}}``; `delay_s` slows each request (to kill a run
-mid-way in tests), `fail_after` raises EngineError after that many requests (a crash).
+mid-way in tests), `fail_after` raises EngineError after that many requests (a crash). With `slots: N` it runs
+requests independently on N threads (`submit`), as llama.cpp's slots do, and `delay_per_char_s` makes a long
+answer take longer than a short one (streaming tests).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import regex
@@ -86,7 +90,12 @@ class StandInConfig(StageConfig):
     parallelism: int = Field(default=16, ge=1)
     """Advertised parallelism; the translator sizes its windows by it."""
     delay_s: float = 0.0
-    """Sleep per generate() call (to make a run slow enough to kill in a test)."""
+    """Sleep per generate() call or submitted request (to make a run slow enough to kill in a test)."""
+    delay_per_char_s: float = Field(default=0.0, ge=0)
+    """Extra sleep per character of the answer (the longest in a batch): long answers take longer."""
+    slots: int = Field(default=0, ge=0)
+    """0: batches through generate(); N: requests run independently on N threads through submit(), each
+    finishing on its own (the translator's slot path, as with llama.cpp)."""
     fail_after: int | None = None
     """Raise EngineError once this many requests have been served (a crash mid-run)."""
     model: str = ""
@@ -107,6 +116,9 @@ class StandInEngine(Engine):
         self.parallelism = max(1, self.config.parallelism)
         self.deterministic = True  # no batching effects: the same text always gives the same output
         self.served = 0
+        self.supports_submit = self.config.slots > 0
+        self._pool = ThreadPoolExecutor(self.config.slots, "standin-slot") if self.config.slots else None
+        self._lock = threading.Lock()
 
     def _translate(self, text: str, src: str, tgt: str) -> str:
         to_latin = LANGUAGES[tgt].script == "Latin"
@@ -136,10 +148,36 @@ class StandInEngine(Engine):
         text = self._translate(user, _NAMES[match.group(1)], _NAMES[match.group(2)])
         return GenResult(text, "stop", prompt_tokens=len(user), completion_tokens=len(text))
 
+    def _serve(self, n: int) -> None:
+        with self._lock:
+            if self.config.fail_after is not None and self.served + n > self.config.fail_after:
+                raise EngineError(f"stand-in: failing after {self.config.fail_after} requests (as configured)")
+            self.served += n
+
+    def _sleep(self, results: list[GenResult]) -> None:
+        longest = max((len(r.text) for r in results), default=0)
+        if delay := self.config.delay_s + self.config.delay_per_char_s * longest:
+            time.sleep(delay)
+
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
-        if self.config.fail_after is not None and self.served + len(requests) > self.config.fail_after:
-            raise EngineError(f"stand-in: failing after {self.config.fail_after} requests (as configured)")
-        if self.config.delay_s:
-            time.sleep(self.config.delay_s)
-        self.served += len(requests)
-        return [self._one(r) for r in requests]
+        self._serve(len(requests))
+        results = [self._one(r) for r in requests]
+        self._sleep(results)
+        return results
+
+    def submit(self, request: GenRequest, ahead: bool = False) -> Future[GenResult]:
+        """One request on the next free slot thread (`ahead` is not honoured: the stand-in has no queue order)."""
+        if self._pool is None:
+            return super().submit(request, ahead)
+
+        def run() -> GenResult:
+            self._serve(1)
+            result = self._one(request)
+            self._sleep([result])
+            return result
+
+        return self._pool.submit(run)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)

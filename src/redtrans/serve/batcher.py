@@ -3,7 +3,8 @@
 Independent of HTTP and of translation (tested on its own): a caller `submit`s a mapping key → payload with a
 deadline; keys already in flight are shared (translated once for everyone who asks meanwhile); the rest become
 one job on a bounded queue (`QueueFull` when it is full). Each of the workers takes a job plus whatever else is
-queued, up to `max_batch_items` keys (optionally waiting `batch_wait_ms` to fill up), and awaits `run_batch`.
+queued, up to `max_batch_items` keys (optionally waiting `batch_wait_ms` to fill up), and awaits `run_batch`,
+which may `settle` a key the moment it is done; `each` hands a caller its keys in order as they are settled.
 
 Nothing is done for nobody: a caller that gives up (deadline, disconnect) lets go of its keys; a key nobody
 waits for leaves the queue at once (freeing its slot), and a started batch whose keys nobody waits for any more
@@ -17,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -104,8 +105,8 @@ class Batcher(Generic[P, R]):
             self._workers.append(asyncio.create_task(self._worker(n), name=f"redtrans-worker-{n}"))
 
     # -- callers -----------------------------------------------------------------------------------------
-    async def submit(self, payloads: Mapping[str, P], deadline: float) -> dict[str, Done[R]]:
-        """Wait for every key's outcome until `deadline` (time.monotonic()); QueueFull, DeadlineExceeded."""
+    def _enqueue(self, payloads: Mapping[str, P], deadline: float) -> list[Unit[P, R]]:
+        """Put the keys not in flight yet on the queue as one job; the caller waits on every key's unit."""
         if self._draining is not None:
             raise Draining(self._draining)
         keys = list(payloads)
@@ -124,6 +125,11 @@ class Batcher(Generic[P, R]):
         for unit in units:
             unit.waiters += 1
             unit.deadline = max(unit.deadline, deadline)
+        return units
+
+    async def submit(self, payloads: Mapping[str, P], deadline: float) -> dict[str, Done[R]]:
+        """Wait for every key's outcome until `deadline` (time.monotonic()); QueueFull, DeadlineExceeded."""
+        units = self._enqueue(payloads, deadline)
         finished = False
         try:
             remaining = deadline - time.monotonic()
@@ -137,6 +143,30 @@ class Batcher(Generic[P, R]):
             if not finished:  # deadline or the caller went away: let go of what nobody else waits for
                 for unit in units:
                     self._release(unit)
+
+    async def each(self, payloads: Mapping[str, P], deadline: float) -> AsyncGenerator[tuple[str, Done[R]], None]:
+        """Each key's outcome in the order of `payloads`, as soon as it and those before it are done (a batch
+        function that `settle`s keys early makes this progressive); QueueFull, DeadlineExceeded. Close it (or
+        leave it by an exception) to let go of the keys not handed out yet."""
+        units = self._enqueue(payloads, deadline)
+        try:
+            for unit in units:
+                remaining = deadline - time.monotonic()
+                if not unit.future.done() and remaining > 0:
+                    await asyncio.wait([unit.future], timeout=remaining)
+                if not unit.future.done():
+                    raise DeadlineExceeded()
+                yield unit.key, unit.future.result()
+        finally:
+            for unit in units:  # a done unit is only counted down
+                self._release(unit)
+
+    def settle(self, unit: Unit[P, R], done: Done[R]) -> None:
+        """Answer one unit of a running batch before the batch ends (call on the loop)."""
+        if self.in_flight.get(unit.key) is unit:
+            del self.in_flight[unit.key]
+        if not unit.future.done():
+            unit.future.set_result(done)
 
     def _release(self, unit: Unit[P, R]) -> None:
         unit.waiters -= 1
@@ -223,8 +253,8 @@ class Batcher(Generic[P, R]):
             for unit in units:
                 unit.started = True
 
-            def cancelled(units: list[Unit[P, R]] = units) -> bool:
-                return all(u.abandoned for u in units)
+            def cancelled(units: list[Unit[P, R]] = units) -> bool:  # settled units need no more work
+                return all(u.abandoned or u.future.done() for u in units)
 
             results: Mapping[str, Done[R]] = {}
             try:

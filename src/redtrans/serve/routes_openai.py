@@ -6,12 +6,15 @@ Any OpenAI client translates with redtrans by naming a direction as the model: `
 `extra_body={"redtrans": {"src", "tgt", "deadline_ms"}}` overrides the model name. The request goes through
 the same service as `/v1/translate` (keys, rate limits, cache, budgets, metrics); errors are OpenAI error
 objects (`conventions.render`). `stream: true` answers Server-Sent Events: the post is translated line by
-line (the source detected once for the whole post), one chunk per line in order, then the final chunk
-(`finish_reason: "stop"`, usage with `stream_options.include_usage`), then `data: [DONE]`.
+line (the source detected once for the whole post), one chunk per line in order, each sent as soon as that
+line (and every line before it) is translated, then the final chunk (`finish_reason: "stop"`, usage with
+`stream_options.include_usage`), then `data: [DONE]`. An error before the first line has its HTTP status; one
+after it is a `data: {"error": …}` event (the official client raises it) that ends the stream.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -25,8 +28,9 @@ from pydantic import BaseModel, ValidationError
 from redtrans import prompts
 from redtrans.errors import LanguageError
 from redtrans.languages import LANGUAGES, default_target, get_language
+from redtrans.serve.conventions import openai_error
 from redtrans.serve.errors import ServiceError
-from redtrans.serve.protocol import TranslateItem, TranslateRequest
+from redtrans.serve.protocol import TranslateItem, TranslateRequest, Translation
 from redtrans.serve.protocol_compat import (
     AssistantMessage,
     ChatCompletion,
@@ -198,9 +202,17 @@ def build_router(service: TranslationService) -> APIRouter:
             return Response(answer.model_dump_json().encode(), media_type="application/json")
 
         lines = await unless_disconnected(request, service.translate_lines(text, src, tgt, admitted, deadline_ms))
-        state["outcome"] = lines.outcome
-        translations = lines.outcome.response.translations
+        stream = lines.translations
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        # The first line decides the status: an error before it (overloaded, deadline, engine) is answered as
+        # an OpenAI error with its status; once the stream is open, an error is an `error` event that ends it.
+        first: Translation | None = None
+        if any(isinstance(part, int) for part in lines.parts):
+            try:
+                first = await unless_disconnected(request, anext(stream))
+            except BaseException:
+                await stream.aclose()
+                raise
 
         def chunk(delta: Delta, finish: str | None = None, usage: Usage | None = None) -> bytes:
             choices = [] if usage is not None else [ChunkChoice(delta=delta, finish_reason=finish)]
@@ -210,24 +222,33 @@ def build_router(service: TranslationService) -> APIRouter:
             return _sse(data)
 
         async def events() -> AsyncIterator[bytes]:
-            yield chunk(Delta(role="assistant", content=""))
-            spent = 0
-            last = len(lines.parts) - 1
-            for n, part in enumerate(lines.parts):
-                if isinstance(part, int):
-                    t = translations[part]
-                    piece = t.translation
-                    spent += 0 if t.cached else units(piece)
-                else:
-                    piece = part
-                yield chunk(Delta(content=piece + ("\n" if n < last else "")))
-            yield chunk(Delta(), "stop")
-            if include_usage:
-                cached = all(t.cached for t in translations)
-                asked = 0 if cached else units(text)
-                usage = Usage(prompt_tokens=asked, completion_tokens=spent, total_tokens=asked + spent)
-                yield chunk(Delta(), usage=usage)
-            yield _sse("[DONE]")
+            translations: list[Translation] = []
+            try:
+                yield chunk(Delta(role="assistant", content=""))
+                spent = 0
+                last = len(lines.parts) - 1
+                for n, part in enumerate(lines.parts):
+                    if isinstance(part, int):  # each line leaves as soon as it (and those before it) is done
+                        t = first if first is not None and not translations else await anext(stream)
+                        translations.append(t)
+                        piece = t.translation
+                        spent += 0 if t.cached else units(piece)
+                    else:
+                        piece = part
+                    yield chunk(Delta(content=piece + ("\n" if n < last else "")))
+                yield chunk(Delta(), "stop")
+                if include_usage:
+                    cached = all(t.cached for t in translations)
+                    asked = 0 if cached else units(text)
+                    usage = Usage(prompt_tokens=asked, completion_tokens=spent, total_tokens=asked + spent)
+                    yield chunk(Delta(), usage=usage)
+                yield _sse("[DONE]")
+            except ServiceError as exc:
+                state["error"] = exc.code
+                yield _sse(json.dumps(openai_error(exc), ensure_ascii=False))
+            finally:
+                await stream.aclose()
+                state["outcome"] = lines.tally.outcome(translations, service.model)
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 

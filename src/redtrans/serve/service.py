@@ -12,10 +12,11 @@ cancel flag and its call budget before every call). Nothing here grows without b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,17 +132,6 @@ class Work:
 
 
 @dataclass
-class Lines:
-    """A post translated line by line (streaming): `parts[n]` is an index into the outcome's translations, or
-    the line itself when it has nothing to translate (a blank line)."""
-
-    parts: list[int | str]
-    outcome: Outcome
-    src: str | None
-    tgt: str
-
-
-@dataclass
 class Outcome:
     """A finished translate call: the response and its timings (for headers and logs)."""
 
@@ -151,6 +141,47 @@ class Outcome:
     items: int
     cached: int
     texts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Tally:
+    """What a translate call has spent so far (filled while its translations come in)."""
+
+    items: int
+    texts: list[str]
+    cached: int = 0
+    engine_s: float = 0.0
+    queue_s: float = 0.0
+
+    def outcome(self, translations: list[Translation], model: str) -> Outcome:
+        """The call's response and timings, once its translations are in."""
+        engine_ms, queue_ms = self.engine_s * 1000, max(0.0, self.queue_s) * 1000
+        response = TranslateResponse(
+            translations=translations,
+            model=model,
+            prompt_version=prompts.PROMPT_VERSION,
+            engine_ms=round(engine_ms, 3),
+            queue_ms=round(queue_ms, 3),
+        )
+        return Outcome(response, engine_ms, queue_ms, self.items, self.cached, self.texts)
+
+
+@dataclass
+class Lines:
+    """A post translated line by line (streaming): `parts[n]` is the index of its line's translation in
+    `translations` (which yields them in order, each when done), or the line itself when it has nothing to
+    translate (a blank line). `tally` is complete once `translations` is exhausted."""
+
+    parts: list[int | str]
+    translations: AsyncGenerator[Translation, None]
+    tally: Tally
+    src: str | None
+    tgt: str
+
+
+async def _nothing() -> AsyncGenerator[tuple[str, Done[CacheEntry]], None]:
+    return
+    yield  # an empty async generator
 
 
 class TranslationService:
@@ -409,7 +440,9 @@ class TranslationService:
         deadline_ms: int | None = None,
     ) -> Lines:
         """One post translated as one item per line (for streaming answers): the same checks and budgets as
-        the post as one item; the source is detected once for the whole post, so every line has the same one."""
+        the post as one item; the source is detected once for the whole post, so every line has the same one.
+        Input errors are raised here; the lines' translations come from `Lines.translations`, each as soon as
+        it and those before it are done."""
         admitted = time.monotonic() if admitted is None else admitted
         self._ensure_ready()
         (post,) = self._check(TranslateRequest(items=[TranslateItem(text=text, src=src, tgt=tgt)]))
@@ -423,15 +456,24 @@ class TranslationService:
                 continue
             parts.append(len(work))
             work.append(Work(Item(str(n), line, post.item.tgt, detected), post.tag))
-        outcome = await self._run(work, admitted, self._timeout(deadline_ms), detected=post.item.src is None)
-        return Lines(parts, outcome, detected, post.tag or post.item.target)
+        tally = Tally(items=len(work), texts=[w.item.text for w in work] if self.config.log_text else [])
+        translations = self._translations(work, admitted, self._timeout(deadline_ms), post.item.src is None, tally)
+        return Lines(parts, translations, tally, detected, post.tag or post.item.target)
 
-    async def _run(self, work: list[Work], admitted: float, timeout: float, detected: bool | None = None) -> Outcome:
-        """Cache, budgets, batcher: the translations of `work` in order (`detected` overrides the flag)."""
+    async def _run(self, work: list[Work], admitted: float, timeout: float) -> Outcome:
+        """The translations of `work` in order, as one response."""
+        tally = Tally(items=len(work), texts=[w.item.text for w in work] if self.config.log_text else [])
+        translations = [t async for t in self._translations(work, admitted, timeout, None, tally)]
+        return tally.outcome(translations, self.model)
+
+    async def _translations(
+        self, work: list[Work], admitted: float, timeout: float, detected: bool | None, tally: Tally
+    ) -> AsyncGenerator[Translation, None]:
+        """Cache, budgets, batcher: the translations of `work` in order, each as soon as it and those before it
+        are done (`detected` overrides the flag); `tally` collects the counts and times as they come."""
         deadline = admitted + timeout
         items = [w.item for w in work]
-        model = self.model
-        keys = [cache_key(i.text, i.src, i.tgt or "", model, self._prompt_version) for i in items]
+        keys = [cache_key(i.text, i.src, i.tgt or "", self.model, self._prompt_version) for i in items]
         entries: dict[str, CacheEntry] = {}
         lookup: list[str] = []
         for key in keys:
@@ -441,49 +483,30 @@ class TranslationService:
             else:
                 entries[key] = entry
         entries.update(await self._lookup(list(dict.fromkeys(lookup)), deadline))
-        cached = sum(1 for k in keys if k in entries)
-        engine_s = queue_s = 0.0
+        tally.cached = sum(1 for k in keys if k in entries)
         missing = list(dict.fromkeys(k for k in keys if k not in entries))
+        outcomes: AsyncGenerator[tuple[str, Done[CacheEntry]], None] = _nothing()
         if missing:
             first = {k: n for n, k in reversed(list(enumerate(keys)))}
             calls = self._budget([(first[k], items[first[k]]) for k in missing])
             payloads = {k: _Payload(items[first[k]], calls[first[k]]) for k in missing}
-            enqueued = time.monotonic()
-            try:
-                done = await self.batcher.submit(payloads, deadline)
-            except QueueFull:
-                self.metrics.rejected.labels("overloaded").inc()
-                raise ServiceError(
-                    429,
-                    "overloaded",
-                    "the service is at capacity; retry after the indicated time",
-                    headers={"Retry-After": str(self.retry_after())},
-                ) from None
-            except Draining:
-                raise ServiceError(503, "shutting_down", SHUTTING_DOWN + "; retry elsewhere") from None
-            except DeadlineExceeded:
-                self.metrics.rejected.labels("deadline").inc()
-                raise ServiceError(
-                    504,
-                    "deadline_exceeded",
-                    f"not translated within {timeout:g} s; the service is busy or the text long",
-                ) from None
-            for key, result in done.items():
-                if result.value is None:
-                    self.metrics.items.labels("error").inc(sum(1 for k in keys if k == key))
-                    if result.error == SHUTTING_DOWN:
-                        raise ServiceError(503, "shutting_down", SHUTTING_DOWN + "; retry elsewhere")
-                    raise ServiceError(502, "engine_error", f"the engine failed: {result.error}")
-                entries[key] = result.value
-                engine_s = max(engine_s, result.engine_s)
-                queue_s = max(queue_s, result.batch_started - enqueued)
-        self.metrics.items.labels("cache").inc(cached)
-        self.metrics.items.labels("engine").inc(len(keys) - cached)
-        translations = []
-        for w, key in zip(work, keys, strict=True):
-            item, entry = w.item, entries[key]
-            translations.append(
-                Translation(
+            outcomes = self.batcher.each(payloads, deadline)
+        enqueued = time.monotonic()
+        async with contextlib.aclosing(outcomes):
+            for w, key in zip(work, keys, strict=True):
+                while key not in entries:  # the batcher answers the missing keys in this same order
+                    answered, result = await self._next_outcome(outcomes, timeout)
+                    if result.value is None:
+                        self.metrics.items.labels("error").inc(sum(1 for k in keys if k == answered))
+                        if result.error == SHUTTING_DOWN:
+                            raise ServiceError(503, "shutting_down", SHUTTING_DOWN + "; retry elsewhere")
+                        raise ServiceError(502, "engine_error", f"the engine failed: {result.error}")
+                    entries[answered] = result.value
+                    tally.engine_s = max(tally.engine_s, result.engine_s)
+                    tally.queue_s = max(tally.queue_s, result.batch_started - enqueued)
+                item, entry = w.item, entries[key]
+                self.metrics.items.labels("engine" if key in missing else "cache").inc()
+                yield Translation(
                     id=item.id,
                     translation=to_chinese_script(entry.translation, w.tag) if w.tag else entry.translation,
                     src=entry.src,
@@ -492,16 +515,30 @@ class TranslationService:
                     flags=entry.flags,
                     cached=key not in missing,
                 )
-            )
-        response = TranslateResponse(
-            translations=translations,
-            model=model,
-            prompt_version=prompts.PROMPT_VERSION,
-            engine_ms=round(engine_s * 1000, 3),
-            queue_ms=round(max(0.0, queue_s) * 1000, 3),
-        )
-        texts = [i.text for i in items] if self.config.log_text else []
-        return Outcome(response, engine_s * 1000, max(0.0, queue_s) * 1000, len(items), cached, texts)
+
+    async def _next_outcome(
+        self, outcomes: AsyncGenerator[tuple[str, Done[CacheEntry]], None], timeout: float
+    ) -> tuple[str, Done[CacheEntry]]:
+        """The batcher's next answer, its refusals as HTTP errors."""
+        try:
+            return await anext(outcomes)
+        except QueueFull:
+            self.metrics.rejected.labels("overloaded").inc()
+            raise ServiceError(
+                429,
+                "overloaded",
+                "the service is at capacity; retry after the indicated time",
+                headers={"Retry-After": str(self.retry_after())},
+            ) from None
+        except Draining:
+            raise ServiceError(503, "shutting_down", SHUTTING_DOWN + "; retry elsewhere") from None
+        except DeadlineExceeded:
+            self.metrics.rejected.labels("deadline").inc()
+            raise ServiceError(
+                504,
+                "deadline_exceeded",
+                f"not translated within {timeout:g} s; the service is busy or the text long",
+            ) from None
 
     # -- batches --------------------------------------------------------------------------------------
     async def _run_batch(
@@ -513,24 +550,30 @@ class TranslationService:
         started = time.monotonic()
         before = translator.engine_seconds
         items = [u.payload.item for u in units]
+        loop = asyncio.get_running_loop()
 
-        def work() -> tuple[dict[str, CacheEntry], dict[str, CacheEntry]]:
+        def settle(unit: Unit[_Payload, CacheEntry], entry: CacheEntry, ok: bool, engine_s: float) -> None:
+            if ok:
+                self.cache.add({unit.key: entry})
+            self.batcher.settle(unit, Done(entry, started, engine_s))
+
+        def work() -> dict[str, CacheEntry]:
             now = time.time()
             answered: dict[str, CacheEntry] = {}
-            cacheable: dict[str, CacheEntry] = {}
             for unit, r in zip(units, translator.translate(items), strict=True):
                 if ENGINE_ERROR in r.flags:  # no translation at all: the waiting requests get 502
                     continue
                 answered[unit.key] = CacheEntry(r.translation, r.src, list(r.flags), now)
-                if r.ok:  # failures (empty, echo, refusal) are answered with their flags, never cached
-                    cacheable[unit.key] = answered[unit.key]
-            return answered, cacheable
+                # Its waiters have it now, not when the whole batch is done (a stream sends it at once).
+                # Failures (empty, echo, refusal) are answered with their flags, never cached.
+                spent = translator.engine_seconds - before
+                loop.call_soon_threadsafe(settle, unit, answered[unit.key], r.ok, spent)
+            return answered
 
         entries: dict[str, CacheEntry] = {}
-        cacheable: dict[str, CacheEntry] = {}
         error: str | None = None
         try:
-            entries, cacheable = await asyncio.get_running_loop().run_in_executor(self._pool, work)
+            entries = await loop.run_in_executor(self._pool, work)
         except BatchCancelled as exc:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 - the engine is unusable: the waiting requests get 502
@@ -546,7 +589,6 @@ class TranslationService:
                 texts=len(units), s=round(elapsed, 3), engine_s=round(engine_s, 3), calls=guard.calls, error=error
             ),
         )
-        self.cache.add(cacheable)
         out: dict[str, Done[CacheEntry]] = {}
         for unit in units:
             entry = entries.get(unit.key)
