@@ -150,3 +150,37 @@ def test_metrics_export_each_upstream_circuit_breaker() -> None:
     text = generate_latest(metrics.registry).decode()
     assert 'redtrans_upstream_breaker_state{endpoint="http://127.0.0.1:10/v1"} 0.0' in text
     assert "secret" not in text
+
+
+def test_each_hands_out_keys_in_order_as_the_batch_settles_them() -> None:
+    """A batch function that settles each key when it is done: `each` gives the first key to its caller while
+    the batch is still working on the second, and the batch's own mapping does not overwrite it."""
+
+    async def body() -> None:
+        batcher: Batcher[str, str]
+
+        async def settle_as_done(index: int, units: list[Unit[str, str]], cancelled: CancelCheck) -> dict:
+            started = time.monotonic()
+            for unit in units:
+                await asyncio.sleep(0.3)
+                batcher.settle(unit, Done(unit.payload.upper(), started))
+            return {u.key: Done("late", started) for u in units}
+
+        batcher = Batcher(settle_as_done, max_queue=8, max_batch_items=8)
+        batcher.start(1)
+        began = time.monotonic()
+        seen: list[tuple[str, str | None, float]] = []
+        async for key, done in batcher.each({"a": "a", "b": "b"}, began + 5):
+            seen.append((key, done.value, time.monotonic() - began))
+        assert [(k, v) for k, v, _ in seen] == [("a", "A"), ("b", "B")]
+        assert seen[1][2] - seen[0][2] > 0.2  # "a" came out before "b" was done
+        assert batcher.in_flight == {}
+
+        # A caller that stops listening lets go: the batch sees nobody waits for the rest.
+        stream = batcher.each({"c": "c", "d": "d", "e": "e"}, time.monotonic() + 5)
+        assert (await anext(stream))[0] == "c"
+        await stream.aclose()
+        assert all(u.waiters == 0 for u in batcher.in_flight.values())
+        await batcher.stop()
+
+    run(body)
