@@ -182,6 +182,7 @@ class RePOConfig(StageConfig):
             "bf16": self.use_bf16(),
             "fp16": False,
             "report_to": _report_to(self.trl.get("report_to", "auto")),
+            "activation_checkpointing": True,  # TRL's default, by the name transformers 5 reads without a warning
             "activation_checkpointing_kwargs": {"use_reentrant": False},
         }
         if cpu_only_multiprocess():
