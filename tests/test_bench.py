@@ -39,6 +39,7 @@ from redtrans.bench.systems import SystemSpec, check_cache_config, with_parallel
 from redtrans.bench.tags import segment_fidelity, tag_source
 from redtrans.engines import EngineSpec
 from redtrans.engines.base import Engine, EngineError, GenRequest, GenResult
+from redtrans.errors import InputError
 from tests.conftest import shared_file
 
 SACREBLEU_CLI = Path(sys.executable).parent / "sacrebleu"
@@ -422,6 +423,30 @@ def test_parse_system() -> None:
                 "model=x,served_model=m", "model=x,n_parallel=2,parallel=3"):  # fmt: skip
         with pytest.raises(SystemSpecError):
             parse_system(bad)
+
+
+def test_quality_levers_as_systems_and_the_slang_slice(tmp_path: Path, suite_file: Path) -> None:
+    """Each lever of docs/quality.md is a system key: bench runs them beside the default, binds each cache to its
+    levers, and slices the posts the shipped term base matches as `slang` (绝绝子/yyds, 油皮亲妈, no cap)."""
+    levers = parse_system("name=all,engine=standin,termbase=builtin,examples=builtin,shots=1,candidates=2")
+    assert levers.levers == {"termbases": ["builtin"], "examples": "builtin", "shots": 1, "candidates": 2}
+    assert parse_system("name=x,engine=standin,termbase=none").levers == {"termbases": []}
+    assert "translator" not in parse_system("name=d,engine=standin").config()  # old bindings unchanged
+    for bad in ("name=x,engine=standin,shots=two", "name=x,engine=standin,candidates=-1",
+                f"name=x,engine=standin,termbase={tmp_path / 'missing.yaml'}"):  # fmt: skip
+        with pytest.raises((SystemSpecError, InputError)):
+            parse_system(bad)
+    systems = [parse_system("name=base,engine=standin"), parse_system("name=tb,engine=standin,termbase=builtin")]
+    results = run_bench(
+        BenchConfig(suite="jsonl", data=str(suite_file), systems=systems, out=tmp_path / "out", bootstrap_samples=100),
+        show_progress=False,
+    )
+    keys = {s["key"]: s for s in results["slices"]}
+    assert keys["zh-en/#slang"]["n"] >= 2 and keys["en-zh/#slang"]["n"] >= 1
+    assert set(keys["zh-en/#slang"]["scores"]) == {"base", "tb"}
+    binding = json.loads(next((tmp_path / "out" / "hyps").glob("tb.config.json")).read_text())
+    assert binding["translator"] == {"termbases": ["builtin"]}
+    assert results["significance"]["zh-en"]["systems"]["tb"]["chrf++"]["p_value"] is not None
 
 
 def test_parallel_reaches_the_engine_spec_unless_the_system_sets_it() -> None:

@@ -38,6 +38,7 @@ from redtrans.bench.tags import TAGS, segment_fidelity, tag_source
 from redtrans.engines import Engine
 from redtrans.errors import ConfigError
 from redtrans.text.profiles import load_profile
+from redtrans.text.termbase import load_termbase
 
 
 class BenchError(ConfigError):
@@ -73,7 +74,10 @@ class BenchConfig:
     min_slice: int = 1
     """Slices with fewer segments are left out of the tables (always kept in results.json)."""
     slang_terms: list[str] = field(default_factory=list)
-    """Slang terms for the `slang` tag (a term base); empty = no slang tag."""
+    """Extra slang terms for the `slang` tag (besides `slang_termbases`)."""
+    slang_termbases: list[str] = field(default_factory=lambda: ["builtin"])
+    """Term bases whose matches tag a source `slang` (by the translator's own matcher; `builtin` = the shipped
+    base). They only define the slice; what a system translates with is set per system. [] = none."""
     repeats: int = 1
     """Runs of each engine system: the first is the (cached) scored one; the others translate every segment
     again, bypassing the cache (into hyps/NAME.repeatK.jsonl), and the report gives per slice how many
@@ -245,7 +249,8 @@ def run_bench(
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     profile = load_profile(config.profile)
-    tags = {s.id: tag_source(s.source, s.src, profile, config.slang_terms) for s in suite.segments}
+    termbase = load_termbase(config.slang_termbases)
+    tags = {s.id: tag_source(s.source, s.src, profile, config.slang_terms, termbase) for s in suite.segments}
 
     if config.repeats < 1:
         raise BenchError(f"repeats must be at least 1, not {config.repeats}")

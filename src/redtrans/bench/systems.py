@@ -10,6 +10,9 @@ Spec strings (``--system``, repeatable):
   is a field of the engine's own config (``n_threads=2``, ``timeout_s=300``, ``base_model=…``, ``chat=false``)
   and goes to `EngineSpec.options`. The spec is checked against the engine's config when it is parsed, so an
   unknown key or a bad value fails before any model loads;
+- the quality levers of docs/quality.md as translator keys: ``termbase=builtin`` (several joined by ``+``, the
+  first wins a term), ``examples=builtin|PATH``, ``shots=2``, ``candidates=4``, e.g.
+  ``name=termbase,termbase=builtin`` beside ``default``: bench scores both and tests the difference;
 - ``outputs:path.jsonl`` (or ``name=x,outputs=path``) — published hypotheses: JSONL rows with ``id`` and
   ``translation`` (or ``hypothesis``), or a plain-text file with one line per segment of the whole suite.
 
@@ -36,7 +39,9 @@ from redtrans.errors import ConfigError, InputError
 from redtrans.jsonl import JSONLWriter, read_jsonl, repair_tail, retry_pending, stamp_attempts
 from redtrans.translator import Item, Translator, TranslatorConfig
 
-_SYSTEM_KEYS = {"name", "mode", "profile", "outputs"}
+_TRANSLATOR_KEYS = {"termbase", "examples", "shots", "candidates"}
+"""Spec-string keys that set the system's translator (`TranslatorConfig`), not its engine."""
+_SYSTEM_KEYS = {"name", "mode", "profile", "outputs", *_TRANSLATOR_KEYS}
 _SPEC_KEYS = {"engine": "kind", "model": "model", "parallel": "parallel", "served_model": "served_model"}
 """Spec-string key → `EngineSpec` field; other keys (not in `_SYSTEM_KEYS`) are engine options."""
 
@@ -65,6 +70,9 @@ class SystemSpec:
     """Platform markup profile given to the translator (and used for fidelity)."""
     outputs: str | None = None
     """kind=outputs: the hypotheses file."""
+    levers: dict[str, Any] = field(default_factory=dict)
+    """Translator settings beyond the default (`TranslatorConfig` fields: termbases, examples, shots,
+    candidates): the quality levers a comparison turns on one by one."""
 
     def engine_spec(self) -> EngineSpec:
         """The engine spec of an engine system (SystemSpecError for an outputs system)."""
@@ -76,8 +84,11 @@ class SystemSpec:
         """What the system's hypotheses depend on: recorded in results.json and binding its cache."""
         if self.kind == "outputs":
             return {"name": self.name, "kind": "outputs", "outputs": self.outputs}
-        return {"name": self.name, "kind": "engine", "mode": self.mode, "profile": self.profile,
-                "engine": self.engine_spec().resolved().model_dump(mode="json")}  # fmt: skip
+        config = {"name": self.name, "kind": "engine", "mode": self.mode, "profile": self.profile,
+                  "engine": self.engine_spec().resolved().model_dump(mode="json")}  # fmt: skip
+        if self.levers:  # only when set, so the bindings of systems without levers stay as they were
+            config["translator"] = dict(self.levers)
+        return config
 
 
 def safe_name(name: str) -> str:
@@ -141,7 +152,31 @@ def parse_system(spec: str) -> SystemSpec:
     except ConfigError as exc:
         raise SystemSpecError(str(exc)) from None
     name = values.get("name") or f"{Path(str(engine.model)).name}-{mode}"
-    return SystemSpec(name, "engine", _checked(engine, spec), mode, values.get("profile", "rednote"))
+    levers = _levers(values, spec)
+    return SystemSpec(name, "engine", _checked(engine, spec), mode, values.get("profile", "rednote"), levers=levers)
+
+
+def _levers(values: dict[str, str], where: str) -> dict[str, Any]:
+    """The spec string's translator keys as `TranslatorConfig` fields, checked."""
+    levers: dict[str, Any] = {}
+    if "termbase" in values:
+        bases = [b.strip() for b in values["termbase"].split("+") if b.strip()]
+        levers["termbases"] = [] if bases == ["none"] else bases
+    if "examples" in values:
+        levers["examples"] = None if values["examples"].lower() == "none" else values["examples"]
+    for key in ("shots", "candidates"):
+        if key in values:
+            try:
+                levers[key] = int(values[key])
+            except ValueError:
+                raise SystemSpecError(f"system {where!r}: {key} must be a whole number, not {values[key]!r}") from None
+            if levers[key] < 0:
+                raise SystemSpecError(f"system {where!r}: {key} must be 0 or more")
+    if levers.get("termbases"):
+        from redtrans.text.termbase import load_termbase
+
+        load_termbase(levers["termbases"])  # a missing or broken base fails here, before any model loads
+    return levers
 
 
 # -- outputs files --------------------------------------------------------------------------------------
@@ -285,7 +320,7 @@ class EnginePool:
 
 
 def translator_for(spec: SystemSpec, engine: Engine) -> Translator:
-    return Translator(engine, TranslatorConfig(profile=spec.profile, mode=spec.mode))  # type: ignore[arg-type]
+    return Translator(engine, TranslatorConfig(profile=spec.profile, mode=spec.mode, **spec.levers))  # type: ignore[arg-type]
 
 
 def with_parallel(spec: SystemSpec, parallel: int | None) -> SystemSpec:
