@@ -31,8 +31,8 @@ from typing import Any
 from redtrans import prompts
 from redtrans.errors import InputError
 from redtrans.prefs.config import ExportConfig
-from redtrans.prefs.prescore import sentence_chrf
 from redtrans.prefs.rows import candidate_rows
+from redtrans.scoring import sentence_chrf
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """`prefs prescore`: automatic scores that order the annotation queue and pre-fill the form.
 
-With a reference, each candidate gets sentence chrF++ (sacrebleu ``CHRF(word_order=2)``, 0–100); a row whose
+With a reference, each candidate gets sentence chrF++ (`redtrans.scoring.sentence_chrf`, 0–100); a row whose
 best candidate scores below `tau_auto` is marked ``needs_rewrite``. Without one, an LLM judge (any
 `EngineSpec`) scores each candidate on the written 1–5 rubric (`JUDGE_RUBRIC`, the experts' rubric) and a row
 whose best judge score is below `tau` is marked. Rows get ``auto: {metric, scores, rubric, needs_rewrite,
@@ -12,7 +12,6 @@ signature|judge}``; a row the judge could not score is written ``status: "failed
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from redtrans.jsonl import JSONLWriter
 from redtrans.languages import get_language
 from redtrans.prefs.config import RUBRIC, PrescoreConfig
 from redtrans.prefs.rows import candidate_rows, succeeded_ids
+from redtrans.scoring import chrf_metric, sentence_chrf
 
 CHRF_BANDS: list[tuple[float, int]] = [(70.0, 5), (55.0, 4), (40.0, 3), (25.0, 2), (0.0, 1)]
 """chrF++ lower bounds → the 1–5 rubric score pre-filled for it (a hint, not a score)."""
@@ -41,22 +41,11 @@ _JUDGE_USER = "{src} post:\n{source}\n\n{tgt} translation:\n{translation}\n\nSco
 _DIGIT = regex.compile(r"[1-5]")
 
 
-@functools.cache
-def _chrf() -> Any:
-    import sacrebleu
-
-    return sacrebleu.CHRF(word_order=2)
-
-
-def sentence_chrf(hypothesis: str, reference: str) -> float:
-    """Sentence chrF++ (0–100) of one hypothesis against one reference; an empty hypothesis scores 0."""
-    if not hypothesis.strip():
-        return 0.0
-    return float(_chrf().sentence_score(hypothesis, [reference]).score)
-
-
 def chrf_signature() -> str:
-    return str(_chrf().get_signature())
+    """The sentence chrF++ signature (one reference per candidate)."""
+    metric = chrf_metric()
+    metric.sentence_score("", [""])  # sacrebleu signs a metric only once it has counted its references
+    return str(metric.get_signature())
 
 
 def chrf_band(score: float) -> int:
