@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -359,34 +358,8 @@ def test_model_names() -> None:
 
 
 # -- shared rate limits ----------------------------------------------------------------------------------------
-@pytest.fixture()
-def redis_url() -> Iterator[str]:
-    """A throwaway redis-server on loopback (as in test_serve.py's Redis cache test)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    pytest.importorskip("redis", reason="the optional Redis client is not installed (pip install redis)")
-    pytest.importorskip("limits", reason="pip install limits (the serve extra has it)")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 def test_two_replicas_share_one_rate_limit_through_redis(tmp_path: Path, redis_url: str) -> None:
+    pytest.importorskip("limits", reason="pip install limits (the serve extra has it)")
     keys = {"a": hash_key("key-a"), "b": hash_key("key-b")}
     config = _config(tmp_path, api_keys=keys, rate_limit_rps=0.5, rate_limit_burst=2, rate_limit_storage=redis_url)
     item = {"items": [{"text": "晚安", "tgt": "en"}]}
