@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from redtrans.languages import LANGUAGES
 from redtrans.serve.errors import ServiceError
-from redtrans.serve.protocol import TranslateItem, TranslateRequest
+from redtrans.serve.protocol import TranslateItem, TranslateRequest, Translation
 from redtrans.serve.protocol_compat import (
     DeepLError,
     DeepLRequest,
@@ -106,12 +106,18 @@ def _validate(model: type[BaseModel], data: dict[str, Any]) -> Any:
         raise ServiceError(422, "invalid_request", message) from exc
 
 
-def _outcome_state(request: Request, outcome: Any) -> None:
-    request.scope.setdefault("state", {})["outcome"] = outcome
+def _json(answer: BaseModel) -> Response:
+    return Response(answer.model_dump_json(exclude_none=True).encode(), media_type="application/json")
 
 
 def build_router(service: TranslationService) -> APIRouter:
     router = APIRouter()
+
+    async def translate(request: Request, items: list[TranslateItem], admitted: float) -> list[Translation]:
+        """The shared middle of both APIs: the service's translations, the outcome kept for the access log."""
+        outcome = await unless_disconnected(request, service.translate(TranslateRequest(items=items), admitted))
+        request.scope.setdefault("state", {})["outcome"] = outcome
+        return outcome.response.translations
 
     @router.post(
         DEEPL,
@@ -126,19 +132,19 @@ def build_router(service: TranslationService) -> APIRouter:
         admitted = time.monotonic()
         body: DeepLRequest = _validate(DeepLRequest, await _fields(request, frozenset({"text"})))
         items = [TranslateItem(text=t, src=body.source_lang, tgt=body.target_lang) for t in body.text]
-        outcome = await unless_disconnected(request, service.translate(TranslateRequest(items=items), admitted))
-        _outcome_state(request, outcome)
-        answer = DeepLResponse(
-            translations=[
-                DeepLTranslation(
-                    detected_source_language=t.src.upper(),
-                    text=t.translation,
-                    billed_characters=len(text) if body.show_billed_characters else None,
-                )
-                for t, text in zip(outcome.response.translations, body.text, strict=True)
-            ]
+        done = await translate(request, items, admitted)
+        return _json(
+            DeepLResponse(
+                translations=[
+                    DeepLTranslation(
+                        detected_source_language=t.src.upper(),
+                        text=t.translation,
+                        billed_characters=len(text) if body.show_billed_characters else None,
+                    )
+                    for t, text in zip(done, body.text, strict=True)
+                ]
+            )
         )
-        return Response(answer.model_dump_json(exclude_none=True).encode(), media_type="application/json")
 
     @router.post(
         LIBRE,
@@ -169,9 +175,7 @@ def build_router(service: TranslationService) -> APIRouter:
         texts = [body.q] if isinstance(body.q, str) else body.q
         src = None if body.source.lower() == "auto" else body.source
         items = [TranslateItem(text=t, src=src, tgt=body.target) for t in texts]
-        outcome = await unless_disconnected(request, service.translate(TranslateRequest(items=items), admitted))
-        _outcome_state(request, outcome)
-        done = outcome.response.translations
+        done = await translate(request, items, admitted)
         # redtrans's detector gives no score: a detected language is reported with confidence 100.
         detected = [LibreDetected(confidence=100.0, language=t.src) for t in done] if src is None else None
         alternatives: list[list[str]] | None = [[] for _ in done] if body.alternatives else None
@@ -185,7 +189,7 @@ def build_router(service: TranslationService) -> APIRouter:
             answer = LibreResponse(
                 translatedText=[t.translation for t in done], detectedLanguage=detected, alternatives=alternatives
             )
-        return Response(answer.model_dump_json(exclude_none=True).encode(), media_type="application/json")
+        return _json(answer)
 
     @router.get(
         "/languages",
