@@ -160,3 +160,21 @@ def cpu_only_multiprocess() -> bool:
     import torch
 
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def save_run(trainer: Any, out: Path, base_model: str | None, record: dict[str, Any], *, merge: bool) -> str | None:
+    """The end of a training run, on every process: save the weights (an adapter names the base it was loaded
+    from), `eval_results.json` from the main process, and the merged model when `merge` (LoRA runs); returns
+    once every process is done, with the merged folder (main process) or None."""
+    trainer.save_model(str(out))
+    merged_dir: str | None = None
+    if trainer.is_world_process_zero():
+        if base_model:
+            fix_adapter_base(out, base_model)  # a no-op for full fine-tuning (no adapter_config.json)
+        (out / "eval_results.json").write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n")
+    if merge:
+        trainer.accelerator.wait_for_everyone()
+        if trainer.is_world_process_zero():
+            merged_dir = str(merge_adapter(out, out / "merged", base_model))
+    trainer.accelerator.wait_for_everyone()
+    return merged_dir

@@ -429,7 +429,7 @@ def build_repo_trainer(config: RePOConfig, callbacks: list[Any] | None = None) -
 def run_repo(config: RePOConfig, callbacks: list[Any] | None = None) -> RePOResult:
     """Train RePO (or the DPO baseline) from the SFT model; the same code in every process of a launch."""
     from redtrans.prompts import PROMPT_VERSION
-    from redtrans.train.modeling import fix_adapter_base, merge_adapter
+    from redtrans.train.modeling import save_run
     from redtrans.train.sft import last_checkpoint
 
     out = Path(config.output_dir)
@@ -443,33 +443,23 @@ def run_repo(config: RePOConfig, callbacks: list[Any] | None = None) -> RePOResu
     train_metrics = dict(trainer.train(resume_from_checkpoint=resume).metrics)
     eval_metrics: dict[str, Any] = dict(trainer.evaluate()) if setup.eval_rows else {}
     setup.log.close()
-    trainer.save_model(str(out))
-    merged_dir: str | None = None
-    if trainer.is_world_process_zero():
-        if setup.base_model:
-            fix_adapter_base(out, setup.base_model)
-        record = {
-            "base_model": setup.base_model,
-            "prompt_version": PROMPT_VERSION,
-            "loss": config.loss,
-            "lambda_truth": config.effective_lambda,
-            "truth_term": config.truth_term,
-            "world_size": trainer.args.world_size,
-            "global_step": trainer.state.global_step,
-            "resumed_from": resume,
-            "train_pairs": len(setup.train_rows),
-            "train_rewritten": sum(r["rewritten"] for r in setup.train_rows),
-            "eval_pairs": len(setup.eval_rows),
-            "train": train_metrics,
-            "eval": eval_metrics,
-            "config": config.model_dump(mode="json"),
-        }
-        (out / "eval_results.json").write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n")
-    if config.use_peft and config.merge_adapter:
-        trainer.accelerator.wait_for_everyone()
-        if trainer.is_world_process_zero():
-            merged_dir = str(merge_adapter(out, out / "merged", setup.base_model))
-    trainer.accelerator.wait_for_everyone()
+    record = {
+        "base_model": setup.base_model,
+        "prompt_version": PROMPT_VERSION,
+        "loss": config.loss,
+        "lambda_truth": config.effective_lambda,
+        "truth_term": config.truth_term,
+        "world_size": trainer.args.world_size,
+        "global_step": trainer.state.global_step,
+        "resumed_from": resume,
+        "train_pairs": len(setup.train_rows),
+        "train_rewritten": sum(r["rewritten"] for r in setup.train_rows),
+        "eval_pairs": len(setup.eval_rows),
+        "train": train_metrics,
+        "eval": eval_metrics,
+        "config": config.model_dump(mode="json"),
+    }
+    merged_dir = save_run(trainer, out, setup.base_model, record, merge=config.use_peft and config.merge_adapter)
     return RePOResult(
         output_dir=str(out),
         base_model=setup.base_model,

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
-import json
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +39,10 @@ from redtrans.prompts import PROMPT_VERSION
 from redtrans.train.data import Example, split_examples, to_dataset
 from redtrans.train.modeling import (
     cpu_only_multiprocess,
-    fix_adapter_base,
     load_model,
     load_tokenizer,
     merge_adapter,
+    save_run,
     use_bf16,
 )
 
@@ -445,31 +444,22 @@ def run_sft(config: SFTRunConfig, callbacks: list[Any] | None = None) -> SFTResu
         {d: s.as_dict() for d, s in setup.translation_eval.last_scores.items()} if setup.translation_eval else {}
     )
     setup.log.close()
-    trainer.save_model(str(out))
-    merged_dir: str | None = None
-    if trainer.is_world_process_zero():
-        if config.use_peft:
-            fix_adapter_base(out, setup.base_model)
-        record = {
-            "base_model": setup.base_model,
-            "prompt_version": PROMPT_VERSION,
-            "world_size": trainer.args.world_size,
-            "global_step": trainer.state.global_step,
-            "resumed_from": resume,
-            "train_examples": len(setup.train_examples),
-            "eval_examples": len(setup.eval_examples),
-            "train": train_metrics,
-            "eval": eval_metrics,
-            "scores": eval_scores,
-            "samples": setup.translation_eval.last_samples if setup.translation_eval else [],
-            "config": config.model_dump(mode="json"),
-        }
-        (out / "eval_results.json").write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n")
-    if config.use_peft and config.merge_adapter:
-        trainer.accelerator.wait_for_everyone()
-        if trainer.is_world_process_zero():
-            merged_dir = str(merge_adapter(out, out / "merged", setup.base_model))
-    trainer.accelerator.wait_for_everyone()
+    record = {
+        "base_model": setup.base_model,
+        "prompt_version": PROMPT_VERSION,
+        "world_size": trainer.args.world_size,
+        "global_step": trainer.state.global_step,
+        "resumed_from": resume,
+        "train_examples": len(setup.train_examples),
+        "eval_examples": len(setup.eval_examples),
+        "train": train_metrics,
+        "eval": eval_metrics,
+        "scores": eval_scores,
+        "samples": setup.translation_eval.last_samples if setup.translation_eval else [],
+        "config": config.model_dump(mode="json"),
+    }
+    base = setup.base_model if config.use_peft else None
+    merged_dir = save_run(trainer, out, base, record, merge=config.use_peft and config.merge_adapter)
     return SFTResult(
         output_dir=str(out),
         merged_dir=merged_dir,
