@@ -48,7 +48,7 @@ def _jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def write_recipe(folder: Path, model: Path, sft: dict[str, Any] | None = None) -> Path:
+def write_recipe(folder: Path, model: Path, sft: dict[str, Any] | None = None, launch: list[str] | None = None) -> Path:
     pairs = tiny_pairs(48, seed=3)
     _jsonl(folder / "corpus.jsonl", [{"text": p["source"], "reference": p["target"]} for p in pairs[:28]])
     _jsonl(folder / "corpus-en.jsonl", [{"text": p["target"], "reference": p["source"]} for p in pairs[36:48]])
@@ -90,6 +90,8 @@ def write_recipe(folder: Path, model: Path, sft: dict[str, Any] | None = None) -
             "bootstrap_samples": 50,
         },
     }  # fmt: skip
+    if launch:
+        recipe["launch"] = launch
     path = folder / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, allow_unicode=True), encoding="utf-8")
     return path
@@ -140,6 +142,23 @@ def test_whole_recipe_then_skip_then_sft_edit(tiny_model: Path, tmp_path: Path) 
     taken = actions(run_recipe(load_recipe(path), until="sft", echo=lambda _: None))
     assert taken == {"sample": "skip", "sft": "run"}
     assert "max_steps" in manifest(out, "sft")["reason"]
+
+
+def test_training_stages_under_a_launcher(tiny_model: Path, tmp_path: Path) -> None:
+    """`launch` runs SFT and DPO as `LAUNCH -m redtrans sft|repo -c OUT/<stage>/launch.yaml` child processes (here
+    the plain interpreter; `accelerate launch --config_file zero3.yaml` on GPUs): done manifests, the results
+    read back, and an unchanged re-run skips them."""
+    path = write_recipe(tmp_path, tiny_model, launch=[sys.executable])
+    taken = actions(run_recipe(load_recipe(path), until="dpo", echo=lambda _: None))
+    assert taken == {"sample": "run", "sft": "run", "prefs-generate": "run", "prefs-export": "run", "dpo": "run"}
+    out = tmp_path / "out"
+    for stage in ("sft", "dpo"):
+        m = manifest(out, stage)
+        assert m["status"] == "done" and m["result"]["launched"] == [sys.executable]
+        assert (out / stage / "launch.yaml").is_file() and (out / stage / "adapter_config.json").is_file()
+    assert manifest(out, "sft")["result"]["train"]["train_loss"] > 0
+    again = actions(run_recipe(load_recipe(path), until="dpo", echo=lambda _: None))
+    assert set(again.values()) == {"skip"}
 
 
 def test_dry_run_prints_the_plan_and_runs_nothing(tiny_model: Path, tmp_path: Path) -> None:

@@ -159,6 +159,11 @@ class RecipeConfig(StageConfig):
     """The paper's Table 4 as an option of the same file."""
     bench: BenchSection = Field(default_factory=BenchSection)
     """Suites and systems of the final benchmark."""
+    launch: list[str] | None = None
+    """A launcher for the training stages (SFT, Table 4's SFTs, DPO, RePO) that takes ``-m MODULE``, e.g.
+    ``[accelerate, launch, --config_file, zero3.yaml]`` for DeepSpeed ZeRO-3 on several GPUs: each such stage
+    writes its config to OUT/<stage>/launch.yaml and runs ``LAUNCH -m redtrans sft|repo -c that file`` as a
+    child process (same outputs, manifest and resume rules). None = in the recipe's own process."""
 
     @property
     def out(self) -> Path:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from redtrans.errors import ConfigError, RowsFailedError
+from redtrans.errors import ConfigError, RedtransError, RowsFailedError
 from redtrans.recipe.config import TRAINED, RecipeConfig, stage_values
 
 __all__ = ["Stage", "build_stages", "range_label"]
@@ -155,6 +155,10 @@ def _sft_stage(recipe: RecipeConfig, name: str, train_file: Path, dep: str) -> S
     def run(stage: Stage) -> dict[str, Any]:
         from redtrans.train.sft import run_sft
 
+        if recipe.launch:
+            record = _launched(recipe.launch, "sft", out, cfg.model_dump(mode="json"))
+            return {"output_dir": str(out), "resumed_from": record.get("resumed_from"), "train": record.get("train"),
+                    "eval": record.get("eval"), "scores": record.get("scores"), "launched": recipe.launch}  # fmt: skip
         result = run_sft(cfg)
         return {"output_dir": result.output_dir, "resumed_from": result.resumed_from,
                 "train": result.train_metrics, "eval": result.eval_metrics, "scores": result.eval_scores}  # fmt: skip
@@ -187,6 +191,12 @@ def _repo_stage(recipe: RecipeConfig, loss: str) -> Stage:
     def run(stage: Stage) -> dict[str, Any]:
         from redtrans.train.repo import run_repo
 
+        if recipe.launch:
+            record = _launched(recipe.launch, "repo", out, cfg.model_dump(mode="json"))
+            truth = [r["truth_nll"] for r in _log_rows(out / "logs.jsonl") if "truth_nll" in r]
+            return {"output_dir": str(out), "train": record.get("train"), "eval": record.get("eval"),
+                    "truth_nll_first": truth[0] if truth else None, "truth_nll_last": truth[-1] if truth else None,
+                    "launched": recipe.launch}  # fmt: skip
         result = run_repo(cfg)
         truth = [h["truth_nll"] for h in result.history if "truth_nll" in h]
         first, last = (truth[0], truth[-1]) if truth else (None, None)
@@ -194,6 +204,36 @@ def _repo_stage(recipe: RecipeConfig, loss: str) -> Stage:
                 "truth_nll_first": first, "truth_nll_last": last}  # fmt: skip
 
     return Stage(loss, out, cfg.model_dump(mode="json"), inputs, deps, run)
+
+
+def _launched(launch: list[str], command: str, out: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """Run `redtrans COMMAND` on `config` under the launcher as a child process (multi-process training); its
+    results come back through the run's eval_results.json. A child that fails fails the stage."""
+    import subprocess
+
+    import yaml
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "launch.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    argv = [*launch, "-m", "redtrans", command, "-c", str(path)]
+    try:
+        code = subprocess.run(argv, check=False).returncode  # noqa: S603 - the user's own launcher
+    except OSError as exc:
+        raise ConfigError(f"launch: cannot run {argv[0]!r}: {exc}") from None
+    if code != 0:
+        raise RedtransError(f"`{' '.join(argv)}` exited with {code} (its output is above)")
+    results = out / "eval_results.json"
+    if not results.is_file():
+        raise RedtransError(f"`{' '.join(argv)}` wrote no {results}")
+    record: dict[str, Any] = json.loads(results.read_text(encoding="utf-8"))
+    return record
+
+
+def _log_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 # ------------------------------------------------------------------------------------------------- prefs
