@@ -129,6 +129,7 @@ def test_whole_recipe_then_skip_then_sft_edit(tiny_model: Path, tmp_path: Path) 
     report = (out / "report" / "report.md").read_text()
     assert "avg chrF++" in report and "zh-en chrF++" in report and "en-zh BLEU" in report
     assert "no ΔBLEU signal" in report and "Small sample" in report
+    assert "| sft | 8 |" in report and "| repo | 1 |" in report  # steps from each run's eval_results.json
     page = (out / "report" / "report.html").read_text()
     assert "<script" not in page and "http" not in page.replace("http-equiv", "")
 

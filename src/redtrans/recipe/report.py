@@ -119,6 +119,16 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _steps(run: Path) -> int | None:
+    """Optimizer steps of a training run, from the eval_results.json it wrote (in-process or launched)."""
+    try:
+        record = json.loads((run / "eval_results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    step = record.get("global_step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) else None
+
+
 def _training(out: Path, names: list[str]) -> list[list[str]]:
     rows = []
     for name in names:
@@ -130,7 +140,8 @@ def _training(out: Path, names: list[str]) -> list[list[str]]:
         extra = ""
         if result.get("truth_nll_first") is not None:
             extra = f"truth_nll {_fmt(result['truth_nll_first'], 3)} → {_fmt(result.get('truth_nll_last'), 3)}"
-        rows.append([name, str(train.get("global_step", "–")), _fmt(train.get("train_loss"), 4),
+        steps = _steps(out / name)
+        rows.append([name, str(steps if steps is not None else "–"), _fmt(train.get("train_loss"), 4),
                      _fmt(train.get("train_runtime"), 1), str(result.get("resumed_from") or ""), extra])  # fmt: skip
     return rows
 
