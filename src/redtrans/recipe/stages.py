@@ -189,11 +189,13 @@ def _repo_stage(recipe: RecipeConfig, loss: str) -> Stage:
     deps = ["sft"] + (["prefs-export"] if recipe.prefs.source == "reference-rewrite" else [])
 
     def run(stage: Stage) -> dict[str, Any]:
+        from redtrans.jsonl import read_jsonl
         from redtrans.train.repo import run_repo
 
         if recipe.launch:
             record = _launched(recipe.launch, "repo", out, cfg.model_dump(mode="json"))
-            truth = [r["truth_nll"] for r in _log_rows(out / "logs.jsonl") if "truth_nll" in r]
+            log = out / "logs.jsonl"
+            truth = [r["truth_nll"] for _, r in (read_jsonl(log) if log.is_file() else []) if "truth_nll" in r]
             return {"output_dir": str(out), "train": record.get("train"), "eval": record.get("eval"),
                     "truth_nll_first": truth[0] if truth else None, "truth_nll_last": truth[-1] if truth else None,
                     "launched": recipe.launch}  # fmt: skip
@@ -228,12 +230,6 @@ def _launched(launch: list[str], command: str, out: Path, config: dict[str, Any]
         raise RedtransError(f"`{' '.join(argv)}` wrote no {results}")
     record: dict[str, Any] = json.loads(results.read_text(encoding="utf-8"))
     return record
-
-
-def _log_rows(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 # ------------------------------------------------------------------------------------------------- prefs
