@@ -20,7 +20,7 @@ from redtrans.engines.base import Engine
 from redtrans.engines.spec import with_default_mode
 from redtrans.errors import ConfigError
 from redtrans.text import checks
-from redtrans.translator import Item, Translator
+from redtrans.translator import Item, Result, Translator
 from tests.conftest import shared_file
 
 
@@ -91,8 +91,14 @@ class Refuser(Engine):
 def test_a_refusal_is_retried_and_a_lasting_one_fails_the_row() -> None:
     fixed = Translator(Refuser(then="I'm dying of laughter")).translate_text("笑死我了", "en", "zh")
     assert fixed.ok and fixed.translation == "I'm dying of laughter" and checks.RETRIED in fixed.flags
+    # The fixed first answer stays on record for audits: the final flags no longer say "refusal".
+    assert fixed.retried_for == [checks.REFUSAL] and checks.REFUSAL not in fixed.flags
+    assert fixed.to_dict()["retried_for"] == ["refusal"]
     lasting = Translator(Refuser()).translate_text("笑死我了", "en", "zh")
     assert not lasting.ok and lasting.status == "failed" and "refusal" in (lasting.error or "")
+    assert lasting.retried_for == [checks.REFUSAL]
+    untouched = Result("1", "a", "b", "en", "zh")
+    assert "retried_for" not in untouched.to_dict()  # rows without a retry keep their old shape
 
 
 # -- bench --repeats -------------------------------------------------------------------------------------------

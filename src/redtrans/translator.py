@@ -73,7 +73,9 @@ class Item:
 class Result:
     """A translated item. `status` is "failed" when there is no usable translation (an engine error, an empty
     answer, an echo of the source or a refusal survived the retry, on any line): `error` says what, and such a
-    result is never saved as done. `flags` name quality problems of a usable ("ok") translation too."""
+    result is never saved as done. `flags` name quality problems of a usable ("ok") translation too.
+    `retried_for` names the checks that failed on a first answer and caused the retry (the `retried` flag), so an
+    audit can count, say, refusals the check caught even when the retry fixed them."""
 
     id: str
     text: str
@@ -85,6 +87,7 @@ class Result:
     prompt_version: str = prompts.PROMPT_VERSION
     status: Literal["ok", "failed"] = "ok"
     error: str | None = None
+    retried_for: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -94,6 +97,8 @@ class Result:
         data = asdict(self)
         if data["error"] is None:
             del data["error"]
+        if not data["retried_for"]:
+            del data["retried_for"]
         return data
 
 
@@ -146,6 +151,7 @@ class _Segment:
     output: str = ""
     flags: list[str] = field(default_factory=list)
     retried: bool = False
+    first_flags: list[str] = field(default_factory=list)  # the failed checks that caused the retry
     error: str | None = None  # the engine's error text, when it gave no answer
 
 
@@ -382,7 +388,7 @@ class Translator:
         emptied = checks.EMPTY in segment.flags and checks.EMPTY not in first_flags
         if emptied or len(segment.flags) > len(first_flags):
             segment.output, segment.flags = first_output, first_flags
-        segment.retried = True
+        segment.retried, segment.first_flags = True, list(first_flags)
 
     def _plan(self, item: Item) -> _Plan:
         src = item.src or self.detect(item.text, item.target)
@@ -448,6 +454,7 @@ class Translator:
             copied = to_chinese_script(item.text, item.script_tag)
             return Result(item.id, item.text, copied, plan.src, item.script_tag or item.target, [], self.model)
         flags: set[str] = set()
+        retried_for: set[str] = set()
         failures: list[str] = []
         queue = iter(segments)
         spaced = get_language(item.target).spaced
@@ -474,6 +481,7 @@ class Translator:
                     flags |= seg_flags
                     if segment.retried:
                         flags.add(checks.RETRIED)
+                        retried_for.update(segment.first_flags)
                     if failed := sorted(seg_flags & checks.FAILING):
                         where = f"line {len(lines_out) + 1}: " if len(plan.lines) > 1 else ""
                         failures.append(where + (segment.error or ", ".join(failed)))
@@ -481,10 +489,11 @@ class Translator:
             lines_out.append("".join(parts))
         translation = to_chinese_script("\n".join(lines_out), item.script_tag)
         tgt = item.script_tag or item.target
+        result = Result(item.id, item.text, translation, plan.src, tgt, sorted(flags), self.model,
+                        retried_for=sorted(retried_for))  # fmt: skip
         if failures:
-            return Result(item.id, item.text, translation, plan.src, tgt, sorted(flags), self.model,
-                          status="failed", error="; ".join(failures))  # fmt: skip
-        return Result(item.id, item.text, translation, plan.src, tgt, sorted(flags), self.model)
+            result.status, result.error = "failed", "; ".join(failures)
+        return result
 
     def _plain_window(self, items: list[Item]) -> list[Result]:
         srcs = [item.src or self.detect(item.text, item.target) for item in items]
