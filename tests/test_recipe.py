@@ -162,6 +162,56 @@ def test_training_stages_under_a_launcher(tiny_model: Path, tmp_path: Path) -> N
     assert set(again.values()) == {"skip"}
 
 
+# A launcher stand-in: writes its pid, ignores SIGTERM (as a training job busy in a collective may), sleeps.
+STUBBORN = (
+    "import os, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)"
+)
+
+
+def _wait_for_pid(path: Path) -> int:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if path.is_file() and path.read_text():
+            return int(path.read_text())
+        time.sleep(0.05)
+    raise AssertionError("the child never started")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_launched_stage_past_its_time_limit_is_stopped(tmp_path: Path) -> None:
+    from redtrans.errors import RedtransError
+    from redtrans.recipe.stages import run_child
+
+    pid_file = tmp_path / "pid"
+    started = time.monotonic()
+    with pytest.raises(RedtransError, match="ran past launch_timeout_h"):
+        run_child([sys.executable, "-c", STUBBORN, str(pid_file)], timeout_s=2, grace_s=1)
+    assert time.monotonic() - started < 30  # SIGTERM ignored: killed after the grace
+    assert _gone(_wait_for_pid(pid_file))
+
+
+def test_sigterm_to_the_recipe_stops_its_launched_child(tmp_path: Path) -> None:
+    """A scheduler ending the recipe (SIGTERM) must not leave the training launcher running: the child gets
+    SIGTERM, then SIGKILL after the grace, and the recipe exits 143."""
+    pid_file = tmp_path / "pid"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from redtrans.recipe.stages import run_child; "
+        f"run_child([sys.executable, '-c', {STUBBORN!r}, {str(pid_file)!r}], timeout_s=None, grace_s=1)"
+    )])  # fmt: skip
+    child = _wait_for_pid(pid_file)
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=30) == 128 + signal.SIGTERM
+    assert _gone(child)
+
+
 def test_dry_run_prints_the_plan_and_runs_nothing(tiny_model: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -164,6 +164,13 @@ class RecipeConfig(StageConfig):
     ``[accelerate, launch, --config_file, zero3.yaml]`` for DeepSpeed ZeRO-3 on several GPUs: each such stage
     writes its config to OUT/<stage>/launch.yaml and runs ``LAUNCH -m redtrans sft|repo -c that file`` as a
     child process (same outputs, manifest and resume rules). None = in the recipe's own process."""
+    launch_timeout_h: float | None = Field(default=None, gt=0)
+    """Wall-clock limit of one launched training stage, in hours: past it the child is stopped (SIGTERM, then
+    SIGKILL after `launch_grace_s`) and the stage fails; a re-run starts it again. None = no limit (a hung
+    collective is still ended by torch.distributed's own timeout)."""
+    launch_grace_s: float = Field(default=60.0, gt=0)
+    """How long a launched child gets to exit after SIGTERM (the recipe's own SIGTERM or Ctrl-C, or
+    `launch_timeout_h`) before it is killed."""
 
     @property
     def out(self) -> Path:

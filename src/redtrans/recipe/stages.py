@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,7 +159,7 @@ def _sft_stage(recipe: RecipeConfig, name: str, train_file: Path, dep: str) -> S
         from redtrans.train.sft import run_sft
 
         if recipe.launch:
-            record = _launched(recipe.launch, "sft", out, cfg.model_dump(mode="json"))
+            record = _launched(recipe, "sft", out, cfg.model_dump(mode="json"))
             return {"output_dir": str(out), "resumed_from": record.get("resumed_from"), "train": record.get("train"),
                     "eval": record.get("eval"), "scores": record.get("scores"), "launched": recipe.launch}  # fmt: skip
         result = run_sft(cfg)
@@ -193,7 +196,7 @@ def _repo_stage(recipe: RecipeConfig, loss: str) -> Stage:
         from redtrans.train.repo import run_repo
 
         if recipe.launch:
-            record = _launched(recipe.launch, "repo", out, cfg.model_dump(mode="json"))
+            record = _launched(recipe, "repo", out, cfg.model_dump(mode="json"))
             log = out / "logs.jsonl"
             truth = [r["truth_nll"] for _, r in (read_jsonl(log) if log.is_file() else []) if "truth_nll" in r]
             return {"output_dir": str(out), "train": record.get("train"), "eval": record.get("eval"),
@@ -208,21 +211,18 @@ def _repo_stage(recipe: RecipeConfig, loss: str) -> Stage:
     return Stage(loss, out, cfg.model_dump(mode="json"), inputs, deps, run)
 
 
-def _launched(launch: list[str], command: str, out: Path, config: dict[str, Any]) -> dict[str, Any]:
+def _launched(recipe: RecipeConfig, command: str, out: Path, config: dict[str, Any]) -> dict[str, Any]:
     """Run `redtrans COMMAND` on `config` under the launcher as a child process (multi-process training); its
     results come back through the run's eval_results.json. A child that fails fails the stage."""
-    import subprocess
-
     import yaml
 
+    assert recipe.launch is not None
     out.mkdir(parents=True, exist_ok=True)
     path = out / "launch.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    argv = [*launch, "-m", "redtrans", command, "-c", str(path)]
-    try:
-        code = subprocess.run(argv, check=False).returncode  # noqa: S603 - the user's own launcher
-    except OSError as exc:
-        raise ConfigError(f"launch: cannot run {argv[0]!r}: {exc}") from None
+    argv = [*recipe.launch, "-m", "redtrans", command, "-c", str(path)]
+    timeout_s = None if recipe.launch_timeout_h is None else recipe.launch_timeout_h * 3600
+    code = run_child(argv, timeout_s, recipe.launch_grace_s)
     if code != 0:
         raise RedtransError(f"`{' '.join(argv)}` exited with {code} (its output is above)")
     results = out / "eval_results.json"
@@ -230,6 +230,52 @@ def _launched(launch: list[str], command: str, out: Path, config: dict[str, Any]
         raise RedtransError(f"`{' '.join(argv)}` wrote no {results}")
     record: dict[str, Any] = json.loads(results.read_text(encoding="utf-8"))
     return record
+
+
+class _Terminated(Exception):
+    """SIGTERM reached the recipe while a launched child ran."""
+
+
+def run_child(argv: list[str], timeout_s: float | None, grace_s: float) -> int:
+    """Run `argv` to its end and return its exit code. The child never outlives the recipe: past `timeout_s`,
+    on Ctrl-C or on the recipe's own SIGTERM (a scheduler ending the job), it gets SIGTERM, then SIGKILL after
+    `grace_s` — a training launcher left running would hold the GPUs and write into the stage's folder."""
+    try:
+        child = subprocess.Popen(argv)  # noqa: S603 - the user's own launcher
+    except OSError as exc:
+        raise ConfigError(f"launch: cannot run {argv[0]!r}: {exc}") from None
+
+    def terminated(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    main = threading.current_thread() is threading.main_thread()  # signal handlers live on the main thread
+    previous = signal.signal(signal.SIGTERM, terminated) if main else None
+    try:
+        return child.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _stop(child, grace_s)
+        limit = f"{(timeout_s or 0) / 3600:g} h"
+        raise RedtransError(f"`{' '.join(argv)}` ran past launch_timeout_h ({limit}) and was stopped") from None
+    except _Terminated:
+        _stop(child, grace_s)
+        raise SystemExit(128 + signal.SIGTERM) from None
+    except BaseException:
+        _stop(child, grace_s)
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(child: subprocess.Popen[bytes], grace_s: float) -> None:
+    if child.poll() is not None:
+        return
+    child.terminate()
+    try:
+        child.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 # ------------------------------------------------------------------------------------------------- prefs
