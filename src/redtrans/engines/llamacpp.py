@@ -60,7 +60,7 @@ class LlamaCppEngine(Engine):
         self.chat = self.config.chat if self.config.chat is not None else (spec.chat if spec else True)
         self.deterministic = self.config.deterministic
         self.parallelism = 1 if self.deterministic else max(1, self.config.n_parallel)
-        threads = self.config.n_threads or os.cpu_count() or 1
+        threads = self.threads = self.config.n_threads or os.cpu_count() or 1
         params = xllamacpp.CommonParams()
         params.model.path = str(path)
         params.n_parallel = self.parallelism
@@ -163,7 +163,9 @@ class LlamaCppEngine(Engine):
         return [future.result() for future in self._enqueue(requests)]
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "path": str(self.path), "n_ctx_per_slot": self.config.n_ctx_per_slot}
+        # The thread count is recorded because it changes outputs, in the deterministic mode too (docs/determinism.md).
+        return {**super().describe(), "path": str(self.path), "n_ctx_per_slot": self.config.n_ctx_per_slot,
+                "n_threads": self.threads}  # fmt: skip
 
     def close(self) -> None:
         with self._wakeup:
