@@ -193,8 +193,8 @@ def test_a_launched_stage_past_its_time_limit_is_stopped(tmp_path: Path) -> None
     pid_file = tmp_path / "pid"
     started = time.monotonic()
     with pytest.raises(RedtransError, match="ran past launch_timeout_h"):
-        run_child([sys.executable, "-c", STUBBORN, str(pid_file)], timeout_s=2, grace_s=1)
-    assert time.monotonic() - started < 30  # SIGTERM ignored: killed after the grace
+        run_child([sys.executable, "-c", STUBBORN, str(pid_file)], timeout_s=8, grace_s=1)
+    assert time.monotonic() - started < 60  # SIGTERM ignored: killed after the grace, not after its 120 s
     assert _gone(_wait_for_pid(pid_file))
 
 

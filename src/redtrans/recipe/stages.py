@@ -240,29 +240,28 @@ def run_child(argv: list[str], timeout_s: float | None, grace_s: float) -> int:
     """Run `argv` to its end and return its exit code. The child never outlives the recipe: past `timeout_s`,
     on Ctrl-C or on the recipe's own SIGTERM (a scheduler ending the job), it gets SIGTERM, then SIGKILL after
     `grace_s` — a training launcher left running would hold the GPUs and write into the stage's folder."""
-    try:
-        child = subprocess.Popen(argv)  # noqa: S603 - the user's own launcher
-    except OSError as exc:
-        raise ConfigError(f"launch: cannot run {argv[0]!r}: {exc}") from None
 
     def terminated(signum: int, frame: object) -> None:
         raise _Terminated
 
-    main = threading.current_thread() is threading.main_thread()  # signal handlers live on the main thread
+    # Installed before the child starts, so no SIGTERM can orphan it. Signal handlers live on the main thread.
+    main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, terminated) if main else None
+    child: subprocess.Popen[bytes] | None = None
     try:
+        try:
+            child = subprocess.Popen(argv)  # noqa: S603 - the user's own launcher
+        except OSError as exc:
+            raise ConfigError(f"launch: cannot run {argv[0]!r}: {exc}") from None
         return child.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        _stop(child, grace_s)
         limit = f"{(timeout_s or 0) / 3600:g} h"
         raise RedtransError(f"`{' '.join(argv)}` ran past launch_timeout_h ({limit}) and was stopped") from None
     except _Terminated:
-        _stop(child, grace_s)
         raise SystemExit(128 + signal.SIGTERM) from None
-    except BaseException:
-        _stop(child, grace_s)
-        raise
     finally:
+        if child is not None:
+            _stop(child, grace_s)  # a no-op when it has exited
         if main:
             signal.signal(signal.SIGTERM, previous)
 
