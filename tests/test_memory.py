@@ -36,6 +36,18 @@ def test_nearest_pairs_by_direction(tm_path) -> None:
     assert memory.nearest("这家烤肉yyds", "zh", "ja", k=2) == []
 
 
+def test_similar_pairs_for_a_held_out_evaluation(tm_path) -> None:
+    """`similar` finds every pair a held-out check must leave out, the identical source included (which
+    `nearest` never returns as an example)."""
+    memory = TranslationMemory.load(tm_path)
+    assert len(memory.pairs()) == len(memory) == 5
+    assert [p.target for p in memory.similar("这家火锅真的yyds!", "zh", "en", min_score=60)] == [
+        "This hotpot place is the GOAT"
+    ]
+    assert memory.nearest("这家火锅真的yyds", "zh", "en", k=2) == []  # the post itself is never its own example
+    assert memory.similar("天气不错", "zh", "en", min_score=60) == []
+
+
 def test_bad_line_names_file_and_line(tmp_path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"zh": "a", "en": "b"}\n{"zh": "only one side"}\n', encoding="utf-8")

@@ -60,6 +60,21 @@ class TranslationMemory:
     def __len__(self) -> int:
         return sum(len(items) for items, _ in self._by_dir.values())
 
+    def pairs(self) -> list[Pair]:
+        """Every usable pair, by direction."""
+        return [pair for items, _ in self._by_dir.values() for pair in items]
+
+    def similar(self, text: str, src: str, tgt: str, min_score: float) -> list[Pair]:
+        """Every pair of direction src→tgt whose source scores at least `min_score` against `text` (0–100, the
+        retriever's own similarity), `text` itself included: what a held-out evaluation must leave out."""
+        if (src, tgt) not in self._by_dir:
+            return []
+        from rapidfuzz import fuzz, process
+
+        items, keys = self._by_dir[(src, tgt)]
+        found = process.extract(_key(text), keys, scorer=fuzz.ratio, limit=None, score_cutoff=min_score)
+        return [items[index] for _, _, index in found]
+
     @classmethod
     def load(cls, path: str | Path) -> TranslationMemory:
         """``builtin`` or a JSONL path; a bad line is an InputError naming file:line."""
