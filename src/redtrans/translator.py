@@ -150,7 +150,6 @@ class _Segment:
     tgt: str
     output: str = ""
     flags: list[str] = field(default_factory=list)
-    retried: bool = False
     first_flags: list[str] = field(default_factory=list)  # the failed checks that caused the retry
     error: str | None = None  # the engine's error text, when it gave no answer
 
@@ -388,7 +387,7 @@ class Translator:
         emptied = checks.EMPTY in segment.flags and checks.EMPTY not in first_flags
         if emptied or len(segment.flags) > len(first_flags):
             segment.output, segment.flags = first_output, first_flags
-        segment.retried, segment.first_flags = True, list(first_flags)
+        segment.first_flags = list(first_flags)
 
     def _plan(self, item: Item) -> _Plan:
         src = item.src or self.detect(item.text, item.target)
@@ -479,7 +478,7 @@ class Translator:
                     if missing:
                         seg_flags.add(checks.MISSING_SPAN)
                     flags |= seg_flags
-                    if segment.retried:
+                    if segment.first_flags:  # it was retried
                         flags.add(checks.RETRIED)
                         retried_for.update(segment.first_flags)
                     if failed := sorted(seg_flags & checks.FAILING):

@@ -67,13 +67,19 @@ class TranslationMemory:
     def similar(self, text: str, src: str, tgt: str, min_score: float) -> list[Pair]:
         """Every pair of direction src→tgt whose source scores at least `min_score` against `text` (0–100, the
         retriever's own similarity), `text` itself included: what a held-out evaluation must leave out."""
-        if (src, tgt) not in self._by_dir:
+        return [pair for pair, _ in self._matches(text, src, tgt, min_score, limit=None)]
+
+    def _matches(self, text: str, src: str, tgt: str, min_score: float, limit: int | None) -> list[tuple[Pair, bool]]:
+        """Pairs of direction src→tgt scoring at least `min_score` against `text`, best first, each with whether
+        its source is `text` itself (after the noise the key drops)."""
+        query = _key(text)
+        if not query or (src, tgt) not in self._by_dir:
             return []
         from rapidfuzz import fuzz, process
 
         items, keys = self._by_dir[(src, tgt)]
-        found = process.extract(_key(text), keys, scorer=fuzz.ratio, limit=None, score_cutoff=min_score)
-        return [items[index] for _, _, index in found]
+        found = process.extract(query, keys, scorer=fuzz.ratio, limit=limit, score_cutoff=min_score)
+        return [(items[index], keys[index] == query) for _, _, index in found]
 
     @classmethod
     def load(cls, path: str | Path) -> TranslationMemory:
@@ -89,17 +95,10 @@ class TranslationMemory:
     def nearest(self, text: str, src: str, tgt: str, k: int, min_score: float = 40.0) -> list[Pair]:
         """The `k` pairs of direction src→tgt most similar to `text` (best last, nearest to the query), none
         scoring below `min_score` (0–100) and none whose source is `text` itself."""
-        if k <= 0 or (src, tgt) not in self._by_dir:
+        if k <= 0:
             return []
-        from rapidfuzz import fuzz, process
-
-        items, keys = self._by_dir[(src, tgt)]
-        query = _key(text)
-        if not query:
-            return []
-        found = process.extract(query, keys, scorer=fuzz.ratio, limit=k + 1, score_cutoff=min_score)
-        chosen = [items[index] for _, score, index in found if keys[index] != query][:k]
-        return chosen[::-1]
+        found = self._matches(text, src, tgt, min_score, limit=k + 1)
+        return [pair for pair, is_query in found if not is_query][:k][::-1]
 
 
 def _parse(text: str, origin: str) -> list[Pair]:
