@@ -447,6 +447,14 @@ def test_quality_levers_as_systems_and_the_slang_slice(tmp_path: Path, suite_fil
     binding = json.loads(next((tmp_path / "out" / "hyps").glob("tb.config.json")).read_text())
     assert binding["translator"] == {"termbases": ["builtin"]}
     assert results["significance"]["zh-en"]["systems"]["tb"]["chrf++"]["p_value"] is not None
+    # The posts without slang are a slice of their own, and the lever's difference is tested on both parts.
+    for direction in ("zh-en", "en-zh"):
+        slang, rest = keys[f"{direction}/#slang"], keys[f"{direction}/#slang-free"]
+        assert slang["n"] + rest["n"] == keys[direction]["n"]
+        for key in (f"{direction}/#slang", f"{direction}/#slang-free"):
+            assert results["significance"][key]["n"] == keys[key]["n"]
+            assert results["significance"][key]["systems"]["tb"]["chrf++"]["p_value"] is not None
+    assert "zh-en/#slang-free: tb vs base" in (tmp_path / "out" / "results.md").read_text()
 
 
 def test_parallel_reaches_the_engine_spec_unless_the_system_sets_it() -> None:

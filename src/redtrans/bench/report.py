@@ -115,10 +115,10 @@ def markdown(results: dict[str, Any], min_slice: int = 1) -> str:
             )
     if results["significance"]:
         lines += ["", "Paired bootstrap (sacrebleu, 95% CI, p vs. the first system):", ""]
-        for direction, sig in results["significance"].items():
-            n_dir = sum(1 for s in results["segments"] if s["direction"] == direction)
-            if n_dir < SMALL_SAMPLE:
-                lines.append(f"- ⚠ {direction}: only {n_dir} segments — too few for the bootstrap to be reliable "
+        for key, sig in results["significance"].items():
+            n = sig.get("n") or sum(1 for s in results["segments"] if s["direction"] == key)  # older results
+            if n < SMALL_SAMPLE:
+                lines.append(f"- ⚠ {key}: only {n} segments — too few for the bootstrap to be reliable "
                              f"(aim for ≥ {SMALL_SAMPLE}); read p-values as indicative only")  # fmt: skip
             for name, metrics in sig["systems"].items():
                 if name == sig["baseline"]:
@@ -127,7 +127,7 @@ def markdown(results: dict[str, Any], min_slice: int = 1) -> str:
                     f"{m} {_fmt(r['score'])} (μ {_fmt(r['mean'])} ± {_fmt(r['ci95'])}, p = {_fmt(r['p_value'], 4)})"
                     for m, r in metrics.items()
                 ]
-                lines.append(f"- {direction}: {name} vs {sig['baseline']}: " + "; ".join(parts))
+                lines.append(f"- {key}: {name} vs {sig['baseline']}: " + "; ".join(parts))
     sigs = sorted({sc[k] for sl in results["slices"] for sc in sl["scores"].values() for k in ("bleu_signature",)})
     lines += ["", "Signatures: " + " · ".join(f"`{s}`" for s in sigs)]
     chrf = {sc["chrf_signature"] for sl in results["slices"] for sc in sl["scores"].values()}
@@ -321,14 +321,14 @@ def html_report(results: dict[str, Any], worst: int = 50, min_slice: int = 1) ->
     if results["significance"]:
         body.append("<h2>Significance (paired bootstrap)</h2>")
         rows = []
-        for direction, sig in results["significance"].items():
+        for key, sig in results["significance"].items():
             for name, metrics in sig["systems"].items():
                 for metric, r in metrics.items():
                     rows.append(
-                        [direction, name, metric, _fmt(r["score"]), f"{_fmt(r['mean'])} ± {_fmt(r['ci95'])}"]
+                        [key, name, metric, _fmt(r["score"]), f"{_fmt(r['mean'])} ± {_fmt(r['ci95'])}"]
                         + ["baseline" if name == sig["baseline"] else _fmt(r["p_value"], 4)]
                     )
-        body.append(_table(["direction", "system", "metric", "score", "mean ± 95% CI", "p"], rows, numeric_from=3))
+        body.append(_table(["slice", "system", "metric", "score", "mean ± 95% CI", "p"], rows, numeric_from=3))
 
     body.append(f"<h2>Worst segments (lowest sentence chrF++, {worst} per system)</h2>")
     options = "".join(f'<option value="{html.escape(n)}">{html.escape(n)}</option>' for n in systems)

@@ -175,7 +175,8 @@ def _spread(suite: Suite, tags: dict[str, list[str]], runs: list[dict[str, str]]
 
 
 def _slices(segments: list[Segment], tags: dict[str, list[str]]) -> list[tuple[str, str, str, list[Segment]]]:
-    """(key, group, direction, segments): per direction, per direction × category, per direction × tag."""
+    """(key, group, direction, segments): per direction, per direction × category, per direction × tag, and per
+    direction the segments without the `slang` tag."""
     by_dir: dict[str, list[Segment]] = defaultdict(list)
     for segment in segments:
         by_dir[segment.direction].append(segment)
@@ -189,7 +190,16 @@ def _slices(segments: list[Segment], tags: dict[str, list[str]]) -> list[tuple[s
         for tag in TAGS:
             if present[tag]:
                 out.append((f"{direction}/#{tag}", "tag", direction, [s for s in segs if tag in tags[s.id]]))
+        if 0 < present["slang"] < len(segs):
+            # What a lever aimed at slang must not make worse: the posts it has no hint for.
+            out.append((f"{direction}/{SLANG_FREE}", "tag", direction, [s for s in segs if "slang" not in tags[s.id]]))
     return out
+
+
+SLANG_FREE = "#slang-free"
+"""Slice of the segments without the `slang` tag (per direction)."""
+SIGNIFICANCE_SLICES = ("", "/#slang", f"/{SLANG_FREE}")
+"""Slices (after the direction) whose differences get a paired bootstrap: the direction, slang and slang-free."""
 
 
 def _slice_scores(
@@ -287,7 +297,8 @@ def run_bench(
             neural[run.spec.name] = {s.id: float(x) for s, x in zip(segs, scores, strict=True)}
 
     slices = []
-    for key, group, direction, segs in _slices(suite.segments, tags):
+    sliced = _slices(suite.segments, tags)
+    for key, group, direction, segs in sliced:
         slices.append(
             {
                 "key": key,
@@ -302,16 +313,17 @@ def run_bench(
         )
 
     significance: dict[str, Any] = {}
+    tested = {f"{direction}{suffix}" for _, _, direction, _ in sliced for suffix in SIGNIFICANCE_SLICES}
     if len(runs) > 1:
-        for direction in sorted({s.direction for s in suite.segments}):
-            segs = [s for s in suite.segments if s.direction == direction]
+        for key, _, _, segs in (sl for sl in sliced if sl[0] in tested):
             sigs, table = paired_bootstrap(
                 [(r.spec.name, [r.hyps[s.id] for s in segs]) for r in runs],
                 [s.reference for s in segs],
                 segs[0].tgt,
                 config.bootstrap_samples,
             )
-            significance[direction] = {
+            significance[key] = {
+                "n": len(segs),
                 "baseline": runs[0].spec.name,
                 "test": "paired bootstrap resampling (sacrebleu.significance.PairedTest, test_type=bs)",
                 "signatures": sigs,
