@@ -44,7 +44,7 @@ def _tag_slices(results: dict[str, Any], min_slice: int) -> list[dict[str, Any]]
 
 
 SMALL_SAMPLE = 30
-"""Segments per direction under which significance carries a small-sample warning."""
+"""Segments per tested slice under which significance carries a small-sample warning."""
 
 
 def markdown(results: dict[str, Any], min_slice: int = 1) -> str:
@@ -116,9 +116,8 @@ def markdown(results: dict[str, Any], min_slice: int = 1) -> str:
     if results["significance"]:
         lines += ["", "Paired bootstrap (sacrebleu, 95% CI, p vs. the first system):", ""]
         for key, sig in results["significance"].items():
-            n = sig.get("n") or sum(1 for s in results["segments"] if s["direction"] == key)  # older results
-            if n < SMALL_SAMPLE:
-                lines.append(f"- ⚠ {key}: only {n} segments — too few for the bootstrap to be reliable "
+            if sig["n"] < SMALL_SAMPLE:
+                lines.append(f"- ⚠ {key}: only {sig['n']} segments — too few for the bootstrap to be reliable "
                              f"(aim for ≥ {SMALL_SAMPLE}); read p-values as indicative only")  # fmt: skip
             for name, metrics in sig["systems"].items():
                 if name == sig["baseline"]:

@@ -198,8 +198,8 @@ def _slices(segments: list[Segment], tags: dict[str, list[str]]) -> list[tuple[s
 
 SLANG_FREE = "#slang-free"
 """Slice of the segments without the `slang` tag (per direction)."""
-SIGNIFICANCE_SLICES = ("", "/#slang", f"/{SLANG_FREE}")
-"""Slices (after the direction) whose differences get a paired bootstrap: the direction, slang and slang-free."""
+SIGNIFICANCE_TAGS = ("#slang", SLANG_FREE)
+"""Slices of a direction whose differences get a paired bootstrap besides the direction itself."""
 
 
 def _slice_scores(
@@ -313,9 +313,9 @@ def run_bench(
         )
 
     significance: dict[str, Any] = {}
-    tested = {f"{direction}{suffix}" for _, _, direction, _ in sliced for suffix in SIGNIFICANCE_SLICES}
     if len(runs) > 1:
-        for key, _, _, segs in (sl for sl in sliced if sl[0] in tested):
+        tested = (sl for sl in sliced if sl[1] == "direction" or sl[0].split("/", 1)[-1] in SIGNIFICANCE_TAGS)
+        for key, _, _, segs in tested:
             sigs, table = paired_bootstrap(
                 [(r.spec.name, [r.hyps[s.id] for s in segs]) for r in runs],
                 [s.reference for s in segs],
