@@ -565,17 +565,30 @@ def test_resume_after_the_engine_fails(tmp_path: Path, suite_file: Path) -> None
     cache = tmp_path / "hyps" / "scripted.jsonl"
     first = _cache_lines(cache)
     assert [r["id"] for r in first] == [f"p{i}" for i in range(8)]
-    engine = ScriptedEngine()
+    engine = ScriptedEngine(delay=0.05)
     results = run_bench(config, engines={"scripted": engine}, show_progress=False)
     assert engine.calls == len(POSTS) - 8  # only the missing segments were translated
     rows = _cache_lines(cache)
     assert rows[:8] == first and [r["id"] for r in rows] == [f"p{i}" for i in range(12)]
-    assert results["systems"][0]["translated_this_run"] == 4
+    system = results["systems"][0]
+    assert system["translated_this_run"] == 4
     assert results["slices"][0]["scores"]["scripted"]["chrf++"] == pytest.approx(100.0)
+    # Each row records its time, so the time per segment spans both runs; this run's rows add up to its time.
+    assert all(r["seconds"] >= 0 for r in rows) and system["timed"] == 12
+    assert 4 * 0.05 <= sum(r["seconds"] for r in rows[8:]) <= system["seconds_this_run"] + 0.05  # (rounded to 0.1)
+    assert system["seconds_per_segment"] == pytest.approx(sum(r["seconds"] for r in rows) / 12, abs=1e-3)
+    assert results["slices"][0]["scores"]["scripted"]["timed"] == results["slices"][0]["n"]
     # everything cached: no engine is built at all ("scripted" is no real model, so building one would fail)
     again = run_bench(config, show_progress=False)
     assert again["systems"][0]["translated_this_run"] == 0 and again["systems"][0]["engine"]["from_cache"]
     assert again["slices"] == results["slices"]
+    # rows cached before timing was recorded are left out of the mean, not counted as zero
+    untimed = [{k: v for k, v in r.items() if k != "seconds"} if i < 8 else r for i, r in enumerate(rows)]
+    cache.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in untimed), encoding="utf-8")
+    partial = run_bench(config, show_progress=False)["systems"][0]
+    assert partial["timed"] == 4
+    assert partial["seconds_per_segment"] == pytest.approx(sum(r["seconds"] for r in rows[8:]) / 4, abs=1e-3)
+    assert "| s/segment (timed) |" in (tmp_path / "results.md").read_text(encoding="utf-8")
     # a hypothesis made with another prompt version is stale: only that one is made again
     rows[0]["prompt_version"] = "rt-prompt-0"
     cache.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")

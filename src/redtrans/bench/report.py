@@ -23,6 +23,13 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 
 
+def _seconds(score: dict[str, Any]) -> str:
+    """Time per segment with how many segments it rests on (older caches, and outputs systems, have none)."""
+    if score.get("seconds_per_segment") is None:
+        return "–"
+    return f"{score['seconds_per_segment']:.2f} ({score['timed']})"
+
+
 def _suite_line(results: dict[str, Any]) -> str:
     suite = results["suite"]
     sel = suite["selection"]
@@ -67,15 +74,15 @@ def markdown(results: dict[str, Any], min_slice: int = 1) -> str:
         lines.append(f"| {sl['key']} | {sl['n']} | {cells} |")
     lines += [
         "",
-        "| slice | system | SNS fidelity (n) | wrong language | empty | copied source |",
-        "|---|---|---|---|---|---|",
+        "| slice | system | SNS fidelity (n) | wrong language | empty | copied source | s/segment (timed) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for sl in [s for s in results["slices"] if s["group"] == "direction"]:
         for n in systems:
             sc = sl["scores"][n]
             lines.append(
                 f"| {sl['key']} | {n} | {_pct(sc['fidelity'])} ({sc['fidelity_n']}) | {_pct(sc['wrong_language'])} "
-                f"| {_pct(sc['empty'])} | {_pct(sc['copy'])} |"
+                f"| {_pct(sc['empty'])} | {_pct(sc['copy'])} | {_seconds(sc)} |"
             )
     tags = _tag_slices(results, min_slice)
     if tags:
@@ -270,14 +277,14 @@ def html_report(results: dict[str, Any], worst: int = 50, min_slice: int = 1) ->
             rows.append(
                 [sl["key"], n, f"{_pct(sc['fidelity'])} ({sc['fidelity_n']})"]
                 + [_pct(sc[f"kept_{e}"]) for e in ("emoji", "markup", "mentions", "urls", "lines")]
-                + [_pct(sc["wrong_language"]), _pct(sc["empty"]), _pct(sc["copy"])]
+                + [_pct(sc["wrong_language"]), _pct(sc["empty"]), _pct(sc["copy"]), _seconds(sc)]
                 + ([_fmt(sc.get("neural"), 4)] if "neural" in sc else [])
             )
     neural_head = ["neural"] if any("neural" in sc for sl in main for sc in sl["scores"].values()) else []
     body.append(
         _table(
             ["slice", "system", "fidelity (n)", "emoji", "markup", "mentions", "URLs", "lines"]
-            + ["wrong lang", "empty", "copy"]
+            + ["wrong lang", "empty", "copy", "s/segment (timed)"]
             + neural_head,
             rows,
             numeric_from=2,

@@ -220,9 +220,17 @@ def _slice_scores(
     score["empty"] = round(sum(is_empty(h) for h in hyps) / n, 4)
     score["failed"] = sum(run.rows.get(s.id, {}).get("status") == "failed" for s in segs)
     score["copy"] = round(sum(is_copy(h, s.source) for h, s in zip(hyps, segs, strict=True)) / n, 4)
+    score.update(_timing([run.rows.get(s.id, {}) for s in segs]))
     if neural is not None:
         score["neural"] = round(sum(neural[s.id] for s in segs) / n, 4)
     return score
+
+
+def _timing(rows: list[dict]) -> dict[str, Any]:
+    """`seconds_per_segment`: the mean `seconds` of the rows that recorded it (rows cached before timing was
+    recorded, and outputs systems, have none); `timed`: how many did."""
+    timed = [float(row["seconds"]) for row in rows if row.get("seconds") is not None]
+    return {"seconds_per_segment": round(sum(timed) / len(timed), 3) if timed else None, "timed": len(timed)}
 
 
 def run_bench(
@@ -375,6 +383,7 @@ def run_bench(
                 "cache": run.cache,
                 "translated_this_run": run.translated_now,
                 "seconds_this_run": round(run.seconds, 1),
+                **_timing(list(run.rows.values())),
                 "flags": dict(Counter(f for row in run.rows.values() for f in row.get("flags", []))),
                 "failed": sum(row.get("status") == "failed" for row in run.rows.values()),
                 "prompt_versions": sorted({str(r.get("prompt_version")) for r in run.rows.values()}),
@@ -393,6 +402,9 @@ def run_bench(
             "failed": "segments without a usable translation (engine error, or an empty, echoed or refused answer "
             "after the retry): scored as empty hypotheses; a re-run of the same command retries them",
             "copy": "share of hypotheses equal to the source (ignoring spaces, punctuation, symbols)",
+            "seconds_per_segment": "mean wall time per segment while it was translated (each cached row records "
+            "the time since the previous row of its run, so runs resumed in parts add up); 'timed' counts the "
+            "rows that recorded it. Model loading is excluded; the machine's other load is not",
             "neural": "mean segment score of the optional neural metric (COMET) when one was given",
             "text": "scored one line per segment with whitespace collapsed; text/ holds exactly the scored lines",
         },

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -284,13 +285,20 @@ def translate_missing(
     """Translate the segments not yet in the cache, appending each result as it comes; yields the rows.
 
     A failed row (`status: failed`) is not done: the next run takes it out of the cache and tries again, up to
-    `jsonl.MAX_ATTEMPTS` in all; after that it stays failed and is scored as an empty hypothesis."""
+    `jsonl.MAX_ATTEMPTS` in all; after that it stays failed and is scored as an empty hypothesis.
+
+    Each row records `seconds`: the wall time since the previous row of this run (the first: since the loop
+    began, the model already loaded). A run's rows sum to its translation time, so the time per segment of a
+    system survives runs resumed in parts."""
     with JSONLWriter(cache_path, drop=retry_pending) as writer:  # locked before the cache is read
         done = read_cache(cache_path, segments, prompt_version(spec))
         todo = [s for s in segments if s.id not in done]
         items = (Item(s.id, s.source, s.tgt, s.src) for s in todo)
+        last = time.perf_counter()
         for result in translator.translate(items):
-            row = stamp_attempts(result.to_dict(), writer.dropped)
+            now = time.perf_counter()
+            row = stamp_attempts({**result.to_dict(), "seconds": round(now - last, 3)}, writer.dropped)
+            last = now
             writer.write(row)
             if on_result:
                 on_result(1)
