@@ -191,7 +191,11 @@ def test_slices_and_significance(tmp_path: Path, suite_file: Path) -> None:
         BenchConfig(
             suite="jsonl",
             data=str(suite_file),
-            systems=[parse_system(f"outputs:{bad}"), parse_system(f"name=ref,outputs={good}")],
+            systems=[
+                parse_system(f"outputs:{bad}"),
+                parse_system(f"name=ref,outputs={good}"),
+                parse_system(f"name=same,outputs={bad}"),
+            ],
             out=tmp_path / "out",
             bootstrap_samples=200,
         ),
@@ -208,8 +212,15 @@ def test_slices_and_significance(tmp_path: Path, suite_file: Path) -> None:
     assert sig["baseline"] == "bad" and "bs:200" in sig["signatures"]["bleu"]
     assert sig["systems"]["ref"]["bleu"]["score"] == pytest.approx(100.0)
     assert 0 <= sig["systems"]["ref"]["bleu"]["p_value"] <= 1
+    # A system identical to the baseline gets sacrebleu's floor p-value (a zero difference is not chance, by
+    # design), so each test says how many segments differ and the report calls such a pair identical.
+    n, changed = keys["zh-en"]["n"], sig["changed"]
+    assert changed["same"] == 0 and 0 < changed["ref"] <= n
+    assert sig["systems"]["same"]["chrf++"]["p_value"] < 0.05
     markdown = (tmp_path / "out" / "results.md").read_text()
     assert "| zh-en/comment | 2 |" in markdown and "CC BY-NC-SA" not in markdown
+    assert f"- zh-en: same vs bad: identical hypotheses on all {n} segments" in markdown
+    assert f"- zh-en: ref vs bad ({changed['ref']} of {n} segments differ): bleu" in markdown
 
 
 def test_neural_metric_hook(tmp_path: Path, suite_file: Path) -> None:

@@ -129,11 +129,17 @@ def markdown(results: dict[str, Any], min_slice: int = 1) -> str:
             for name, metrics in sig["systems"].items():
                 if name == sig["baseline"]:
                     continue
+                changed = sig.get("changed", {}).get(name)
+                if changed == 0:
+                    lines.append(f"- {key}: {name} vs {sig['baseline']}: identical hypotheses on all {sig['n']} "
+                                 "segments (no difference to test)")  # fmt: skip
+                    continue
                 parts = [
                     f"{m} {_fmt(r['score'])} (μ {_fmt(r['mean'])} ± {_fmt(r['ci95'])}, p = {_fmt(r['p_value'], 4)})"
                     for m, r in metrics.items()
                 ]
-                lines.append(f"- {key}: {name} vs {sig['baseline']}: " + "; ".join(parts))
+                differ = "" if changed is None else f" ({changed} of {sig['n']} segments differ)"
+                lines.append(f"- {key}: {name} vs {sig['baseline']}{differ}: " + "; ".join(parts))
     sigs = sorted({sc[k] for sl in results["slices"] for sc in sl["scores"].values() for k in ("bleu_signature",)})
     lines += ["", "Signatures: " + " · ".join(f"`{s}`" for s in sigs)]
     chrf = {sc["chrf_signature"] for sl in results["slices"] for sc in sl["scores"].values()}
@@ -329,12 +335,20 @@ def html_report(results: dict[str, Any], worst: int = 50, min_slice: int = 1) ->
         rows = []
         for key, sig in results["significance"].items():
             for name, metrics in sig["systems"].items():
+                changed = sig.get("changed", {}).get(name)
                 for metric, r in metrics.items():
-                    rows.append(
-                        [key, name, metric, _fmt(r["score"]), f"{_fmt(r['mean'])} ± {_fmt(r['ci95'])}"]
-                        + ["baseline" if name == sig["baseline"] else _fmt(r["p_value"], 4)]
-                    )
-        body.append(_table(["slice", "system", "metric", "score", "mean ± 95% CI", "p"], rows, numeric_from=3))
+                    if name == sig["baseline"]:
+                        test = ["–", "baseline"]
+                    elif changed == 0:
+                        test = ["0", "identical"]
+                    else:
+                        test = ["–" if changed is None else str(changed), _fmt(r["p_value"], 4)]
+                    rows.append([key, name, metric, _fmt(r["score"]), f"{_fmt(r['mean'])} ± {_fmt(r['ci95'])}", *test])
+        body.append(
+            _table(
+                ["slice", "system", "metric", "score", "mean ± 95% CI", "segments differing", "p"], rows, numeric_from=3
+            )
+        )
 
     body.append(f"<h2>Worst segments (lowest sentence chrF++, {worst} per system)</h2>")
     options = "".join(f'<option value="{html.escape(n)}">{html.escape(n)}</option>' for n in systems)

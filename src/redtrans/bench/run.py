@@ -333,6 +333,9 @@ def run_bench(
             significance[key] = {
                 "n": len(segs),
                 "baseline": runs[0].spec.name,
+                # Identical hypotheses get sacrebleu's smallest p (by design: "a zero difference should not be
+                # attributed to chance"), so a p-value is read together with how many segments differ at all.
+                "changed": {r.spec.name: sum(r.hyps[s.id] != runs[0].hyps[s.id] for s in segs) for r in runs[1:]},
                 "test": "paired bootstrap resampling (sacrebleu.significance.PairedTest, test_type=bs)",
                 "signatures": sigs,
                 "systems": {
