@@ -203,7 +203,11 @@ SIGNIFICANCE_TAGS = ("#slang", SLANG_FREE)
 
 
 def _slice_scores(
-    segs: list[Segment], run: SystemRun, fid: dict[str, dict[str, Any]], neural: dict[str, float] | None
+    segs: list[Segment],
+    run: SystemRun,
+    fid: dict[str, dict[str, Any]],
+    neural: dict[str, float] | None,
+    timed: bool = False,
 ) -> dict[str, Any]:
     hyps = [run.hyps[s.id] for s in segs]
     score = corpus_scores(hyps, [s.reference for s in segs], segs[0].tgt).as_dict()
@@ -220,7 +224,8 @@ def _slice_scores(
     score["empty"] = round(sum(is_empty(h) for h in hyps) / n, 4)
     score["failed"] = sum(run.rows.get(s.id, {}).get("status") == "failed" for s in segs)
     score["copy"] = round(sum(is_copy(h, s.source) for h, s in zip(hyps, segs, strict=True)) / n, 4)
-    score.update(_timing([run.rows.get(s.id, {}) for s in segs]))
+    if timed:
+        score.update(_timing([run.rows.get(s.id, {}) for s in segs]))
     if neural is not None:
         score["neural"] = round(sum(neural[s.id] for s in segs) / n, 4)
     return score
@@ -228,7 +233,12 @@ def _slice_scores(
 
 def _timing(rows: list[dict]) -> dict[str, Any]:
     """`seconds_per_segment`: the mean `seconds` of the rows that recorded it (rows cached before timing was
-    recorded, and outputs systems, have none); `timed`: how many did."""
+    recorded, and outputs systems, have none); `timed`: how many did.
+
+    Only for a system and its directions: the translator works on a window of posts at a time and hands them
+    back in order, so one row's `seconds` may hold its neighbours' time (a long post finished first, then
+    several at once). Sums over long runs of rows are right; a suite's directions are such runs when its
+    segments come grouped by direction (the built-in suites do), a category or tag slice is not."""
     timed = [float(row["seconds"]) for row in rows if row.get("seconds") is not None]
     return {"seconds_per_segment": round(sum(timed) / len(timed), 3) if timed else None, "timed": len(timed)}
 
@@ -314,7 +324,9 @@ def run_bench(
                 "direction": direction,
                 "n": len(segs),
                 "scores": {
-                    run.spec.name: _slice_scores(segs, run, fidelity[run.spec.name], neural.get(run.spec.name))
+                    run.spec.name: _slice_scores(
+                        segs, run, fidelity[run.spec.name], neural.get(run.spec.name), timed=group == "direction"
+                    )
                     for run in runs
                 },
             }
@@ -405,9 +417,10 @@ def run_bench(
             "failed": "segments without a usable translation (engine error, or an empty, echoed or refused answer "
             "after the retry): scored as empty hypotheses; a re-run of the same command retries them",
             "copy": "share of hypotheses equal to the source (ignoring spaces, punctuation, symbols)",
-            "seconds_per_segment": "mean wall time per segment while it was translated (each cached row records "
-            "the time since the previous row of its run, so runs resumed in parts add up); 'timed' counts the "
-            "rows that recorded it. Model loading is excluded; the machine's other load is not",
+            "seconds_per_segment": "mean wall time per segment while it was translated, per system and direction "
+            "(each cached row records the time since the previous row of its run, so runs resumed in parts add "
+            "up; a single row's time is not its own, as posts are worked on a window at a time); 'timed' counts "
+            "the rows that recorded it. Model loading is excluded; the machine's other load is not",
             "neural": "mean segment score of the optional neural metric (COMET) when one was given",
             "text": "scored one line per segment with whitespace collapsed; text/ holds exactly the scored lines",
         },
