@@ -221,6 +221,10 @@ def test_slices_and_significance(tmp_path: Path, suite_file: Path) -> None:
     assert "| zh-en/comment | 2 |" in markdown and "CC BY-NC-SA" not in markdown
     assert f"- zh-en: same vs bad: identical hypotheses on all {n} segments" in markdown
     assert f"- zh-en: ref vs bad ({changed['ref']} of {n} segments differ): bleu" in markdown
+    # ... and the system table (one row per system, the README's shape) marks it `=` instead of a p-value.
+    assert "| system | en-zh BLEU | en-zh chrF++ | en-zh s/segment | zh-en BLEU |" in markdown
+    ref_row = next(line for line in markdown.splitlines() if line.startswith("| ref | "))
+    assert "(+" in ref_row and ", p " in ref_row and "| same | " in markdown and "(=)" in markdown
 
 
 def test_neural_metric_hook(tmp_path: Path, suite_file: Path) -> None:
@@ -465,7 +469,10 @@ def test_quality_levers_as_systems_and_the_slang_slice(tmp_path: Path, suite_fil
         for key in (f"{direction}/#slang", f"{direction}/#slang-free"):
             assert results["significance"][key]["n"] == keys[key]["n"]
             assert results["significance"][key]["systems"]["tb"]["chrf++"]["p_value"] is not None
-    assert "zh-en/#slang-free: tb vs base" in (tmp_path / "out" / "results.md").read_text()
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert "zh-en/#slang-free: tb vs base" in markdown
+    n_slang, n_free = keys["zh-en/#slang"]["n"], keys["zh-en/#slang-free"]["n"]
+    assert f"| zh-en/#slang (n {n_slang}) chrF++ | zh-en/#slang-free (n {n_free}) chrF++ |" in markdown
 
 
 def test_parallel_reaches_the_engine_spec_unless_the_system_sets_it() -> None:

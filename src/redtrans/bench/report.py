@@ -54,6 +54,54 @@ SMALL_SAMPLE = 30
 """Segments per tested slice under which significance carries a small-sample warning."""
 
 
+def _versus(results: dict[str, Any], key: str, name: str, metric: str) -> str:
+    """`name`'s score on tested slice `key` with its difference to the baseline and its p-value; `=` for
+    hypotheses identical to the baseline's (sacrebleu's p for a zero difference is its floor, by design)."""
+    sig = results["significance"][key]
+    score = sig["systems"][name][metric]
+    if name == sig["baseline"]:
+        return _fmt(score["score"])
+    if sig.get("changed", {}).get(name) == 0:
+        return f"{_fmt(score['score'])} (=)"
+    delta = score["score"] - sig["systems"][sig["baseline"]][metric]["score"]
+    return f"{_fmt(score['score'])} ({delta:+.2f}, p {_fmt(score['p_value'], 3)})"
+
+
+def _comparison(results: dict[str, Any]) -> list[str]:
+    """One row per system against the first: BLEU and chrF++ per direction with the paired bootstrap's p and the
+    time per segment, then chrF++ on each direction's tested tag slices (`#slang`, `#slang-free`)."""
+    sig = results["significance"]
+    if not sig:
+        return []
+    slices = {sl["key"]: sl for sl in results["slices"]}
+    directions = [k for k in sig if slices[k]["group"] == "direction"]
+    tagged = [k for k in sig if slices[k]["group"] == "tag"]
+    baseline = next(iter(sig.values()))["baseline"]
+    lines = [
+        "",
+        f"Against {baseline}: score (difference, two-sided paired bootstrap p); `=` when the hypotheses are "
+        "identical. BLEU 0–100 here.",
+        "",
+        "| system | " + " | ".join(f"{d} BLEU | {d} chrF++ | {d} s/segment" for d in directions) + " |",
+        "|" + "---|" * (1 + 3 * len(directions)),
+    ]
+    for system in results["systems"]:
+        name = system["name"]
+        cells = [
+            f"{_versus(results, d, name, 'bleu')} | {_versus(results, d, name, 'chrf++')} | "
+            f"{_seconds(slices[d]['scores'][name])}"
+            for d in directions
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if tagged:
+        lines += ["", "| system | " + " | ".join(f"{k} (n {sig[k]['n']}) chrF++" for k in tagged) + " |",
+                  "|" + "---|" * (1 + len(tagged))]  # fmt: skip
+        for system in results["systems"]:
+            name = system["name"]
+            lines.append(f"| {name} | " + " | ".join(_versus(results, k, name, "chrf++") for k in tagged) + " |")
+    return lines
+
+
 def markdown(results: dict[str, Any], min_slice: int = 1) -> str:
     systems = [s["name"] for s in results["systems"]]
     suite = results["suite"]
@@ -72,6 +120,7 @@ def markdown(results: dict[str, Any], min_slice: int = 1) -> str:
     for sl in _main_slices(results, min_slice):
         cells = " | ".join(f"{_fmt(sl['scores'][n]['bleu'], 4)} | {_fmt(sl['scores'][n]['chrf++'])}" for n in systems)
         lines.append(f"| {sl['key']} | {sl['n']} | {cells} |")
+    lines += _comparison(results)
     lines += [
         "",
         "| slice | system | SNS fidelity (n) | wrong language | empty | copied source | s/segment (timed) |",
