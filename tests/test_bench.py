@@ -549,8 +549,10 @@ class ScriptedEngine(Engine):
     model = "scripted"
     parallelism = 2
 
-    def __init__(self, fail_after: int | None = None, delay: float = 0.0) -> None:
-        self.fail_after, self.delay, self.calls = fail_after, delay, 0
+    def __init__(
+        self, fail_after: int | None = None, delay: float = 0.0, no_answer_for: frozenset[str] = frozenset()
+    ) -> None:
+        self.fail_after, self.delay, self.calls, self.no_answer_for = fail_after, delay, 0, no_answer_for
         self.answers = {source: ref for _, _, _, source, ref in POSTS}
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
@@ -562,6 +564,9 @@ class ScriptedEngine(Engine):
             time.sleep(self.delay)
             text = request.messages[-1]["content"] if request.messages else request.prompt or ""
             text = text.split("\n\n", 1)[-1]  # the plain prompt puts the post after a blank line
+            if text in self.no_answer_for:  # an upstream error on this one request: the row fails, the run goes on
+                results.append(GenResult.failed("scripted: no answer for this post", 0.0))
+                continue
             results.append(GenResult(self.answers.get(text, text.upper())))
         return results
 
@@ -621,6 +626,24 @@ def test_resume_after_the_engine_fails(tmp_path: Path, suite_file: Path) -> None
     config.systems = [SystemSpec("scripted", engine=EngineSpec(model="scripted"), mode="sns")]
     with pytest.raises(BenchError, match="were made with"):
         run_bench(config, engines={"scripted": ScriptedEngine()}, show_progress=False)
+
+
+def test_a_rerun_retries_failed_rows_even_when_every_row_is_cached(tmp_path: Path, suite_file: Path) -> None:
+    """A failed row is not done: with every segment in the cache, one of them failed, the next run still loads
+    the engine and retries it (and the progress counts it as left to do)."""
+    config = BenchConfig(
+        suite="jsonl",
+        data=str(suite_file),
+        systems=[SystemSpec("scripted", engine=EngineSpec(model="scripted"), mode="plain")],
+        out=tmp_path,
+    )
+    failing = ScriptedEngine(no_answer_for=frozenset({POSTS[1][3]}))
+    first = run_bench(config, engines={"scripted": failing}, show_progress=False)
+    assert first["systems"][0]["failed"] == 1
+    engine = ScriptedEngine()
+    again = run_bench(config, engines={"scripted": engine}, show_progress=False)
+    assert engine.calls == 1 and again["systems"][0]["translated_this_run"] == 1
+    assert again["systems"][0]["failed"] == 0
 
 
 def test_resume_after_a_kill(tmp_path: Path, suite_file: Path) -> None:

@@ -37,6 +37,7 @@ from redtrans.bench.systems import (
 from redtrans.bench.tags import TAGS, segment_fidelity, tag_source
 from redtrans.engines import Engine
 from redtrans.errors import ConfigError
+from redtrans.jsonl import retry_pending
 from redtrans.text.profiles import load_profile
 from redtrans.text.termbase import load_termbase
 
@@ -109,7 +110,9 @@ def _collect(
         return SystemRun(spec, {s.id: hyps[s.id] for s in suite.segments}, describe={"outputs": spec.outputs})
     cache = out / "hyps" / f"{safe_name(spec.name)}.jsonl"
     check_cache_config(cache.with_suffix(".config.json"), spec.config())
-    done = len(read_cache(cache, suite.segments, prompt_version(spec)))
+    # A failed row with attempts left is not done: it counts as left to do, so a run retries it even when every
+    # segment has a row.
+    done = sum(not retry_pending(row) for row in read_cache(cache, suite.segments, prompt_version(spec)).values())
     started = time.perf_counter()
     translated = 0
     engine_spec = spec.engine_spec().resolved()
