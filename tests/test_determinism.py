@@ -102,6 +102,47 @@ def test_a_refusal_is_retried_and_a_lasting_one_fails_the_row() -> None:
     assert "retried_for" not in untouched.to_dict()  # rows without a retry keep their old shape
 
 
+class NameKeeper(Engine):
+    """Keeps a line of names as it is (every time, the retry too) and translates anything else to `译文`."""
+
+    name = model = "name-keeper"
+
+    def __init__(self, names: set[str]) -> None:
+        self.names, self.asked = names, 0
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        out = []
+        for request in requests:
+            text = request.messages[-1]["content"] if request.messages else ""
+            kept = next((names for names in self.names if names in text), None)  # (the retry wraps the line)
+            self.asked += kept is not None
+            out.append(GenResult(kept or "译文"))
+        return out
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [("PG: Doncic, Vincent, Bronny", True), ("Courreges FW 2002", True), ("SG: Reeves, Milton ⟨1⟩", True),
+     ("Two-way: Kollock, Jamison", False), ("This is English text", False), ("你不是我的菜", False),
+     ("2024", False), ("iPhone 15 Pro", False)],
+)  # fmt: skip
+def test_names_only(text: str, names: bool) -> None:
+    assert checks.names_only(text) is names
+
+
+def test_a_line_of_names_kept_as_it_is_does_not_fail_the_row() -> None:
+    """An echoed line fails its row, unless it holds only names and codes and the retry kept it too: "PG: Doncic,
+    Vincent, Bronny" in a post about a basketball roster is rightly the same in Chinese."""
+    names = "PG: Doncic, Vincent, Bronny"
+    engine = NameKeeper({names, "Happy weekend everyone"})
+    roster = Translator(engine).translate_text(f"{names}\nThe Lakers have one pick left to trade", "zh", "en")
+    assert roster.ok and roster.translation == f"{names}\n译文"
+    assert engine.asked == 2 and checks.RETRIED in roster.flags  # asked again first: the retry still happens
+    assert checks.ECHO in roster.flags  # kept on record as a quality flag
+    echoed = Translator(engine).translate_text("Happy weekend everyone", "zh", "en")
+    assert not echoed.ok and echoed.status == "failed" and "echo" in (echoed.error or "")
+
+
 # -- bench --repeats -------------------------------------------------------------------------------------------
 class Wobbly(Engine):
     """A 'throughput-mode' engine: every other call of a text answers differently, as batched decoding can."""

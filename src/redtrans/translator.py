@@ -481,7 +481,11 @@ class Translator:
                     if segment.first_flags:  # it was retried
                         flags.add(checks.RETRIED)
                         retried_for.update(segment.first_flags)
-                    if failed := sorted(seg_flags & checks.FAILING):
+                    failed = sorted(seg_flags & checks.FAILING)
+                    if failed == [checks.ECHO] and checks.names_only(segment.core.masked):
+                        # Names and codes the retry kept as they are too: a translation, flagged, not a failure.
+                        failed = []
+                    if failed:
                         where = f"line {len(lines_out) + 1}: " if len(plan.lines) > 1 else ""
                         failures.append(where + (segment.error or ", ".join(failed)))
                     parts.append(text)

@@ -137,6 +137,14 @@ _CJK_CHAR = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Thai}]"
 _WORD = regex.compile(r"[\p{L}\p{N}]+")
 
 
+def names_only(text: str) -> bool:
+    """True when every word is capitalised, in capitals or a number, with at least one word of letters: a line of
+    proper names and codes ("PG: Doncic, Vincent, Bronny", "Courreges FW 2002"), which a translation may rightly
+    keep as it is. Scripts without case (Han, kana, Hangul) never are."""
+    words = _WORD.findall(MARKER.sub(" ", text))
+    return any(w[0].isalpha() for w in words) and all(w[0].isupper() or w[0].isdigit() for w in words)
+
+
 def length_units(text: str) -> float:
     """Rough content length comparable across scripts: a CJK character ≈ 1, a spaced word ≈ 1.6."""
     cjk = len(_CJK_CHAR.findall(text))
