@@ -61,7 +61,7 @@ def _versus(results: dict[str, Any], key: str, name: str, metric: str) -> str:
     score = sig["systems"][name][metric]
     if name == sig["baseline"]:
         return _fmt(score["score"])
-    if sig.get("changed", {}).get(name) == 0:
+    if sig["changed"][name] == 0:
         return f"{_fmt(score['score'])} (=)"
     delta = score["score"] - sig["systems"][sig["baseline"]][metric]["score"]
     return f"{_fmt(score['score'])} ({delta:+.2f}, p {_fmt(score['p_value'], 3)})"
@@ -178,7 +178,7 @@ def markdown(results: dict[str, Any], min_slice: int = 1) -> str:
             for name, metrics in sig["systems"].items():
                 if name == sig["baseline"]:
                     continue
-                changed = sig.get("changed", {}).get(name)
+                changed = sig["changed"][name]
                 if changed == 0:
                     lines.append(f"- {key}: {name} vs {sig['baseline']}: identical hypotheses on all {sig['n']} "
                                  "segments (no difference to test)")  # fmt: skip
@@ -187,8 +187,8 @@ def markdown(results: dict[str, Any], min_slice: int = 1) -> str:
                     f"{m} {_fmt(r['score'])} (μ {_fmt(r['mean'])} ± {_fmt(r['ci95'])}, p = {_fmt(r['p_value'], 4)})"
                     for m, r in metrics.items()
                 ]
-                differ = "" if changed is None else f" ({changed} of {sig['n']} segments differ)"
-                lines.append(f"- {key}: {name} vs {sig['baseline']}{differ}: " + "; ".join(parts))
+                differ = f"{changed} of {sig['n']} segments differ"
+                lines.append(f"- {key}: {name} vs {sig['baseline']} ({differ}): " + "; ".join(parts))
     sigs = sorted({sc[k] for sl in results["slices"] for sc in sl["scores"].values() for k in ("bleu_signature",)})
     lines += ["", "Signatures: " + " · ".join(f"`{s}`" for s in sigs)]
     chrf = {sc["chrf_signature"] for sl in results["slices"] for sc in sl["scores"].values()}
@@ -384,14 +384,13 @@ def html_report(results: dict[str, Any], worst: int = 50, min_slice: int = 1) ->
         rows = []
         for key, sig in results["significance"].items():
             for name, metrics in sig["systems"].items():
-                changed = sig.get("changed", {}).get(name)
                 for metric, r in metrics.items():
                     if name == sig["baseline"]:
                         test = ["–", "baseline"]
-                    elif changed == 0:
+                    elif sig["changed"][name] == 0:
                         test = ["0", "identical"]
                     else:
-                        test = ["–" if changed is None else str(changed), _fmt(r["p_value"], 4)]
+                        test = [str(sig["changed"][name]), _fmt(r["p_value"], 4)]
                     rows.append([key, name, metric, _fmt(r["score"]), f"{_fmt(r['mean'])} ± {_fmt(r['ci95'])}", *test])
         body.append(
             _table(
