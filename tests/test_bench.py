@@ -35,10 +35,11 @@ from redtrans.bench.suites import (
     select,
     stratified_sample,
 )
-from redtrans.bench.systems import SystemSpec, check_cache_config, with_parallel
+from redtrans.bench.systems import SystemSpec, can_reuse, check_cache_config, with_mode, with_parallel
 from redtrans.bench.tags import segment_fidelity, tag_source
 from redtrans.engines import EngineSpec
 from redtrans.engines.base import Engine, EngineError, GenRequest, GenResult
+from redtrans.engines.standin import StandInEngine
 from redtrans.errors import InputError
 from tests.conftest import shared_file
 
@@ -473,6 +474,58 @@ def test_quality_levers_as_systems_and_the_slang_slice(tmp_path: Path, suite_fil
     assert "zh-en/#slang-free: tb vs base" in markdown
     n_slang, n_free = keys["zh-en/#slang"]["n"], keys["zh-en/#slang-free"]["n"]
     assert f"| zh-en/#slang (n {n_slang}) chrF++ | zh-en/#slang-free (n {n_free}) chrF++ |" in markdown
+
+
+def test_a_lever_system_reuses_the_baselines_rows_where_it_sends_the_same_requests(
+    tmp_path: Path, suite_file: Path
+) -> None:
+    """On a deterministic engine a result is a function of its requests: where the term base matches nothing, the
+    `tb` system's prompts are the baseline's, so bench takes those rows from the baseline (marked, not timed) and
+    sends only the posts with hints to the engine. The hypotheses equal those of translating everything."""
+    base, tb = (
+        with_mode(parse_system(s), None)
+        for s in ("name=base,engine=standin", "name=tb,engine=standin,termbase=builtin")
+    )
+    assert can_reuse(base, tb) and not can_reuse(tb, tb)
+    for other in ("name=x,engine=standin,candidates=2", "name=x,engine=standin,model=other,termbase=builtin",
+                  "name=x,engine=standin,mode=plain"):  # fmt: skip
+        assert not can_reuse(base, with_mode(parse_system(other), None))
+    # the throughput mode: what is decoded together changes outputs
+    throughput = (with_mode(parse_system(s), False) for s in ("name=base,engine=standin", "name=tb,engine=standin"))
+    assert not can_reuse(*throughput)
+
+    def bench(out: str, engines: dict[str, Engine], reuse: bool = True, systems: tuple = (base, tb)) -> dict:
+        config = BenchConfig(
+            suite="jsonl", data=str(suite_file), systems=list(systems), out=tmp_path / out, reuse=reuse
+        )
+        return run_bench(config, engines=engines, show_progress=False)
+
+    alone = StandInEngine()
+    bench("alone", {"base": alone}, systems=(base,))
+    engine = StandInEngine()
+    reused = bench("reused", {"base": engine, "tb": engine})
+    rows = _cache_lines(tmp_path / "reused" / "hyps" / "tb.jsonl")
+    slang = {s["id"] for s in reused["segments"] if "slang" in s["tags"]}
+    assert 0 < len(slang) < len(POSTS)
+    assert {r["id"] for r in rows if "reused_from" in r} == {f"p{i}" for i in range(len(POSTS))} - slang
+    assert all(r["reused_from"] == "base" and "seconds" not in r for r in rows if r["id"] not in slang)
+    system = reused["systems"][1]
+    assert (system["reused"], system["reused_this_run"], system["translated_this_run"]) == (
+        len(POSTS) - len(slang),
+        len(POSTS) - len(slang),
+        len(slang),
+    )
+    assert system["timed"] == len(slang)
+
+    everything = StandInEngine()
+    full = bench("full", {"base": everything, "tb": everything}, reuse=False)
+    assert full["systems"][1]["reused"] == 0
+    # only the posts with hints went to the engine
+    assert alone.served < engine.served < everything.served
+    assert [s["systems"] for s in full["segments"]] == [s["systems"] for s in reused["segments"]]
+    # two engine objects: nothing says they decode alike, so nothing is reused
+    apart = bench("apart", {"base": StandInEngine(), "tb": StandInEngine()})
+    assert apart["systems"][1]["reused"] == 0
 
 
 def test_parallel_reaches_the_engine_spec_unless_the_system_sets_it() -> None:

@@ -143,6 +143,31 @@ def test_a_line_of_names_kept_as_it_is_does_not_fail_the_row() -> None:
     assert not echoed.ok and echoed.status == "failed" and "echo" in (echoed.error or "")
 
 
+class RecordingNameKeeper(NameKeeper):
+    def __init__(self, names: set[str]) -> None:
+        super().__init__(names)
+        self.requests: list[GenRequest] = []
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        self.requests += requests
+        return super().generate(requests)
+
+
+def test_requests_for_names_every_request_the_pipeline_sends() -> None:
+    """`Translator.requests_for` is what bench compares to reuse a baseline's row: it must hold every request a
+    translation sends — each line's first request, a retry, a markup term's."""
+    engine = RecordingNameKeeper({"PG: Doncic, Vincent, Bronny"})
+    translator = Translator(engine)
+    item = Item("1", "PG: Doncic, Vincent, Bronny\nThe Lakers have one pick left #NBA Draft[话题]#", "zh", "en")
+    assert next(translator.translate([item])).ok
+    sent = [r.messages for r in engine.requests]
+    expected = [r.messages for r in translator.requests_for(item)]
+    # Both lines came back flagged (an echo, a too short answer) and were retried: each line's first and strict
+    # request, and the topic's, were all sent.
+    assert len(sent) == len(expected) == 5 and all(messages in expected for messages in sent)
+    assert all(messages in sent for messages in expected)
+
+
 # -- bench --repeats -------------------------------------------------------------------------------------------
 class Wobbly(Engine):
     """A 'throughput-mode' engine: every other call of a text answers differently, as batched decoding can."""

@@ -449,6 +449,13 @@ def bench(
         int,
         typer.Option(help="Runs of each engine system (>1: the extra runs bypass the cache; report the spread)."),
     ] = 1,
+    reuse: Annotated[
+        bool,
+        typer.Option(
+            help="A system differing from the first only in term bases/examples takes the first's row wherever it "
+            "sends exactly the same requests (deterministic mode: the same result). --no-reuse translates all."
+        ),
+    ] = True,
     worst: Annotated[int, typer.Option(help="Worst segments listed per system in the HTML report.")] = 50,
     bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000,
     comet: Annotated[
@@ -475,6 +482,7 @@ def bench(
         bootstrap_samples=bootstrap,
         worst=worst,
         repeats=repeats,
+        reuse=reuse,
     )
     results = run_bench(config, neural_metric=neural)
     from redtrans.bench.report import markdown

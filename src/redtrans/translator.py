@@ -252,22 +252,8 @@ class Translator:
             yield from self._plain_window(items)
             return
         plans = [self._plan(item) for item in items]
-        segments: list[_Segment] = []
-        terms: dict[tuple[str, str, str, str], str | None] = {}
-        needed_by: dict[tuple[str, str, str, str], set[int]] = {}  # term → the items whose spans need it
-        for index, plan in enumerate(plans):
-            for line in plan.lines or []:
-                for piece in line.pieces:
-                    if isinstance(piece, Core):
-                        segments.append(_Segment(index, piece, plan.src, plan.item.target))
-                    spans = piece.spans if isinstance(piece, Core) else [piece] if isinstance(piece, Span) else []
-                    for span in spans:
-                        term = split_emoji(span.inner)[1]
-                        if span.rule is not None and self._needs_translation(term, plan.src, plan.item.target):
-                            key = (term, span.rule.kind, plan.src, plan.item.target)
-                            terms.setdefault(key, None)
-                            needed_by.setdefault(key, set()).add(index)
-
+        segments, needed_by = self._work(plans)
+        terms: dict[tuple[str, str, str, str], str | None] = dict.fromkeys(needed_by)
         by_item: dict[int, list[_Segment]] = {}
         for segment in segments:
             by_item.setdefault(segment.item, []).append(segment)
@@ -290,6 +276,40 @@ class Translator:
             self._run_batched(segments, term_keys, terms, retry)
         for index in range(ready, len(plans)):
             yield self._assemble(plans[index], by_item.get(index, []), terms)
+
+    def _work(self, plans: list[_Plan]) -> tuple[list[_Segment], dict[tuple[str, str, str, str], set[int]]]:
+        """The segments to translate in `plans` and the markup terms to translate, each with the plans (by index)
+        whose spans need it, in order of appearance."""
+        segments: list[_Segment] = []
+        needed_by: dict[tuple[str, str, str, str], set[int]] = {}
+        for index, plan in enumerate(plans):
+            for line in plan.lines or []:
+                for piece in line.pieces:
+                    if isinstance(piece, Core):
+                        segments.append(_Segment(index, piece, plan.src, plan.item.target))
+                    spans = piece.spans if isinstance(piece, Core) else [piece] if isinstance(piece, Span) else []
+                    for span in spans:
+                        term = split_emoji(span.inner)[1]
+                        if span.rule is not None and self._needs_translation(term, plan.src, plan.item.target):
+                            needed_by.setdefault((term, span.rule.kind, plan.src, plan.item.target), set()).add(index)
+        return segments, needed_by
+
+    def requests_for(self, item: Item) -> list[GenRequest]:
+        """Every request the pipeline may send for `item`: each segment's first request and its strict retry,
+        then one per markup term (a retry under a grammar is the first request plus a grammar of the languages).
+
+        On a deterministic engine (one sequence at a time, every prompt computed whole) an item's result is a
+        function of these requests alone, so two configurations that give an item equal lists give it the same
+        result: `redtrans bench` reuses a baseline's row on that ground."""
+        item = self.resolve_languages(item)
+        if self.config.mode == "plain":
+            return [self._plain_request(item, item.src or self.detect(item.text, item.target))]
+        segments, needed_by = self._work([self._plan(item)])
+        requests: list[GenRequest] = []
+        for segment in segments:
+            requests.append(self._request(segment.core.masked, segment.src, segment.tgt))
+            requests.append(self._request(segment.core.masked, segment.src, segment.tgt, strict=True))
+        return requests + [self._term_request(*key) for key in needed_by]
 
     def _run_batched(self, segments: list[_Segment], term_keys: list, terms: dict, retry: bool) -> None:
         """One batch for the window's segments and terms, then one batch of retries."""
@@ -500,22 +520,7 @@ class Translator:
 
     def _plain_window(self, items: list[Item]) -> list[Result]:
         srcs = [item.src or self.detect(item.text, item.target) for item in items]
-        requests = []
-        for item, src in zip(items, srcs, strict=True):
-            max_tokens = min(self.config.max_tokens * 2, 64 + 2 * len(item.text))
-            if self.engine.chat:
-                requests.append(
-                    GenRequest(messages=prompts.plain_messages(item.text, src, item.target), max_tokens=max_tokens)
-                )
-            else:
-                requests.append(
-                    GenRequest(
-                        prompt=prompts.completion_prompt(item.text, src, item.target),
-                        max_tokens=max_tokens,
-                        stop=prompts.COMPLETION_STOP,
-                    )
-                )
-        outputs = self._generate(requests)
+        outputs = self._generate([self._plain_request(item, src) for item, src in zip(items, srcs, strict=True)])
         results = []
         for item, src, out in zip(items, srcs, outputs, strict=True):
             tgt = item.script_tag or item.target
@@ -528,3 +533,14 @@ class Translator:
             else:
                 results.append(Result(item.id, item.text, text, src, tgt, [], self.model, "plain"))
         return results
+
+    def _plain_request(self, item: Item, src: str) -> GenRequest:
+        """The whole post in one plain prompt (mode plain)."""
+        max_tokens = min(self.config.max_tokens * 2, 64 + 2 * len(item.text))
+        if self.engine.chat:
+            return GenRequest(messages=prompts.plain_messages(item.text, src, item.target), max_tokens=max_tokens)
+        return GenRequest(
+            prompt=prompts.completion_prompt(item.text, src, item.target),
+            max_tokens=max_tokens,
+            stop=prompts.COMPLETION_STOP,
+        )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import statistics
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from redtrans.bench.systems import (
     EnginePool,
     SystemSpec,
     SystemSpecError,
+    can_reuse,
     check_cache_config,
     load_outputs,
     prompt_version,
@@ -40,6 +43,7 @@ from redtrans.errors import ConfigError
 from redtrans.jsonl import retry_pending
 from redtrans.text.profiles import load_profile
 from redtrans.text.termbase import load_termbase
+from redtrans.translator import Item, Translator
 
 
 class BenchError(ConfigError):
@@ -79,6 +83,11 @@ class BenchConfig:
     slang_termbases: list[str] = field(default_factory=lambda: ["builtin"])
     """Term bases whose matches tag a source `slang` (by the translator's own matcher; `builtin` = the shipped
     base). They only define the slice; what a system translates with is set per system. [] = none."""
+    reuse: bool = True
+    """A system that differs from the first only in prompt settings (term bases, examples), on the same engine in
+    the deterministic mode, takes the first's row of each segment for which it sends exactly the same requests
+    (`bench.systems.can_reuse`): the result would be byte-identical. Such rows are marked `reused_from` and are
+    not timed. False = translate every segment of every system."""
     repeats: int = 1
     """Runs of each engine system: the first is the (cached) scored one; the others translate every segment
     again, bypassing the cache (into hyps/NAME.repeatK.jsonl), and the report gives per slice how many
@@ -92,13 +101,21 @@ class SystemRun:
     rows: dict[str, dict] = field(default_factory=dict)
     describe: dict[str, Any] = field(default_factory=dict)
     translated_now: int = 0
+    reused_now: int = 0
     seconds: float = 0.0
     cache: str | None = None
 
 
 def _collect(
-    spec: SystemSpec, suite: Suite, all_ids: list[str], out: Path, pool: EnginePool, show_progress: bool
+    spec: SystemSpec,
+    suite: Suite,
+    all_ids: list[str],
+    out: Path,
+    pool: EnginePool,
+    show_progress: bool,
+    baseline: SystemRun | None = None,
 ) -> SystemRun:
+    """The system's rows for the suite: cached ones, then the rest translated (or reused from `baseline`)."""
     if spec.kind == "outputs":
         hyps = load_outputs(spec, all_ids)
         missing = [s.id for s in suite.segments if s.id not in hyps]
@@ -114,7 +131,7 @@ def _collect(
     # segment has a row.
     done = sum(not retry_pending(row) for row in read_cache(cache, suite.segments, prompt_version(spec)).values())
     started = time.perf_counter()
-    translated = 0
+    translated = reused = 0
     engine_spec = spec.engine_spec().resolved()
     describe: dict[str, Any] = {"engine": engine_spec.kind, "model": engine_spec.model, "from_cache": True}
     if done < len(suite.segments):  # the model is loaded only when something is left to translate
@@ -123,16 +140,22 @@ def _collect(
         engine = pool.get(spec)
         describe = engine.describe()
         translator = translator_for(spec, engine)
+        reuse = None
+        if baseline is not None and can_reuse(baseline.spec, spec) and pool.shared(baseline.spec, spec):
+            reuse = _reuser(baseline, translator, translator_for(baseline.spec, engine))
 
         if show_progress:
             with progress_bar("seg") as bar:
                 task = bar.add_task(f"{spec.name}", total=len(suite.segments), completed=done)
                 bar.update(task, start=done)  # the rate column counts from here (resumed segments excluded)
-                for _ in translate_missing(spec, translator, suite.segments, cache, lambda n: bar.advance(task, n)):
-                    translated += 1
+                advance = functools.partial(bar.advance, task)
+                for row in translate_missing(spec, translator, suite.segments, cache, advance, reuse):
+                    reused += "reused_from" in row
+                    translated += "reused_from" not in row
         else:
-            for _ in translate_missing(spec, translator, suite.segments, cache):
-                translated += 1
+            for row in translate_missing(spec, translator, suite.segments, cache, reuse=reuse):
+                reused += "reused_from" in row
+                translated += "reused_from" not in row
     rows = read_cache(cache, suite.segments, prompt_version(spec))
     lost = [s.id for s in suite.segments if s.id not in rows]
     if lost:
@@ -144,9 +167,30 @@ def _collect(
         rows,
         {**describe, "mode": spec.mode, "profile": spec.profile},
         translated,
+        reused,
         time.perf_counter() - started,
         str(cache),
     )
+
+
+def _reuser(
+    baseline: SystemRun, translator: Translator, base_translator: Translator
+) -> Callable[[Segment], dict | None]:
+    """For `translate_missing`: the baseline's row of a segment, marked `reused_from`, when `translator` sends
+    exactly the requests `base_translator` does for it and that row succeeded; else None (translate it)."""
+
+    def reuse(segment: Segment) -> dict | None:
+        row = baseline.rows.get(segment.id)
+        if row is None or row.get("status") != "ok":
+            return None
+        item = Item(segment.id, segment.source, segment.tgt, segment.src)
+        if translator.requests_for(item) != base_translator.requests_for(item):
+            return None
+        # Not timed: the time of these requests was the baseline's.
+        kept = {key: value for key, value in row.items() if key not in {"seconds", "attempts", "reused_from"}}
+        return {**kept, "reused_from": baseline.spec.name}
+
+    return reuse
 
 
 def _repeat(spec: SystemSpec, suite: Suite, out: Path, pool: EnginePool, k: int) -> dict[str, str]:
@@ -290,7 +334,8 @@ def run_bench(
     repeated: dict[str, list[dict[str, str]]] = {}
     try:
         for spec in config.systems:
-            runs.append(_collect(spec, suite, all_ids, out, pool, show_progress))
+            baseline = runs[0] if runs and config.reuse else None
+            runs.append(_collect(spec, suite, all_ids, out, pool, show_progress, baseline))
             if config.repeats > 1 and spec.kind == "engine":
                 repeated[spec.name] = [runs[-1].hyps] + [
                     _repeat(spec, suite, out, pool, k) for k in range(2, config.repeats + 1)
@@ -400,6 +445,8 @@ def run_bench(
                 "engine": run.describe,
                 "cache": run.cache,
                 "translated_this_run": run.translated_now,
+                "reused_this_run": run.reused_now,
+                "reused": sum("reused_from" in row for row in run.rows.values()),
                 "seconds_this_run": round(run.seconds, 1),
                 **_timing(list(run.rows.values())),
                 "flags": dict(Counter(f for row in run.rows.values() for f in row.get("flags", []))),
@@ -424,6 +471,9 @@ def run_bench(
             "(each cached row records the time since the previous row of its run, so runs resumed in parts add "
             "up; a single row's time is not its own, as posts are worked on a window at a time); 'timed' counts "
             "the rows that recorded it. Model loading is excluded; the machine's other load is not",
+            "reused": "rows taken from the first system's (marked `reused_from`): the system sends exactly its "
+            "requests for that segment on the same engine in the deterministic mode, so the result is the same "
+            "(BenchConfig.reuse); such rows are not timed",
             "neural": "mean segment score of the optional neural metric (COMET) when one was given",
             "text": "scored one line per segment with whitespace collapsed; text/ holds exactly the scored lines",
         },

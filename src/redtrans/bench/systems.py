@@ -275,17 +275,41 @@ def check_cache_config(config_path: Path, config: dict[str, Any]) -> None:
     config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
+_PROMPT_SETTINGS = {"termbases", "max_hints", "examples", "shots"}
+"""`TranslatorConfig` fields that only change what goes into a prompt (`TranslatorConfig.prompt_settings`)."""
+
+
+def can_reuse(baseline: SystemSpec, spec: SystemSpec) -> bool:
+    """Whether `spec` may take `baseline`'s row of a segment for which it sends exactly the baseline's requests
+    (`Translator.requests_for`): both run one engine spec in the deterministic mode, where a result is a function
+    of its request alone, through the same pipeline, differing at most in prompt settings (term bases,
+    examples: the quality levers whose prompts equal the default's wherever nothing is retrieved)."""
+    if spec.kind != "engine" or baseline.kind != "engine" or spec.name == baseline.name:
+        return False
+    engine = spec.engine_spec().resolved()
+    if not engine.deterministic or engine != baseline.engine_spec().resolved():
+        return False
+    if (spec.mode, spec.profile) != (baseline.mode, baseline.profile):
+        return False
+    other = {key: value for key, value in spec.levers.items() if key not in _PROMPT_SETTINGS}
+    return other == {key: value for key, value in baseline.levers.items() if key not in _PROMPT_SETTINGS}
+
+
 def translate_missing(
     spec: SystemSpec,
     translator: Translator,
     segments: list[Segment],
     cache_path: Path,
     on_result: Callable[[int], None] | None = None,
+    reuse: Callable[[Segment], dict | None] | None = None,
 ) -> Iterator[dict]:
     """Translate the segments not yet in the cache, appending each result as it comes; yields the rows.
 
     A failed row (`status: failed`) is not done: the next run takes it out of the cache and tries again, up to
     `jsonl.MAX_ATTEMPTS` in all; after that it stays failed and is scored as an empty hypothesis.
+
+    `reuse` gives a ready row for a segment (a baseline's, see `can_reuse`) or None; such rows are written first,
+    marked `reused_from`, and have no `seconds`.
 
     Each row records `seconds`: the wall time since the previous row of this run (the first: since the loop
     began, the model already loaded). A run's rows sum to its translation time, so the time per segment of a
@@ -293,6 +317,18 @@ def translate_missing(
     with JSONLWriter(cache_path, drop=retry_pending) as writer:  # locked before the cache is read
         done = read_cache(cache_path, segments, prompt_version(spec))
         todo = [s for s in segments if s.id not in done]
+        if reuse is not None:
+            left = []
+            for segment in todo:
+                row = reuse(segment)
+                if row is None:
+                    left.append(segment)
+                    continue
+                writer.write(row)
+                if on_result:
+                    on_result(1)
+                yield row
+            todo = left
         items = (Item(s.id, s.source, s.tgt, s.src) for s in todo)
         last = time.perf_counter()
         for result in translator.translate(items):
@@ -320,6 +356,12 @@ class EnginePool:
         if key not in self._engines:
             self._engines[key] = create_engine(engine_spec)
         return self._engines[key]
+
+    def shared(self, a: SystemSpec, b: SystemSpec) -> bool:
+        """Whether systems `a` and `b` run on one engine (prebuilt ones: the same object)."""
+        if a.name in self.prebuilt or b.name in self.prebuilt:
+            return self.prebuilt.get(a.name) is self.prebuilt.get(b.name)
+        return a.engine_spec().key() == b.engine_spec().key()
 
     def close(self) -> None:
         for engine in self._engines.values():
