@@ -516,6 +516,11 @@ def test_a_lever_system_reuses_the_baselines_rows_where_it_sends_the_same_reques
         len(slang),
     )
     assert system["timed"] == len(slang)
+    markdown = (tmp_path / "reused" / "results.md").read_text(encoding="utf-8")
+    assert (
+        f"Rows taken from base (the same requests in the deterministic mode, so the same result): "
+        f"tb {len(POSTS) - len(slang)}." in markdown
+    )
 
     everything = StandInEngine()
     full = bench("full", {"base": everything, "tb": everything}, reuse=False)

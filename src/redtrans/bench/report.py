@@ -93,6 +93,13 @@ def _comparison(results: dict[str, Any]) -> list[str]:
             for d in directions
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    reused = [f"{s['name']} {s['reused']}" for s in results["systems"] if s.get("reused")]
+    if reused:
+        lines += [
+            "",
+            f"Rows taken from {baseline} (the same requests in the deterministic mode, so the same result): "
+            f"{', '.join(reused)}. They are not timed: s/segment rests on the rows a system translated itself.",
+        ]
     if tagged:
         lines += ["", "| system | " + " | ".join(f"{k} (n {sig[k]['n']}) chrF++" for k in tagged) + " |",
                   "|" + "---|" * (1 + len(tagged))]  # fmt: skip
