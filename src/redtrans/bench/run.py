@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import statistics
@@ -144,16 +145,13 @@ def _collect(
         if baseline is not None and can_reuse(baseline.spec, spec) and pool.shared(baseline.spec, spec):
             reuse = _reuser(baseline, translator, translator_for(baseline.spec, engine))
 
-        if show_progress:
-            with progress_bar("seg") as bar:
+        with progress_bar("seg") if show_progress else contextlib.nullcontext() as bar:
+            advance = None
+            if bar is not None:
                 task = bar.add_task(f"{spec.name}", total=len(suite.segments), completed=done)
                 bar.update(task, start=done)  # the rate column counts from here (resumed segments excluded)
                 advance = functools.partial(bar.advance, task)
-                for row in translate_missing(spec, translator, suite.segments, cache, advance, reuse):
-                    reused += "reused_from" in row
-                    translated += "reused_from" not in row
-        else:
-            for row in translate_missing(spec, translator, suite.segments, cache, reuse=reuse):
+            for row in translate_missing(spec, translator, suite.segments, cache, advance, reuse):
                 reused += "reused_from" in row
                 translated += "reused_from" not in row
     rows = read_cache(cache, suite.segments, prompt_version(spec))
