@@ -531,6 +531,11 @@ def test_a_lever_system_reuses_the_baselines_rows_where_it_sends_the_same_reques
     # two engine objects: nothing says they decode alike, so nothing is reused
     apart = bench("apart", {"base": StandInEngine(), "tb": StandInEngine()})
     assert apart["systems"][1]["reused"] == 0
+    # all from the cache, no engine loaded: the report still names each system's mode (the cache binds it)
+    cached = bench("reused", {})
+    assert [s["engine"]["from_cache"] for s in cached["systems"]] == [True, True]
+    markdown = (tmp_path / "reused" / "results.md").read_text(encoding="utf-8")
+    assert "Decoding: base: deterministic; tb: deterministic." in markdown
 
 
 def test_parallel_reaches_the_engine_spec_unless_the_system_sets_it() -> None:

@@ -158,8 +158,11 @@ def markdown(results: dict[str, Any], min_slice: int = 1) -> str:
     for system in results["systems"]:
         engine = system.get("engine") or {}
         if "deterministic" in engine:
+            parallelism = engine.get("parallelism")
             mode = (
-                "deterministic" if engine["deterministic"] else f"throughput (parallelism {engine.get('parallelism')})"
+                "deterministic"
+                if engine["deterministic"]
+                else "throughput" + (f" (parallelism {parallelism})" if parallelism else "")
             )
             modes.append(f"{system['name']}: {mode}")
         if system.get("failed"):

@@ -135,6 +135,8 @@ def _collect(
     translated = reused = 0
     engine_spec = spec.engine_spec().resolved()
     describe: dict[str, Any] = {"engine": engine_spec.kind, "model": engine_spec.model, "from_cache": True}
+    if engine_spec.deterministic is not None:  # the cache is bound to the spec, so its rows were made in this mode
+        describe["deterministic"] = engine_spec.deterministic
     if done < len(suite.segments):  # the model is loaded only when something is left to translate
         from redtrans.console import progress_bar
 
