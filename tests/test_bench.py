@@ -536,6 +536,15 @@ def test_a_lever_system_reuses_the_baselines_rows_where_it_sends_the_same_reques
     assert [s["engine"]["from_cache"] for s in cached["systems"]] == [True, True]
     markdown = (tmp_path / "reused" / "results.md").read_text(encoding="utf-8")
     assert "Decoding: base: deterministic; tb: deterministic." in markdown
+    # the throughput mode read from the cache: the report names the parallelism the spec asks for
+    fast = [
+        with_mode(parse_system(s), None)
+        for s in ("name=p2,engine=standin,parallel=2", "name=own,engine=standin,parallelism=3")
+    ]
+    bench("fast", {"p2": StandInEngine(), "own": StandInEngine()}, systems=fast)
+    assert all(s["engine"]["from_cache"] for s in bench("fast", {}, systems=fast)["systems"])
+    markdown = (tmp_path / "fast" / "results.md").read_text(encoding="utf-8")
+    assert "Decoding: p2: throughput (parallelism 2); own: throughput (parallelism 3)." in markdown
 
 
 def test_parallel_reaches_the_engine_spec_unless_the_system_sets_it() -> None:
@@ -703,6 +712,7 @@ def test_a_rerun_retries_failed_rows_even_when_every_row_is_cached(tmp_path: Pat
     failing = ScriptedEngine(no_answer_for=frozenset({POSTS[1][3]}))
     first = run_bench(config, engines={"scripted": failing}, show_progress=False)
     assert first["systems"][0]["failed"] == 1
+    assert "scripted: **1 failed segment** (scored as empty" in (tmp_path / "results.md").read_text(encoding="utf-8")
     engine = ScriptedEngine()
     again = run_bench(config, engines={"scripted": engine}, show_progress=False)
     assert engine.calls == 1 and again["systems"][0]["translated_this_run"] == 1

@@ -166,7 +166,9 @@ def markdown(results: dict[str, Any], min_slice: int = 1) -> str:
             )
             modes.append(f"{system['name']}: {mode}")
         if system.get("failed"):
-            modes.append(f"{system['name']}: **{system['failed']} failed segments** (scored as empty; re-run to retry)")
+            failed = system["failed"]
+            noun = "segment" if failed == 1 else "segments"
+            modes.append(f"{system['name']}: **{failed} failed {noun}** (scored as empty; re-run to retry)")
     if modes:
         lines += ["", "Decoding: " + "; ".join(modes) + "."]
     for name, spread in (results.get("repeats") or {}).items():

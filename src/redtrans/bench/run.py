@@ -137,6 +137,7 @@ def _collect(
     describe: dict[str, Any] = {"engine": engine_spec.kind, "model": engine_spec.model, "from_cache": True}
     if engine_spec.deterministic is not None:  # the cache is bound to the spec, so its rows were made in this mode
         describe["deterministic"] = engine_spec.deterministic
+        describe["parallelism"] = engine_spec.asked_parallelism()
     if done < len(suite.segments):  # the model is loaded only when something is left to translate
         from redtrans.console import progress_bar
 

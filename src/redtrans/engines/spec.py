@@ -113,6 +113,16 @@ class EngineSpec(StageConfig):
             )
         return self.model_copy(update={"kind": kind})
 
+    def asked_parallelism(self) -> int | None:
+        """The parallelism this spec asks for: `parallel`, or the engine's own option for it (e.g. `n_parallel`);
+        None = the engine's default."""
+        if self.parallel is not None:
+            return self.parallel
+        kind = self.resolved().kind
+        assert kind is not None
+        own = engine_class(kind).spec_fields.get("parallel")
+        return self.options.get(own) if own else None
+
     def engine_config(self) -> StageConfig:
         """The resolved kind's own config, validated now (before any model loads)."""
         spec = self.resolved()
@@ -159,10 +169,7 @@ def with_default_mode(spec: EngineSpec, deterministic: bool | None = None) -> En
     if spec.deterministic is not None:
         return spec
     if deterministic is None:
-        resolved = spec.resolved()
-        assert resolved.kind is not None
-        own = engine_class(resolved.kind).spec_fields.get("parallel")
-        deterministic = resolved.kind in DETERMINISTIC_KINDS and spec.parallel is None and own not in spec.options
+        deterministic = spec.resolved().kind in DETERMINISTIC_KINDS and spec.asked_parallelism() is None
     return spec.model_copy(update={"deterministic": deterministic})
 
 
