@@ -326,6 +326,21 @@ def test_limit_and_sample_are_exclusive(suite_file: Path) -> None:
     assert [s.id for s in select(suite, limit=3).segments] == ["p0", "p1", "p2"]
 
 
+def test_langs_keeps_one_direction_of_a_two_way_suite() -> None:
+    real = shared_file("redtrans-bench", "RedTrans-Bench.json")
+    en_zh = load_suite("redtrans-bench", real, langs="en-zh")
+    assert {s.direction for s in en_zh.segments} == {"en-zh"} and 0 < en_zh.total < 2858
+    # Applied before the draw: en→zh strata sort first, so half the sample is the other's en→zh half.
+    both = select(load_suite("redtrans-bench", real), sample=120, seed=0)
+    assert [s.id for s in select(en_zh, sample=60, seed=0).segments] == [
+        s.id for s in both.segments if s.direction == "en-zh"
+    ]
+    with pytest.raises(SuiteError, match="no zh-zh segments .it holds en-zh, zh-en"):
+        load_suite("redtrans-bench", real, langs="zh-zh")
+    with pytest.raises(SuiteError, match="look like zh-en"):
+        load_suite("redtrans-bench", real, langs="english")
+
+
 def test_redtrans_bench_from_data_env_and_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = shared_file("redtrans-bench", "RedTrans-Bench.json")
     suite = load_suite("redtrans-bench", real)

@@ -424,7 +424,10 @@ def bench(
         str | None,
         typer.Option(help="Suite data: RedTrans-Bench file/folder, WMT23 folder, SRC,REF files (pair), JSONL."),
     ] = None,
-    langs: Annotated[str | None, typer.Option(help="Direction for pair/jsonl suites, e.g. zh-en.")] = None,
+    langs: Annotated[
+        str | None,
+        typer.Option(help="Direction, e.g. zh-en: of pair/jsonl rows that name none; redtrans-bench/wmt23: only it."),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default runs/bench/SUITE); holds caches.")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N segments.")] = None,
     sample: Annotated[int | None, typer.Option(help="Stratified sample of N (direction × category).")] = None,

@@ -168,7 +168,7 @@ def resolve_redtrans_bench(data: str | Path | None = None, download: bool = True
     return download_redtrans_bench(cached)
 
 
-def load_redtrans_bench(data: str | Path | None = None, **_: object) -> Suite:
+def load_redtrans_bench(data: str | Path | None = None, langs: str | None = None, **_: object) -> Suite:
     path = resolve_redtrans_bench(data)
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))
@@ -202,7 +202,7 @@ def load_redtrans_bench(data: str | Path | None = None, **_: object) -> Suite:
         )
     return Suite(
         "redtrans-bench",
-        segments,
+        _only_direction("redtrans-bench", segments, langs),
         [str(path)],
         digest,
         REDTRANS_BENCH_LICENSE,
@@ -241,16 +241,34 @@ def _lang_of(path: Path) -> str | None:
         return None
 
 
+def _parse_langs(langs: str) -> tuple[str, str]:
+    try:
+        src, tgt = (get_language(code).code for code in langs.split("-", 1))
+    except (ValueError, UnknownLanguageError) as exc:
+        raise SuiteError(f"--langs must look like zh-en: {exc}") from None
+    return src, tgt
+
+
+def _only_direction(name: str, segments: list[Segment], langs: str | None) -> list[Segment]:
+    """``--langs zh-en`` on a suite holding both directions keeps that one (before --limit / --sample, so a
+    sample of one direction draws the same items as that direction's half of a sample twice its size)."""
+    if not langs:
+        return segments
+    src, tgt = _parse_langs(langs)
+    kept = [s for s in segments if (s.src, s.tgt) == (src, tgt)]
+    if not kept:
+        held = ", ".join(sorted({s.direction for s in segments}))
+        raise SuiteError(f"{name} has no {src}-{tgt} segments (it holds {held})")
+    return kept
+
+
 def load_pair(data: str | Path | None = None, langs: str | None = None, **_: object) -> Suite:
     """``data`` = "SRC_FILE,REF_FILE"; languages from ``langs`` ("zh-en") or the files' extensions (.zh/.en)."""
     if not data or "," not in str(data):
         raise SuiteError("the pair suite needs --data SRC_FILE,REF_FILE (one segment a line, aligned)")
     src_path, ref_path = (Path(p.strip()).expanduser() for p in str(data).split(",", 1))
     if langs:
-        try:
-            src, tgt = (get_language(code).code for code in langs.split("-", 1))
-        except (ValueError, UnknownLanguageError) as exc:
-            raise SuiteError(f"--langs must look like zh-en: {exc}") from None
+        src, tgt = _parse_langs(langs)
     else:
         src_lang, tgt_lang = _lang_of(src_path), _lang_of(ref_path)
         if not src_lang or not tgt_lang:
@@ -262,7 +280,7 @@ def load_pair(data: str | Path | None = None, langs: str | None = None, **_: obj
     return Suite("pair", segments, [str(src_path), str(ref_path)], sha256_file(src_path, ref_path))
 
 
-def load_wmt23(data: str | Path | None = None, **_: object) -> Suite:
+def load_wmt23(data: str | Path | None = None, langs: str | None = None, **_: object) -> Suite:
     folder = Path(data).expanduser() if data else None
     if folder is None and os.environ.get("REDTRANS_DATA"):
         folder = Path(os.environ["REDTRANS_DATA"]).expanduser() / "wmt23"
@@ -281,6 +299,7 @@ def load_wmt23(data: str | Path | None = None, **_: object) -> Suite:
             paths += [str(folder / src_name), str(folder / ref_name)]
     if not segments:
         raise SuiteError(f"no WMT23 files in {folder}: expected {', '.join(f for f, _ in WMT23_FILES.values())}")
+    segments = _only_direction("wmt23", segments, langs)
     return Suite("wmt23", segments, paths, sha256_file(*paths), notes=["WMT23 general test set (refA)"])
 
 
