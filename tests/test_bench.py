@@ -29,6 +29,7 @@ from redtrans.bench.scoring import (
 )
 from redtrans.bench.suites import (
     REDTRANS_BENCH_SHA256,
+    WMT23_FILES,
     Segment,
     download_redtrans_bench,
     resolve_redtrans_bench,
@@ -408,6 +409,18 @@ def test_unreachable_download_says_how_to_supply_the_file(tmp_path: Path) -> Non
     message = str(info.value)
     for expected in ("--data PATH", "$REDTRANS_DATA", str(target), "HC-Guo/RedTrans", "CC BY-NC-SA 4.0"):
         assert expected in message
+
+
+def test_langs_keeps_one_direction_of_wmt23(tmp_path: Path) -> None:
+    for (src, tgt), (src_name, ref_name) in WMT23_FILES.items():
+        (tmp_path / src_name).write_text(f"{src} one\n{src} two\n", encoding="utf-8")
+        (tmp_path / ref_name).write_text(f"{tgt} one\n{tgt} two\n", encoding="utf-8")
+    assert Counter(s.direction for s in load_suite("wmt23", tmp_path).segments) == {"zh-en": 2, "en-zh": 2}
+    only = load_suite("wmt23", tmp_path, langs="en-zh")
+    assert [(s.direction, s.source) for s in only.segments] == [("en-zh", "en one"), ("en-zh", "en two")]
+    assert only.total == 2
+    with pytest.raises(SuiteError, match="wmt23 has no zh-zh segments"):
+        load_suite("wmt23", tmp_path, langs="zh-zh")
 
 
 def test_wmt23_and_pair_suites(tmp_path: Path) -> None:

@@ -250,8 +250,8 @@ def _parse_langs(langs: str) -> tuple[str, str]:
 
 
 def _only_direction(name: str, segments: list[Segment], langs: str | None) -> list[Segment]:
-    """``--langs zh-en`` on a suite holding both directions keeps that one (before --limit / --sample, so a
-    sample of one direction draws the same items as that direction's half of a sample twice its size)."""
+    """``--langs zh-en`` on a suite holding both directions keeps that one, before --limit / --sample (the draw
+    takes strata in sorted order, so on RedTrans-Bench ``--langs en-zh --sample 60`` is ``--sample 120``'s en→zh)."""
     if not langs:
         return segments
     src, tgt = _parse_langs(langs)
