@@ -1,0 +1,221 @@
+"""The `prefs` and `annotate` commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from redtrans.cli._app import (
+    _DB_DEFAULT,
+    DbOpt,
+    EngineOpt,
+    SetOpt,
+    _stage_progress,
+    app,
+)
+from redtrans.console import err_console
+from redtrans.errors import InputError
+
+prefs_app = typer.Typer(help="Expert preference data for RePO: generate, prescore, export.", no_args_is_help=True)
+app.add_typer(prefs_app, name="prefs")
+annotate_app = typer.Typer(help="The expert annotation web app (preferences and human evaluation).",
+                           no_args_is_help=True)  # fmt: skip
+app.add_typer(annotate_app, name="annotate")
+
+
+@prefs_app.command("generate")
+def prefs_generate_cmd(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Generate config (YAML).")] = None,
+    input: Annotated[Path | None, typer.Option("--input", "-i", help="Sources: JSONL or a text file.")] = None,
+    reference: Annotated[Path | None, typer.Option(help="Line-aligned references of a text --input.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Candidates JSONL (resumable).")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="System 1 (and 2): repeat for two.")] = None,
+    engine: EngineOpt = None,
+    src: Annotated[str | None, typer.Option(help="Source language of rows without one.")] = None,
+    tgt: Annotated[str | None, typer.Option(help="Target language of rows without one.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N sources.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sample at this temperature (one system: > 0).")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Seeds of candidate 1 and 2, e.g. 1,2.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Two candidate translations per source post (two systems, or two seeded samples of one)."""
+    from redtrans.config import load_config, parse_overrides
+    from redtrans.prefs.config import GenerateConfig
+    from redtrans.prefs.generate import run_generate
+
+    options: dict[str, Any] = {"input": input, "reference": reference, "output": output, "src": src, "tgt": tgt,
+                               "limit": limit, "sampling.temperature": temperature,
+                               "sampling.seeds": [int(s) for s in seeds.split(",")] if seeds else None}  # fmt: skip
+    if model:
+        options["systems"] = [{"model": m, "kind": engine} for m in model]
+    cfg = load_config(GenerateConfig, config, {**options, **parse_overrides(set_ or [])})
+    report = _stage_progress("candidates", "rows", lambda cb: run_generate(cfg, on_progress=cb))
+    err_console.print(f"{report.written} rows written, {report.skipped} already done → {cfg.output}")
+
+
+@prefs_app.command("prescore")
+def prefs_prescore_cmd(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Prescore config (YAML).")] = None,
+    input: Annotated[Path | None, typer.Option("--input", "-i", help="Candidates JSONL.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Prescored JSONL (resumable).")] = None,
+    judge_model: Annotated[str | None, typer.Option(help="LLM judge for rows without a reference.")] = None,
+    judge_engine: Annotated[str | None, typer.Option(help="Engine kind of the judge.")] = None,
+    tau_auto: Annotated[float | None, typer.Option(help="chrF++ below which a row likely needs a rewrite.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Automatic scores (chrF++ vs the reference, else an LLM judge) that order the queue and pre-fill forms."""
+    from redtrans.config import load_config, parse_overrides
+    from redtrans.prefs.config import PrescoreConfig
+    from redtrans.prefs.prescore import run_prescore
+
+    options: dict[str, Any] = {"input": input, "output": output, "tau_auto": tau_auto}
+    if judge_model or judge_engine:
+        options["judge"] = {"model": judge_model, "kind": judge_engine}
+    cfg = load_config(PrescoreConfig, config, {**options, **parse_overrides(set_ or [])})
+    r = _stage_progress("prescore", "rows", lambda cb: run_prescore(cfg, on_progress=cb))
+    err_console.print(f"{r.chrf} by chrF++, {r.judged} by the judge, {r.unscored} unscored, {r.skipped} already "
+                      f"done; {r.needs_rewrite} likely need a rewrite → {cfg.output}")  # fmt: skip
+
+
+@prefs_app.command("export")
+def prefs_export_cmd(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Preference JSONL (+ OUTPUT.stats.json).")],
+    db: Annotated[str | None, typer.Option("--db", help="Store (experts mode).")] = None,
+    input: Annotated[Path | None, typer.Option("--input", "-i", help="Candidates (reference-rewrite).")] = None,
+    mode: Annotated[str, typer.Option(help="experts | reference-rewrite")] = "experts",
+    tau: Annotated[float | None, typer.Option(help="Threshold on the 1-5 rubric (default 3).")] = None,
+    tau_auto: Annotated[float | None, typer.Option(help="chrF++ threshold of reference-rewrite.")] = None,
+    min_annotators: Annotated[int | None, typer.Option(help="Judgments an item needs to be exported.")] = None,
+) -> None:
+    """The RePO preference set (TRL preference format) by the export rules of docs/prefs.md."""
+    from redtrans.config import validate_config
+    from redtrans.prefs.config import ExportConfig
+    from redtrans.prefs.export import run_export
+
+    values = {"output": output, "db": db, "input": input, "mode": mode, "tau": tau, "tau_auto": tau_auto,
+              "min_annotators": min_annotators}  # fmt: skip
+    stats = run_export(validate_config(ExportConfig, {k: v for k, v in values.items() if v is not None}, "export"))
+    for line in stats.lines():
+        err_console.print(line, highlight=False)
+
+
+@prefs_app.command("label-studio-config")
+def prefs_ls_config_cmd() -> None:
+    """Print the Label Studio labeling config of the pairwise task."""
+    from redtrans.prefs.labelstudio import label_config
+
+    typer.echo(label_config(), nl=False)
+
+
+@prefs_app.command("label-studio-tasks")
+def prefs_ls_tasks_cmd(
+    input: Annotated[Path, typer.Argument(help="Candidates JSONL.")],
+    output: Annotated[Path, typer.Argument(help="Label Studio tasks JSON to import there.")],
+) -> None:
+    """Candidates rows as Label Studio tasks for the shipped labeling config."""
+    from redtrans.prefs.labelstudio import write_tasks
+
+    err_console.print(f"{write_tasks(input, output)} tasks → {output}")
+
+
+@prefs_app.command("import-label-studio")
+def prefs_ls_import_cmd(
+    export: Annotated[Path, typer.Argument(help="Label Studio JSON export of the pairwise project.")],
+    db: DbOpt = _DB_DEFAULT,
+    k: Annotated[int, typer.Option(help="Experts per item for items new to the store.")] = 1,
+) -> None:
+    """Add a Label Studio export (items + judgments) to the store; `prefs export` then applies the rules."""
+    from redtrans.prefs.labelstudio import parse_export
+    from redtrans.prefs.store import Store
+
+    with Store(db) as store:
+        items, judged = store.import_external(parse_export(export), k)
+    err_console.print(f"{items} new items, {judged} judgments imported into {db}")
+
+
+@annotate_app.command("serve")
+def annotate_serve_cmd(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Annotate config (YAML).")] = None,
+    db: Annotated[str | None, typer.Option("--db", help="Store: SQLite path or URL.")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    tau: Annotated[float | None, typer.Option(help="Rewrite required when both scores are below it.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Serve the annotation app (experts score and rewrite; admins follow progress and export)."""
+    from redtrans.config import load_config, parse_overrides
+    from redtrans.prefs.config import AnnotateConfig
+    from redtrans.prefs.web.app import serve
+
+    options = {"db": db, "host": host, "port": port, "tau": tau}
+    serve(load_config(AnnotateConfig, config, {**options, **parse_overrides(set_ or [])}))
+
+
+@annotate_app.command("add-user")
+def annotate_add_user_cmd(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True,
+                                          envvar="REDTRANS_ANNOTATE_PASSWORD", help="At least 8 characters.")],
+    db: DbOpt = _DB_DEFAULT,
+    role: Annotated[str, typer.Option(help="expert | admin")] = "expert",
+    replace: Annotated[bool, typer.Option(help="Set a new password and role for an existing user.")] = False,
+) -> None:  # fmt: skip
+    """Add an account (argon2-hashed password)."""
+    from redtrans.prefs.store import Store
+
+    with Store(db) as store:
+        store.add_user(name, password, role, replace=replace)
+    err_console.print(f"user {name} ({role}) ready in {db}")
+
+
+@annotate_app.command("import")
+def annotate_import_cmd(
+    input: Annotated[Path, typer.Argument(help="Candidates or prescored JSONL.")],
+    db: DbOpt = _DB_DEFAULT,
+    k: Annotated[int, typer.Option(help="Experts who judge each item independently.")] = 1,
+) -> None:
+    """Queue candidates rows for expert scoring (rows already there are kept)."""
+    from redtrans.prefs.config import check_k
+    from redtrans.prefs.rows import candidate_rows
+    from redtrans.prefs.store import Store
+
+    rows, failed = candidate_rows(input)
+    with Store(db) as store:
+        added, existing = store.import_candidates(rows, check_k(k))
+    err_console.print(f"{added} items queued ({existing} already there, {failed} failed rows left out) in {db}")
+
+
+@annotate_app.command("import-bench")
+def annotate_import_bench_cmd(
+    bench_out: Annotated[Path, typer.Argument(help="A `redtrans bench` output folder (with hyps/).")],
+    systems: Annotated[str, typer.Option(help="The two systems to compare: A,B.")],
+    db: DbOpt = _DB_DEFAULT,
+    k: Annotated[int, typer.Option(help="Experts who judge each item.")] = 1,
+    limit: Annotated[int | None, typer.Option(help="A seeded random sample of N segments.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sample and of the display order.")] = 0,
+) -> None:
+    """Queue a blind, order-randomised pairwise human evaluation of two bench systems."""
+    from redtrans.prefs.config import check_k
+    from redtrans.prefs.humaneval import bench_pairs
+    from redtrans.prefs.store import Store
+
+    names = [s.strip() for s in systems.split(",")]
+    if len(names) != 2:
+        raise InputError(f"--systems takes two names, A,B; got {systems!r}")
+    rows = bench_pairs(bench_out, names[0], names[1], limit, seed)
+    with Store(db) as store:
+        added = store.import_eval(rows, names, check_k(k), seed)
+    err_console.print(f"{added} evaluation items queued in {db}")
+
+
+@annotate_app.command("report")
+def annotate_report_cmd(
+    db: DbOpt = _DB_DEFAULT,
+    tau: Annotated[float, typer.Option(help="Threshold of the export counts.")] = 3.0,
+) -> None:
+    """Progress, agreement, export counts and the human-evaluation win rate (Markdown)."""
+    from redtrans.prefs.report import store_report
+
+    typer.echo(store_report(db, tau), nl=False)

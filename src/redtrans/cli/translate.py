@@ -1,0 +1,209 @@
+"""The `translate` and `examples` commands."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from redtrans.cli._app import (
+    EngineOpt,
+    ModelOpt,
+    _read_stdin,
+    app,
+)
+from redtrans.console import err_console, progress_bar
+from redtrans.errors import InputError
+
+
+@app.command()
+def translate(
+    text: Annotated[str | None, typer.Argument(help="Text to translate; omit to read stdin or use --input.")] = None,
+    src: Annotated[
+        str | None, typer.Option(help="Source language (ISO 639-1 or BCP-47 tag); detected when omitted.")
+    ] = None,
+    tgt: Annotated[
+        str | None,
+        typer.Option(
+            help="Target language (ISO 639-1 or BCP-47: zh-Hant, zh-TW, zh-HK give Traditional Chinese, zh-Hans "
+            "Simplified); default en, or zh when the source is English."
+        ),
+    ] = None,
+    input: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Rows to translate: JSONL, CSV/TSV, Parquet, a save_to_disk dataset folder, or a Hugging Face "
+            "Hub id already in the local cache (never downloaded); DATASET#SPLIT picks a split.",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="JSONL output (appended; re-runs skip done ids), or .parquet: journaled in OUTPUT.journal.jsonl "
+            "and converted at the end, every row with its status.",
+        ),
+    ] = None,
+    text_field: Annotated[str, typer.Option(help="Input field (column) holding the text.")] = "text",
+    id_field: Annotated[
+        str, typer.Option(help="Input field holding the row id (default: line-N in JSONL, row-N otherwise).")
+    ] = "id",
+    src_field: Annotated[str, typer.Option(help="Input field holding a per-row source language.")] = "src",
+    tgt_field: Annotated[str, typer.Option(help="Input field holding a per-row target language.")] = "tgt",
+    engine: EngineOpt = None,
+    model: ModelOpt = None,
+    served_model: Annotated[str | None, typer.Option(help="Model name sent to OpenAI-compatible endpoints.")] = None,
+    parallel: Annotated[
+        int | None,
+        typer.Option(
+            help="Requests generated together (llamacpp slots, openai concurrency, hf batch). Giving it selects the "
+            "throughput mode: faster, and outputs may vary between runs (docs/determinism.md)."
+        ),
+    ] = None,
+    deterministic: Annotated[
+        bool | None,
+        typer.Option(
+            "--deterministic/--throughput",
+            help="Byte-identical output run after run (one sequence at a time), or batched decoding. Default: "
+            "deterministic for llamacpp/hf unless --parallel is given; openai cannot promise it.",
+        ),
+    ] = None,
+    profile: Annotated[
+        str, typer.Option(help="Platform markup profile: rednote, generic, or a YAML path.")
+    ] = "rednote",
+    mode: Annotated[str, typer.Option(help="sns (full pipeline) or plain (baseline: one plain prompt).")] = "sns",
+    show_flags: Annotated[bool, typer.Option(help="Print check flags after a single translation.")] = True,
+    termbase: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--termbase",
+            help="A slang term base (YAML/JSONL, docs/quality.md) whose entries become prompt hints; repeatable, "
+            "the first wins a term; `builtin` is the shipped base. Off by default until its gain is measured.",
+        ),
+    ] = None,
+    no_termbase: Annotated[bool, typer.Option("--no-termbase", help="No term-base hints at all.")] = False,
+    examples: Annotated[
+        str | None,
+        typer.Option(help="Translation memory for in-context examples: builtin, a parallel JSONL path, or none."),
+    ] = None,
+    shots: Annotated[int, typer.Option(min=0, help="In-context examples per segment (with --examples).")] = 2,
+    candidates: Annotated[
+        int,
+        typer.Option(min=0, help="Quality-aware decoding: N sampled candidates + the greedy one, MBR choice (chrF)."),
+    ] = 0,
+) -> None:
+    """Translate a text, stdin, or a file of rows (JSONL, CSV, Parquet, a Hugging Face dataset)."""
+    from redtrans.engines import EngineSpec, create_engine
+    from redtrans.engines.spec import with_default_mode
+    from redtrans.errors import ConfigError, EngineError, RowsFailedError
+    from redtrans.languages import get_language
+    from redtrans.translate_file import FileFields, check_output_path, translate_file, validate_input
+    from redtrans.translator import Translator, TranslatorConfig
+
+    if mode not in {"sns", "plain"}:
+        raise ConfigError(f"--mode must be sns or plain, not {mode!r}")
+    for code in (src, tgt):
+        if code:
+            get_language(code)
+    if input is not None and text is not None:
+        raise InputError("give either a TEXT argument or --input, not both")
+    if input is not None and output is None:
+        raise InputError("--input needs --output (the output file is what makes a run resumable)")
+    if input is not None:
+        from redtrans.datafiles import open_rows
+
+        open_rows(input)  # a file, a dataset folder or a cached Hub id; InputError naming it otherwise
+    if input is None and text is None:
+        if sys.stdin.isatty():
+            raise InputError("nothing to translate: give a TEXT argument, pipe text on stdin, or use --input")
+        text = _read_stdin()
+    if text is not None and not text.strip():
+        raise InputError("the text to translate is empty")
+    spec = with_default_mode(EngineSpec(kind=engine, model=model, parallel=parallel, served_model=served_model),
+                             deterministic)  # fmt: skip
+    spec.engine_config()  # engine options checked before any work
+    fields = FileFields(text_field, id_field, src_field, tgt_field)
+    rows = None
+    if input is not None:
+        assert output is not None
+        check_output_path(output)
+        rows = validate_input(input, fields)  # before loading a model: bad input fails fast
+    with err_console.status("loading model…"):
+        eng = create_engine(spec)
+    with eng:
+        defaults = TranslatorConfig()
+        mine = termbase or []
+        bases = [] if no_termbase else [*mine, *(b for b in defaults.termbases if b not in mine)]
+        memory = defaults.examples if examples is None else None if examples.lower() == "none" else examples
+        config = TranslatorConfig(profile=profile, mode=mode, termbases=bases, examples=memory,  # type: ignore[arg-type]
+                                  shots=shots, candidates=candidates)  # fmt: skip
+        translator = Translator(eng, config)
+        if input is None:
+            assert text is not None
+            result = translator.translate_text(text, tgt, src)
+            if not result.ok:
+                raise EngineError(f"no usable translation: {result.error}")
+            typer.echo(result.translation)
+            if show_flags and result.flags:
+                err_console.print(f"[yellow]flags:[/] {', '.join(result.flags)}")
+            return
+        assert output is not None
+        with progress_bar("rows") as bar:
+            tasks: list[Any] = []  # the bar appears once the output is locked and read
+
+            def on_progress(done: int, total: int) -> None:
+                if not tasks:
+                    tasks.append(bar.add_task("translate", total=total, completed=done))
+                    bar.update(tasks[0], start=done)  # the rate column counts from here (resumed rows excluded)
+                bar.update(tasks[0], completed=done)
+
+            summary = translate_file(translator, input, output, fields, src, tgt, on_progress, rows)
+        err_console.print(
+            f"translated {summary.written} rows ({summary.skipped} already done, "
+            f"{summary.flagged} flagged, {summary.failed} failed) → {output}"
+        )
+        if summary.failed:
+            raise RowsFailedError(summary.failed, summary.total, output, "their `error` field says why")
+
+
+@app.command()
+def examples(
+    path: Annotated[Path, typer.Option(help="Example posts (JSONL with text, src, tgt).")] = Path(
+        "examples/posts.jsonl"
+    ),
+    engine: EngineOpt = None,
+    model: ModelOpt = None,
+) -> None:
+    """Translate the example posts and print source and translation side by side."""
+    from rich.table import Table
+
+    from redtrans.console import err_console as console
+    from redtrans.engines import create_engine
+    from redtrans.jsonl import read_jsonl
+    from redtrans.translator import Item, Translator
+
+    rows = [row for _, row in read_jsonl(path)]
+    items = [Item(str(r.get("id", i)), r["text"], r.get("tgt"), r.get("src")) for i, r in enumerate(rows)]
+    with console.status("loading model…"):
+        eng = create_engine(kind=engine, model=model)
+    translator = Translator(eng)
+    table = Table(title=f"redtrans · {eng.model}", show_lines=True)
+    table.add_column("dir", no_wrap=True)
+    table.add_column("source", overflow="fold", ratio=1)
+    table.add_column("translation", overflow="fold", ratio=1)
+    table.add_column("flags", overflow="fold")
+    with progress_bar("posts") as bar:
+        task = bar.add_task("translate", total=len(items))
+        for result in translator.translate(items):
+            table.add_row(f"{result.src}→{result.tgt}", result.text, result.translation, ", ".join(result.flags))
+            bar.advance(task)
+    typer.echo("")
+    from rich.console import Console
+
+    Console(width=140).print(table)
+    eng.close()
