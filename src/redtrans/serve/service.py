@@ -25,7 +25,7 @@ from redtrans import prompts
 from redtrans.engines.base import Engine, GenRequest, GenResult
 from redtrans.errors import EngineError
 from redtrans.languages import LANGUAGES, UnknownLanguageError, chinese_script, language_tag, to_chinese_script
-from redtrans.serve.auth import Authenticator, ClientAddress, HostAllowList, RateLimiter
+from redtrans.serve.auth import Authenticator, RateLimiter
 from redtrans.serve.batcher import Batcher, CancelCheck, DeadlineExceeded, Done, Draining, QueueFull, Unit
 from redtrans.serve.cache import CacheEntry, TranslationCache, cache_key, normalise_text, open_store
 from redtrans.serve.config import ServeConfig
@@ -38,6 +38,7 @@ from redtrans.text.langid import detect_language
 from redtrans.text.profiles import PlatformProfile, load_profile
 from redtrans.text.spans import Core, Span, plan_line, split_emoji, split_lines
 from redtrans.translator import ENGINE_ERROR, Item, Translator, TranslatorConfig
+from redtrans.webguard import ClientAddress, HostAllowList
 
 log = logging.getLogger("redtrans.serve")
 SHUTTING_DOWN = "the service is shutting down"
