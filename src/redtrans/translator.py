@@ -8,12 +8,14 @@ slots; retries of a window form a second batch.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import queue
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import regex
@@ -26,10 +28,12 @@ from redtrans.text import checks
 from redtrans.text.langid import detect_language, letter_share
 from redtrans.text.profiles import PlatformProfile, load_profile
 from redtrans.text.spans import (
+    AlignmentError,
     Core,
     LinePlan,
     Span,
     has_letters,
+    mask_like,
     plan_line,
     restore_markers,
     split_emoji,
@@ -161,6 +165,62 @@ class _Plan:
     lines: list[LinePlan] | None  # None: copy the text unchanged
 
 
+@dataclass
+class TrainingSegment:
+    """One segment of a text as the translator sends it to the model: what a training row for it holds."""
+
+    number: int
+    """1-based, in the order of the text."""
+    line: int
+    """Index of the line (`split_lines`) whose core the segment is."""
+    masked: str
+    """The core with its inner spans as markers ``⟨1⟩``…"""
+    spans: list[Span]
+    src: str
+    tgt: str
+    messages: list[dict[str, str]]
+    """The chat messages of the segment's first request (what a model trained on the row is served)."""
+
+
+@dataclass
+class TrainingPlan:
+    """`Translator.training_segments`: a text's segments and its line structure, to align outputs with."""
+
+    item: Item
+    src: str
+    lines: list[LinePlan] | None
+    """The planned lines; None when nothing is sent to the model (the text is copied)."""
+    segments: list[TrainingSegment]
+    profile: PlatformProfile
+
+    def align(self, text: str) -> list[str]:
+        """`text` (a translation of the whole item: a candidate, a rewrite, a reference) cut into the segments'
+        model outputs, each in its marker form (`spans.mask_like`), in segment order. Lines are matched by
+        position, as the translator assembles them; `AlignmentError` names the first thing that does not fit."""
+        if self.lines is None or not self.segments:
+            raise AlignmentError("the translator sends nothing of this text to a model")
+        lines = split_lines(text)
+        if len(lines) != len(self.lines):
+            raise AlignmentError(f"{len(self.lines)} lines in the post, {len(lines)} in the translation")
+        out = []
+        for segment in self.segments:
+            try:
+                out.append(mask_like(self.lines[segment.line], lines[segment.line], self.profile))
+            except AlignmentError as exc:
+                where = f"line {segment.line + 1}: " if len(self.lines) > 1 else ""
+                raise AlignmentError(where + str(exc)) from None
+        return out
+
+
+class _PlanningEngine(Engine):
+    """A chat engine that plans only (`Translator.for_planning`): asked to generate, it refuses."""
+
+    name = model = "planning"
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        raise RuntimeError("a planning translator sends no requests")
+
+
 def _wants_retry(segment: _Segment) -> bool:
     """A check failed on a real answer. An engine error is not retried here: the engine has its own retries,
     bounded by the request's deadline, and a second round would only double the wait on a failing upstream."""
@@ -180,6 +240,11 @@ class Translator:
                 engine, self.config.candidates, self.config.candidate_temperature, self.config.seed
             )
         self.engine_seconds = 0.0  # wall time spent inside engine.generate, for overhead accounting
+
+    @classmethod
+    def for_planning(cls, config: TranslatorConfig | None = None) -> Translator:
+        """A translator without a model, for `training_segments` (training rows are built from its plans)."""
+        return cls(_PlanningEngine(), config)
 
     @property
     def model(self) -> str:
@@ -310,6 +375,56 @@ class Translator:
             requests.append(self._request(segment.core.masked, segment.src, segment.tgt))
             requests.append(self._request(segment.core.masked, segment.src, segment.tgt, strict=True))
         return requests + [self._term_request(*key) for key in needed_by]
+
+    def training_settings(self) -> dict[str, Any]:
+        """What the prompts of `training_segments` depend on besides the text, for a training row to record:
+        `prompt_version`, the profile, and digests (`resume.digest`) of the term base's entries and of the
+        translation memory's file (None without one)."""
+        from redtrans.resume import digest
+
+        termbase = self.prompts.termbase
+        entries = [{k: v for k, v in asdict(e).items() if k != "origin"} for e in termbase.entries] if termbase else None
+        examples = self.config.examples
+        memory = None
+        if examples:
+            from importlib import resources
+
+            path = Path(examples).expanduser()
+            if examples == "builtin":
+                data = resources.files("redtrans.text").joinpath("termbase/tm-sns.jsonl").read_bytes()
+            else:
+                data = path.read_bytes() if path.is_file() else examples.encode()
+            memory = hashlib.blake2b(data, digest_size=16).hexdigest()
+        return {
+            "prompt_version": prompts.PROMPT_VERSION,
+            "profile": self.profile.name,
+            "termbase": digest(entries) if entries is not None else None,
+            "examples": memory,
+            "shots": self.config.shots if examples else 0,
+            "max_hints": self.config.max_hints if termbase else 0,
+        }
+
+    def training_segments(self, item: Item) -> TrainingPlan:
+        """The segments the pipeline sends for `item`, each with the chat messages of its first request, and the
+        line structure that `TrainingPlan.align` cuts a whole translation by. Every training row redtrans writes
+        (SFT, preference pairs) is built from this, so a model is trained on exactly the prompts it is served:
+        one per segment, edge spans peeled off, inner spans as markers, term-base hints and examples included."""
+        if self.config.mode != "sns":
+            raise ValueError("training rows follow the sns pipeline (mode: sns)")
+        if not self.engine.chat:
+            raise ValueError("training rows are chat messages: plan with a chat engine (Translator.for_planning)")
+        item = self.resolve_languages(item)
+        plan = self._plan(item)
+        work, _terms = self._work([plan])
+        line_of = {id(piece): n for n, line in enumerate(plan.lines or []) for piece in line.pieces}
+        segments = []
+        for number, segment in enumerate(work, start=1):
+            request = self._request(segment.core.masked, segment.src, segment.tgt)
+            assert request.messages is not None
+            segments.append(TrainingSegment(number, line_of[id(segment.core)], segment.core.masked,
+                                            list(segment.core.spans), segment.src, segment.tgt,
+                                            request.messages))  # fmt: skip
+        return TrainingPlan(item, plan.src, plan.lines, segments, self.profile)
 
     def _run_batched(self, segments: list[_Segment], term_keys: list, terms: dict, retry: bool) -> None:
         """One batch for the window's segments and terms, then one batch of retries."""

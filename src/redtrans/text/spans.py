@@ -193,3 +193,114 @@ def restore_markers(translated: str, spans: list[Span], rendered: list[str]) -> 
     text = MARKER.sub(put, translated)
     missing = [n for n in range(1, len(spans) + 1) if n not in seen]
     return text, missing
+
+
+class AlignmentError(ValueError):
+    """A text cannot be put in a segment's marker form without guessing (the reason is the message)."""
+
+
+_EMOJI_UNIT = regex.compile(_EMOJI_ONE)
+
+
+def _units(span: Span) -> list[int]:
+    """Offsets inside a found span where a protected span of the post may start or end: every emoji's edge in
+    an emoji run (adjacent emoji form one run), else only the span's own edges."""
+    if span.kind != "emoji":
+        return [span.start, span.end]
+    edges = {span.start, span.end}
+    for m in _EMOJI_UNIT.finditer(span.text):
+        edges.update((span.start + m.start(), span.start + m.end()))
+    return sorted(edges)
+
+
+def mask_like(line: LinePlan, target: str, profile: PlatformProfile) -> str:
+    """`target` — a translation of the line `line` was planned from — in the form the model writes for the
+    line's core: the pieces the translator copies around the core (edge spans, whitespace) taken off, and each
+    span of the core replaced by its marker ``⟨i⟩``.
+
+    This is the inverse of what the translator does with a model's answer (`restore_markers`, then the edge
+    pieces put back), using the same span finder: protected spans must appear byte for byte, markup spans as
+    markup of the same rule. Anything else raises `AlignmentError` saying what is missing: never a guess."""
+    core = line.core
+    if core is None:
+        raise AlignmentError("the line has nothing the translator sends to the model")
+    at = line.pieces.index(core)
+    found = find_spans(target, profile)
+    start, end = 0, len(target)
+
+    def skip_space_forward(pos: int) -> int:
+        while pos < end and target[pos].isspace():
+            pos += 1
+        return pos
+
+    def skip_space_back(pos: int) -> int:
+        while pos > start and target[pos - 1].isspace():
+            pos -= 1
+        return pos
+
+    def edge(piece: str | Span | Core, pos: int, forward: bool) -> int:
+        pos = skip_space_forward(pos) if forward else skip_space_back(pos)
+        if isinstance(piece, str):
+            if piece.strip():  # text copied as written (already in the target language)
+                if forward and target.startswith(piece.strip(), pos):
+                    return pos + len(piece.strip())
+                if not forward and target[:pos].endswith(piece.strip()):
+                    return pos - len(piece.strip())
+                raise AlignmentError(f"{piece.strip()!r}, copied from the post, is not at the line's edge")
+            return pos
+        assert isinstance(piece, Span)
+        if piece.rule is None:
+            if forward and target.startswith(piece.text, pos):
+                return pos + len(piece.text)
+            if not forward and target[:pos].endswith(piece.text):
+                return pos - len(piece.text)
+            where = "start" if forward else "end"
+            raise AlignmentError(f"the line does not {where} with {piece.text!r} as the post's line does")
+        for span in found:
+            if span.rule is not None and span.rule.name == piece.rule.name:
+                if forward and span.start == pos:
+                    return span.end
+                if not forward and span.end == pos:
+                    return span.start
+        raise AlignmentError(f"no {piece.rule.kind} at the line's edge where the post has {piece.text!r}")
+
+    for piece in line.pieces[:at]:
+        start = edge(piece, start, True)
+    for piece in reversed(line.pieces[at + 1 :]):
+        end = edge(piece, end, False)
+    start, end = skip_space_forward(start), skip_space_back(end)
+    if start >= end:
+        raise AlignmentError("the line's text is empty")
+    inner = [s for s in found if s.start >= start and s.end <= end]
+    claimed: list[tuple[int, int, int]] = []  # (start, end, marker number)
+
+    def free(a: int, b: int) -> bool:
+        return all(b <= s or a >= e for s, e, _ in claimed)
+
+    for number, span in enumerate(core.spans, start=1):
+        place: tuple[int, int] | None = None
+        for cand in inner:
+            if span.rule is not None:
+                if cand.rule is not None and cand.rule.name == span.rule.name and free(cand.start, cand.end):
+                    place = (cand.start, cand.end)
+                    break
+                continue
+            if cand.kind != span.kind:
+                continue
+            edges = _units(cand)
+            for a in edges:
+                b = a + len(span.text)
+                if b in edges and target[a:b] == span.text and free(a, b):
+                    place = (a, b)
+                    break
+            if place:
+                break
+        if place is None:
+            raise AlignmentError(f"{span.text!r} (marker {marker(number)}) is not in the line")
+        claimed.append((*place, number))
+    out, pos = [], start
+    for a, b, number in sorted(claimed):
+        out += [target[pos:a], marker(number)]
+        pos = b
+    out.append(target[pos:end])
+    return "".join(out)
