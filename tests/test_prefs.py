@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +29,7 @@ from redtrans.prefs.config import ExportConfig, GenerateConfig, PrescoreConfig  
 from redtrans.prefs.export import Judgment, PrefItem, apply_rules, run_export  # noqa: E402
 from redtrans.prefs.generate import run_generate  # noqa: E402
 from redtrans.prefs.humaneval import bench_pairs  # noqa: E402
-from redtrans.prefs.labelstudio import label_config  # noqa: E402
+from redtrans.prefs.labelstudio import label_config, label_studio_tasks  # noqa: E402
 from redtrans.prefs.prescore import run_prescore  # noqa: E402
 from redtrans.prefs.rows import latest_rows  # noqa: E402
 from redtrans.prefs.stats import prefs_agreement, win_rate  # noqa: E402
@@ -76,7 +78,8 @@ def test_export_rules_exactly() -> None:
         item("j", Judgment("x", [5, 1], skipped=True)),  # skipped only → incomplete
         item("k", Judgment("x", [1, 1], rewrite="rk"), Judgment("y", [5, 1], skipped=True)),  # skip ignored
     ]
-    rows, stats = apply_rules(items, tau=3)
+    export = apply_rules(items, tau=3)
+    rows, stats = export.rows, export.stats
     got = [(r["id"], r["chosen"][0]["content"], r["rejected"][0]["content"], r["rewritten"]) for r in rows]
     assert got == [
         ("a", "y1 of a", "y2 of a", False),
@@ -96,14 +99,19 @@ def test_export_rules_exactly() -> None:
     assert (stats.degenerate, stats.incomplete, stats.items, stats.rows) == (1, 1, 10, 12)
     f = next(r for r in rows if r["id"] == "f")
     assert f["scores"] == [3.0, 2.0] and f["annotators"] == ["x", "y"]
-    assert f["prompt"] == prompts.translation_messages("源f", "zh", "en")
+    assert f["prompt"] == prompts.translation_messages("源f", "zh", "en")  # one segment: the whole post
+    assert f["prompt_version"] == prompts.PROMPT_VERSION and f["profile"] == "rednote"
     assert f["chosen"] == [{"role": "assistant", "content": "y1 of f"}]
     assert next(r for r in rows if r["id"] == "h/rewrite/y/y2")["annotators"] == ["y"]
     # tau moves the rules: at τ = 5 item a (4, 2) is "both below" without a rewrite
-    rows5, stats5 = apply_rules(items[:1], tau=5)
-    assert rows5 == [] and stats5.below_tau_no_rewrite == 1
+    five = apply_rules(items[:1], tau=5)
+    assert five.rows == [] and five.stats.below_tau_no_rewrite == 1
+    # the original pairs: every counted item whose averaged scores differ, rewrites ignored (below τ too: d, i)
+    assert [(r["id"], r["chosen_from"]) for r in export.original] == [
+        ("a", "y1"), ("b", "y2"), ("d", "y1"), ("f", "y1"), ("i", "y1")
+    ]
     # min_annotators: f, g, h have two judgments
-    assert apply_rules(items, tau=3, min_annotators=2)[1].items == 3
+    assert apply_rules(items, tau=3, min_annotators=2).stats.items == 3
 
 
 def test_export_config_needs_its_source(tmp_path: Path) -> None:
@@ -238,8 +246,8 @@ def exercise_store(store: Store) -> None:
     ann = store.add_user("ann", "password-1")
     bob = store.add_user("bob", "password-2")
     cid = store.add_user("cid", "password-3")
-    assert store.import_candidates(cand_rows(3), k=2) == (3, 0)
-    assert store.import_candidates(cand_rows(3), k=2) == (0, 3)
+    assert store.import_candidates(cand_rows(3), k=2) == (3, 0, 0)
+    assert store.import_candidates(cand_rows(3), k=2) == (0, 3, 0)
     first = store.next_item(ann.id, lease_s=60, task="prefs")
     assert first is not None and store.next_item(ann.id, 60, "prefs") == first  # own lease first
     assert store.next_item(bob.id, 60, "prefs") == first  # k = 2: a second expert gets it too
@@ -258,9 +266,11 @@ def exercise_store(store: Store) -> None:
     assert {"stale_refused", "submit", "edit", "skip", "lease", "import"} <= set(actions)
     stale_audit = next(a for a in store.audit() if a.action == "stale_refused")
     assert stale_audit.detail["rewrite"] == "mine"  # the refused text is in the audit trail
-    rows, stats = apply_rules(store.pref_items(), 3)
-    assert stats.pairs == 1 and stats.rewrite_rows == 2
-    assert [r["chosen"][0]["content"] for r in rows][:1] == ["a0"] or rows
+    # k = 2: each item has one judgment, so by default none is exported (half-done); with one judgment enough
+    # the scored pair and the two rewrite rows come out
+    assert apply_rules(store.pref_items(), 3).stats.incomplete == 3
+    export = apply_rules(store.pref_items(), 3, min_annotators=1)
+    assert export.stats.pairs == 1 and export.stats.rewrite_rows == 2
 
 
 def test_store_on_sqlite(tmp_path: Path) -> None:
@@ -354,23 +364,39 @@ def test_agreement_and_win_rate() -> None:
     assert "| sft | base | 10 |" in w.markdown()
 
 
+def ls_rating(name: str, rating: int, origin: str = "manual") -> dict:
+    return {"from_name": name, "to_name": "post", "type": "rating", "value": {"rating": rating}, "origin": origin}
+
+
+def ls_task(key: str, post: str, y1: str, y2: str, *annotations: dict) -> dict:
+    (data,) = [t["data"] for t in label_studio_tasks(
+        [{"id": key, "source": post, "src": "zh", "tgt": "en", "candidates": [{"text": y1}, {"text": y2}]}])]
+    return {"id": abs(hash(key)) % 1000, "data": data, "annotations": list(annotations)}  # fmt: skip
+
+
+def ls_annotation(who: object, s1: int, s2: int, updated: str = "2026-05-01T10:00:00Z", *extra: dict,
+                  origin: str = "manual") -> dict:  # fmt: skip
+    return {"completed_by": who, "updated_at": updated,
+            "result": [ls_rating("score_y1", s1, origin), ls_rating("score_y2", s2, origin), *extra]}  # fmt: skip
+
+
 def test_label_studio_import_applies_the_same_rules(tmp_path: Path) -> None:
     shipped = (ROOT / "examples" / "label-studio" / "pairwise-config.xml").read_text(encoding="utf-8")
     assert label_config() == shipped and 'name="score_y1"' in shipped
+    rewrite = {"from_name": "rewrite", "type": "textarea", "value": {"text": ["Absolutely amazing"]}}
+    flag = {"from_name": "flag", "type": "choices", "value": {"choices": ["flag"]}}
     export = [
-        {"id": 7, "data": {"id": "p1", "source": "你不是我的菜", "src": "zh", "tgt": "en",
-                           "y1": "You are not my dish", "y2": "You're not my type"},
-         "annotations": [
-             {"completed_by": {"email": "a@x"}, "result": [
-                 {"from_name": "score_y1", "to_name": "y1", "type": "rating", "value": {"rating": 1}},
-                 {"from_name": "score_y2", "to_name": "y2", "type": "rating", "value": {"rating": 5}}]},
-             {"completed_by": 3, "was_cancelled": True, "result": []}]},
-        {"id": 8, "data": {"id": "p2", "source": "绝绝子", "src": "zh", "tgt": "en", "y1": "absolutely", "y2": "wow"},
-         "annotations": [{"completed_by": 3, "result": [
-             {"from_name": "score_y1", "type": "rating", "value": {"rating": 2}},
-             {"from_name": "score_y2", "type": "rating", "value": {"rating": 1}},
-             {"from_name": "rewrite", "type": "textarea", "value": {"text": ["Absolutely amazing"]}},
-             {"from_name": "flag", "type": "choices", "value": {"choices": ["flag"]}}]}]},
+        # two annotators, one cancelled: half-done (k = the 2 annotators the export carries) → left out
+        ls_task("p1", "你不是我的菜", "You are not my dish", "You're not my type",
+                ls_annotation({"email": "a@x"}, 1, 5), {"completed_by": 3, "was_cancelled": True, "result": []}),
+        ls_task("p2", "绝绝子", "absolutely", "wow", ls_annotation(3, 2, 1, "2026-05-01T10:00:00Z", rewrite)),
+        # flagged in Label Studio → left out (issue 30 item 3)
+        ls_task("p3", "破防了", "broken defense", "I'm wrecked", ls_annotation(3, 1, 5, "2026-05-01T10:00:00Z", flag)),
+        # both ratings taken over from a pre-annotation unchanged: accepted-only → left out by default
+        ls_task("p4", "太香了", "too fragrant", "such a steal", ls_annotation(3, 1, 5, origin="prediction")),
+        # an old-release task (source / y1 / y2) is still read
+        {"id": 9, "data": {"id": "p5", "source": "永远的神", "src": "zh", "tgt": "en", "y1": "GOAT", "y2": "eternal god"},
+         "annotations": [ls_annotation(3, 5, 2)]},
     ]  # fmt: skip
     path = tmp_path / "ls.json"
     path.write_text(json.dumps(export, ensure_ascii=False), encoding="utf-8")
@@ -378,21 +404,77 @@ def test_label_studio_import_applies_the_same_rules(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["prefs", "import-label-studio", str(path), "--db", db])
     assert result.exit_code == 0, result.output
     again = CliRunner().invoke(app, ["prefs", "import-label-studio", str(path), "--db", db])
-    assert "0 new items, 0 judgments" in again.output
+    assert "0 new items, 0 new judgments, 0 changed, 6 unchanged" in again.output, again.output
     out = tmp_path / "prefs.jsonl"
     result = CliRunner().invoke(app, ["prefs", "export", "--db", db, "-o", str(out)])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [(r["id"], r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows] == [
-        ("p1", "You're not my type", "You are not my dish"),
         ("p2/rewrite/ls:3/y1", "Absolutely amazing", "absolutely"),
         ("p2/rewrite/ls:3/y2", "Absolutely amazing", "wow"),
+        ("p5", "GOAT", "eternal god"),
     ]
+    excluded = {r["source_id"]: r["reason"] for r in map(json.loads, (tmp_path / "prefs.excluded.jsonl").open())}
+    assert excluded == {"p1": "incomplete", "p3": "flagged", "p4": "accepted_only"}
+    kept = CliRunner().invoke(app, ["prefs", "export", "--db", db, "-o", str(out), "--include-accepted"])
+    assert kept.exit_code == 0 and "p4" in out.read_text(encoding="utf-8")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"id": 1, "data": {"source": "x", "y1": "a", "y2": "b"},
                                 "annotations": [{"completed_by": 1, "result": []}]}]))  # fmt: skip
     result = CliRunner().invoke(app, ["prefs", "import-label-studio", str(bad), "--db", db])
     assert result.exit_code == 2 and "task 1" in result.output and "score_y1" in result.output
+
+
+def test_label_studio_reimport_applies_newer_changes_and_lists_conflicts(tmp_path: Path) -> None:
+    """Issue 30 item 6: a corrected export changes the store and says so; an older differing one is a conflict."""
+    db, path = str(tmp_path / "ls.db"), tmp_path / "ls.json"
+
+    def run(s1: int, s2: int, updated: str, *options: str) -> Any:
+        task = ls_task("p1", "你不是我的菜", "You are not my dish", "You're not my type", ls_annotation(7, s1, s2, updated))
+        path.write_text(json.dumps([task], ensure_ascii=False), encoding="utf-8")
+        return CliRunner().invoke(app, ["prefs", "import-label-studio", str(path), "--db", db, *options])
+
+    def chosen() -> str:
+        out = tmp_path / "p.jsonl"
+        assert CliRunner().invoke(app, ["prefs", "export", "--db", db, "-o", str(out)]).exit_code == 0
+        return json.loads(out.read_text(encoding="utf-8"))["chosen"][0]["content"]
+
+    assert run(4, 2, "2026-05-01T10:00:00Z").exit_code == 0
+    assert chosen() == "You are not my dish"
+    corrected = run(2, 4, "2026-05-02T09:30:00.123456Z")  # corrected later in Label Studio
+    assert corrected.exit_code == 0 and "changed: item p1, ls:7: 4/2 → 2/4" in corrected.output, corrected.output
+    assert chosen() == "You're not my type"
+    stale = run(5, 1, "2026-05-01T12:00:00Z")  # differs, but older than what the store holds
+    assert stale.exit_code == 1 and "conflict: item p1, ls:7: 2/4 → 5/1" in stale.output, stale.output
+    assert "--prefer" in stale.output and chosen() == "You're not my type"
+    assert run(5, 1, "2026-05-01T12:00:00Z", "--prefer", "store").exit_code == 0
+    assert chosen() == "You're not my type"
+    assert run(5, 1, "2026-05-01T12:00:00Z", "--prefer", "import").exit_code == 0
+    assert chosen() == "You are not my dish"
+
+
+def test_label_studio_config_variables_resolve_to_the_post_text() -> None:
+    """Issue 30 item 7: every $variable of the shipped config is a field of the tasks we write, holding text."""
+    config = label_config()
+    rows = [
+        {"id": "a", "source": "你不是我的菜😂", "src": "zh", "tgt": "en",
+         "candidates": [{"text": "You're not my type 😂", "system": "sft"}, {"text": "Not my dish 😂"}],
+         "auto": {"scores": [80.0, 20.0]}},
+        {"id": "b", "source": "yyds", "candidates": [{"text": "GOAT"}, {"text": "eternal god"}]},  # no languages
+    ]  # fmt: skip
+    tags = re.findall(r"<(\w+)\b[^>]*\bvalue=\"([^\"]*)\"", config)
+    variables = {v for _tag, value in tags for v in re.findall(r"\$(\w+)", value)}
+    assert variables, "the config reads no task field"
+    for row, task in zip(rows, label_studio_tasks(rows), strict=True):
+        data = task["data"]
+        for name in variables:
+            assert name in data, f"${name} is not a field of the task"
+            assert isinstance(data[name], str) and not data[name].lstrip().startswith(("{", "[")), (name, data[name])
+        shown = {re.search(r"name=\"(\w+)\"", m.group(0)).group(1): m.group(1)  # type: ignore[union-attr]
+                 for m in re.finditer(r"<Text\b[^>]*value=\"\$(\w+)\"", config)}  # fmt: skip
+        texts = [data[v] for v in shown.values()]
+        assert texts == [row["source"], row["candidates"][0]["text"], row["candidates"][1]["text"]]
+        assert not any(k in json.dumps(data) for k in ("system", "scores", "sft", "80.0"))  # blind: nothing else
 
 
 def test_bench_pairs(tmp_path: Path) -> None:

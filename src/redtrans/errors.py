@@ -10,7 +10,8 @@ RedtransError              exit 2: the command could not do what was asked; one 
 │   └── SuiteError         a benchmark suite that cannot be found or read
 ├── EngineError            an engine that cannot generate (unreachable endpoint, bad answer, bad options)
 │   └── ModelError         a model that cannot be found, assembled or verified
-└── RowsFailedError        exit 1: the command ran, but some rows failed (they are retried by a re-run)
+├── RowsFailedError        exit 1: the command ran, but some rows failed (they are retried by a re-run)
+└── ConflictError          exit 1: the command ran, but left conflicting records as they were (it says how to decide)
 ```
 
 Anything else that escapes a command is a bug and keeps its traceback. The exception classes also derive from
@@ -73,3 +74,9 @@ class RowsFailedError(RedtransError):
             f"{failed} of {total} rows failed{target}{': ' + detail if detail else ''}; "
             "re-run the same command to retry them"
         )
+
+
+class ConflictError(RedtransError):
+    """The command ran, but records that conflict were listed and left as they were, until an option decides."""
+
+    exit_code = 1

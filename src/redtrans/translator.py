@@ -383,7 +383,9 @@ class Translator:
         from redtrans.resume import digest
 
         termbase = self.prompts.termbase
-        entries = [{k: v for k, v in asdict(e).items() if k != "origin"} for e in termbase.entries] if termbase else None
+        entries = None
+        if termbase is not None:
+            entries = [{k: v for k, v in asdict(e).items() if k != "origin"} for e in termbase.entries]
         examples = self.config.examples
         memory = None
         if examples:

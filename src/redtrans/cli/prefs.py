@@ -87,15 +87,24 @@ def prefs_export_cmd(
     mode: Annotated[str, typer.Option(help="experts | reference-rewrite")] = "experts",
     tau: Annotated[float | None, typer.Option(help="Threshold on the 1-5 rubric (default 3).")] = None,
     tau_auto: Annotated[float | None, typer.Option(help="chrF++ threshold of reference-rewrite.")] = None,
-    min_annotators: Annotated[int | None, typer.Option(help="Judgments an item needs to be exported.")] = None,
-) -> None:
-    """The RePO preference set (TRL preference format) by the export rules of docs/prefs.md."""
+    min_annotators: Annotated[int | None, typer.Option(
+        help="Judgments an item needs to be exported (default: the item's k).")] = None,
+    include_accepted: Annotated[bool, typer.Option(
+        "--include-accepted", help="Keep judgments whose scores were all accepted suggestions.")] = False,
+    profile: Annotated[str | None, typer.Option(help="Profile of the translator that serves the model.")] = None,
+    termbase: Annotated[list[str] | None, typer.Option(help="Term base of that translator (repeatable).")] = None,
+    examples: Annotated[str | None, typer.Option(help="Translation memory of that translator.")] = None,
+) -> None:  # fmt: skip
+    """The RePO preference set (TRL preference format) by the export rules of docs/prefs.md: OUTPUT, the
+    experts' original pairs in OUTPUT's `.original.jsonl` sibling, what was left out (with reasons) in its
+    `.excluded.jsonl` sibling, and OUTPUT.stats.json."""
     from redtrans.config import validate_config
     from redtrans.prefs.config import ExportConfig
     from redtrans.prefs.export import run_export
 
     values = {"output": output, "db": db, "input": input, "mode": mode, "tau": tau, "tau_auto": tau_auto,
-              "min_annotators": min_annotators}  # fmt: skip
+              "min_annotators": min_annotators, "include_accepted": include_accepted or None, "profile": profile,
+              "termbases": termbase, "examples": examples}  # fmt: skip
     stats = run_export(validate_config(ExportConfig, {k: v for k, v in values.items() if v is not None}, "export"))
     for line in stats.lines():
         err_console.print(line, highlight=False)
@@ -124,15 +133,37 @@ def prefs_ls_tasks_cmd(
 def prefs_ls_import_cmd(
     export: Annotated[Path, typer.Argument(help="Label Studio JSON export of the pairwise project.")],
     db: DbOpt = _DB_DEFAULT,
-    k: Annotated[int, typer.Option(help="Experts per item for items new to the store.")] = 1,
-) -> None:
-    """Add a Label Studio export (items + judgments) to the store; `prefs export` then applies the rules."""
+    k: Annotated[int | None, typer.Option(
+        help="Experts per new item (default: the number of annotators the export carries for it).")] = None,
+    prefer: Annotated[str | None, typer.Option(
+        help="Decide conflicts (a changed judgment whose updated_at is not newer than the store's): import | store.")
+    ] = None,
+) -> None:  # fmt: skip
+    """Add a Label Studio export (items + judgments) to the store; `prefs export` then applies the rules.
+
+    A re-import updates judgments the export changed later than the store did, and reports each change;
+    a judgment that differs without being newer is a conflict: listed, not applied, exit 1 until --prefer."""
+    from redtrans.errors import ConflictError
+    from redtrans.prefs.config import check_k
     from redtrans.prefs.labelstudio import parse_export
     from redtrans.prefs.store import Store
 
+    if prefer not in (None, "import", "store"):
+        raise InputError(f"--prefer takes import or store, not {prefer!r}")
     with Store(db) as store:
-        items, judged = store.import_external(parse_export(export), k)
-    err_console.print(f"{items} new items, {judged} judgments imported into {db}")
+        report = store.import_external(parse_export(export), check_k(k) if k is not None else None, prefer)
+    for change in report.changes:
+        err_console.print(f"changed: {change}", highlight=False)
+    for conflict in report.conflicts:
+        err_console.print(f"conflict: {conflict}", highlight=False)
+    err_console.print(f"{report.items} new items, {report.judgments} new judgments, {len(report.changes)} changed, "
+                      f"{report.unchanged} unchanged, {report.degenerate} with identical candidates left out "
+                      f"→ {db}")  # fmt: skip
+    if report.conflicts:
+        raise ConflictError(
+            f"{len(report.conflicts)} judgments differ from the store without a newer updated_at: "
+            "left as they are; re-run with --prefer import (take the export's) or --prefer store"
+        )
 
 
 @annotate_app.command("serve")
@@ -142,14 +173,19 @@ def annotate_serve_cmd(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
     tau: Annotated[float | None, typer.Option(help="Rewrite required when both scores are below it.")] = None,
+    trusted_proxy: Annotated[list[str] | None, typer.Option(
+        help="A reverse proxy (address or CIDR) whose X-Forwarded-For names the client (repeatable).")] = None,
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        help="A Host: name the app answers (repeatable; default loopback names; * = any).")] = None,
     set_: SetOpt = None,
-) -> None:
-    """Serve the annotation app (experts score and rewrite; admins follow progress and export)."""
+) -> None:  # fmt: skip
+    """Serve the annotation app (experts score and rewrite; reviewers review; admins follow progress and export)."""
     from redtrans.config import load_config, parse_overrides
     from redtrans.prefs.config import AnnotateConfig
     from redtrans.prefs.web.app import serve
 
-    options = {"db": db, "host": host, "port": port, "tau": tau}
+    options = {"db": db, "host": host, "port": port, "tau": tau, "trusted_proxies": trusted_proxy,
+               "allowed_hosts": allowed_host}  # fmt: skip
     serve(load_config(AnnotateConfig, config, {**options, **parse_overrides(set_ or [])}))
 
 
@@ -159,7 +195,7 @@ def annotate_add_user_cmd(
     password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True,
                                           envvar="REDTRANS_ANNOTATE_PASSWORD", help="At least 8 characters.")],
     db: DbOpt = _DB_DEFAULT,
-    role: Annotated[str, typer.Option(help="expert | admin")] = "expert",
+    role: Annotated[str, typer.Option(help="expert | reviewer | admin")] = "expert",
     replace: Annotated[bool, typer.Option(help="Set a new password and role for an existing user.")] = False,
 ) -> None:  # fmt: skip
     """Add an account (argon2-hashed password)."""
@@ -183,8 +219,9 @@ def annotate_import_cmd(
 
     rows, failed = candidate_rows(input)
     with Store(db) as store:
-        added, existing = store.import_candidates(rows, check_k(k))
-    err_console.print(f"{added} items queued ({existing} already there, {failed} failed rows left out) in {db}")
+        added, existing, same = store.import_candidates(rows, check_k(k))
+    err_console.print(f"{added} items queued ({existing} already there, {failed} failed rows left out, {same} with "
+                      f"two identical candidates left out) in {db}")  # fmt: skip
 
 
 @annotate_app.command("import-bench")

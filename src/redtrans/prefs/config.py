@@ -11,7 +11,7 @@ Two thresholds, named apart:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -108,8 +108,22 @@ class ExportConfig(StageConfig):
     """Rubric threshold: max(s1, s2) ≥ tau with s1 ≠ s2 gives a pair; both below with a rewrite gives two."""
     tau_auto: float = Field(default=DEFAULT_TAU_AUTO, ge=0, le=100)
     """chrF++ threshold of reference-rewrite mode."""
-    min_annotators: int = Field(default=1, ge=1)
-    """Items with fewer (non-skipped) judgments are left out and counted as incomplete."""
+    min_annotators: int | None = Field(default=None, ge=1)
+    """Judgments (not skipped, not rejected, not accepted-only) an item needs to be exported; None = the item's
+    k (the number of experts it was queued for). Items with fewer are left out and counted."""
+    include_accepted: bool = False
+    """Count judgments whose every score is an accepted suggestion (left out and counted by default)."""
+    profile: str = Field(default_factory=lambda: _translator_default("profile"))
+    """Platform markup profile of the translator the trained model will be served with (its prompts are the
+    rows' prompts)."""
+    termbases: list[str] = Field(default_factory=lambda: list(_translator_default("termbases")))
+    """Term bases of that translator (hints in the prompts); default: the translator's default."""
+    max_hints: int = Field(default_factory=lambda: _translator_default("max_hints"), ge=0)
+    """Term-base hints per segment of that translator."""
+    examples: str | None = Field(default_factory=lambda: _translator_default("examples"))
+    """Translation memory of that translator (in-context examples); default: the translator's default."""
+    shots: int = Field(default_factory=lambda: _translator_default("shots"), ge=0)
+    """In-context examples per segment of that translator."""
 
     @model_validator(mode="after")
     def _source(self) -> ExportConfig:
@@ -118,6 +132,12 @@ class ExportConfig(StageConfig):
         if self.mode == "reference-rewrite" and self.input is None:
             raise ValueError("reference-rewrite mode reads a candidates file: give --input")
         return self
+
+
+def _translator_default(name: str) -> Any:
+    from redtrans.translator import TranslatorConfig
+
+    return getattr(TranslatorConfig(), name)
 
 
 class AnnotateConfig(StageConfig):
@@ -138,11 +158,26 @@ class AnnotateConfig(StageConfig):
     secure_cookies: bool = False
     """Mark cookies Secure (only sent over HTTPS): set it when served behind TLS."""
     login_attempts: int = Field(default=5, ge=1)
-    """Failed logins allowed per user name and per client address within `login_window_s`."""
+    """Failed logins allowed for one account from one client address within `login_window_s` before backoff
+    (the throttle is per account and address: never a lockout of the account, or of everyone at an address)."""
     login_window_s: float = Field(default=300.0, gt=0)
-    """Window of the login rate limit."""
+    """Window in which failed logins are counted."""
+    login_backoff_s: float = Field(default=2.0, gt=0)
+    """After `login_attempts` failures, the next try waits this long after the last failure, doubling with each
+    further failure (at most `login_window_s`)."""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses (or CIDR networks) of reverse proxies whose `X-Forwarded-For` names the client (for the login
+    throttle and the audit trail); from anyone else the header is ignored. Empty = never trusted."""
+    allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "localhost", "::1", "[::1]"])
+    """`Host:` header values the app answers (a guard against DNS rebinding); others get 421. Add the name the
+    experts use when serving beyond loopback; `*` allows any."""
     prefill: bool = True
-    """Pre-select the automatic scores (prescore) on the item page."""
+    """Show the automatic scores (prescore) as suggestions beside each candidate: a labelled hint with its source
+    that one key (`a`) accepts. Nothing is pre-selected; an accepted score is recorded as accepted."""
+    shuffle: bool = True
+    """Show the two candidates in an order drawn per item and expert (recorded, mapped back on submit)."""
+    max_rewrite_chars: int = Field(default=20_000, ge=100)
+    """Longest rewrite (and note) accepted; a longer one is refused with the text kept in the form."""
     title: str = "redtrans annotate"
     """Shown in the page header."""
 
@@ -151,6 +186,15 @@ class AnnotateConfig(StageConfig):
     def _db(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("empty store URL")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # ValueError names the bad entry
         return value
 
 

@@ -1,34 +1,43 @@
 """The ``redtrans annotate`` web app: FastAPI + server-rendered Jinja2 templates, no CDN (works offline).
 
 Security: argon2 password hashes (`store`), a server-side session per login in an HttpOnly, SameSite=Strict
-cookie, a CSRF token in every form (the login form's is a double-submit cookie), login rate limiting per
-name and per address, a strict Content-Security-Policy (no inline script), text escaped by Jinja2's
-autoescape. Experts see only their own judgments; admin pages answer 403 to experts.
+cookie, a CSRF token in every form (the login form's is a double-submit cookie), a login throttle per account
+and client address with backoff (the address is the peer's, or `X-Forwarded-For` from configured proxies only:
+`redtrans.webguard`), a `Host:` allow-list, a strict Content-Security-Policy (no inline script), text escaped
+by Jinja2's autoescape. Experts see only their own judgments; review pages are for reviewers and admins,
+admin pages for admins. State changes only on POST.
 
-Work: ``/next`` hands out the next item as a lease (`AnnotateConfig.lease_s`); the item page scores both
-candidates on the rubric (``prefs``) or gives a pairwise verdict (``eval``); a submission carries the
-judgment version it was built on, and a stale one is refused with the expert's text kept in the form and the
-newer stored version shown (409).
+Work: ``POST /next`` hands out the next item as a lease (`AnnotateConfig.lease_s`); the item page scores both
+candidates on the rubric (``prefs``; suggestions shown apart, in an order drawn per item and expert) or gives
+a pairwise verdict (``eval``); a submission carries the judgment version it was built on, and one the store
+refuses (stale, off-lease) comes back with the expert's text kept in the form (409).
 """
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import json
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import regex
 from fastapi import Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from redtrans.languages import get_language
 from redtrans.prefs.config import RUBRIC, AnnotateConfig
-from redtrans.prefs.export import apply_rules
+from redtrans.prefs.export import EXPERT, SUGGESTION, Export, apply_rules
 from redtrans.prefs.stats import prefs_agreement, win_rate
-from redtrans.prefs.store import TASKS, RateLimited, Store, Submission, User
+from redtrans.prefs.store import MAX_ID, REVIEWERS, TASKS, Item, JudgmentRow, RateLimited, Refused, Store, Submission
+from redtrans.prefs.store import User as StoreUser
+from redtrans.webguard import ClientAddress, HostAllowList
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "rt_session"
@@ -38,7 +47,16 @@ CSP = (
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
 TASK_LABELS = {"prefs": "Score two translations (rewrite when both are poor)", "eval": "Human evaluation"}
-VERDICT_TEXT = {"a": "system A better", "same": "same", "b": "system B better"}
+REVIEW_FILTERS = {
+    "all": "all judged items",
+    "flagged": "flagged",
+    "disagreement": "experts disagree",
+    "rewritten": "with a rewrite",
+    "unreviewed": "rewrite not reviewed",
+    "accepted-only": "accepted suggestions only",
+}
+FORM_LIMIT = 8 * 1024 * 1024
+"""Bytes of a form the app reads (a long rewrite is refused with its text kept, not cut off by the parser)."""
 
 
 class _LoginRequired(Exception):
@@ -47,13 +65,60 @@ class _LoginRequired(Exception):
 
 @dataclass
 class Viewer:
-    user: User
+    user: StoreUser
     csrf: str
     token: str
 
 
 def _fmt(value: float) -> str:
     return f"{value:g}"
+
+
+def display_order(item_id: int, user_id: int, shuffle: bool) -> list[int]:
+    """The candidates' order on this expert's page: drawn once per item and expert (stable across visits)."""
+    if not shuffle:
+        return [0, 1]
+    draw = hashlib.sha256(f"{item_id}:{user_id}".encode()).digest()[0]
+    return [1, 0] if draw & 1 else [0, 1]
+
+
+_TOKENS = regex.compile(r"\s+|[\p{L}\p{N}_]+|.", regex.DOTALL)
+
+
+def word_diff(before: str, after: str, spaced: bool) -> list[tuple[str, str]]:
+    """(op, text) pieces turning `before` into `after`: ``eq``, ``del``, ``ins``; by word for spaced languages,
+    by character otherwise (Chinese, Japanese)."""
+    a = _TOKENS.findall(before) if spaced else list(before)
+    b = _TOKENS.findall(after) if spaced else list(after)
+    out: list[tuple[str, str]] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            out.append(("eq", "".join(a[i1:i2])))
+            continue
+        if i2 > i1:
+            out.append(("del", "".join(a[i1:i2])))
+        if j2 > j1:
+            out.append(("ins", "".join(b[j1:j2])))
+    return out
+
+
+def _item_id(raw: str) -> int:
+    if not raw.isdigit() or len(raw) > 10 or not 0 < int(raw) <= MAX_ID:
+        raise StarletteHTTPException(404, "No such item.")
+    return int(raw)
+
+
+def _suggestions(auto: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Per candidate (candidate order): the suggested rubric score and where it comes from."""
+    rubric = auto.get("rubric")
+    if not rubric or len(rubric) != 2:
+        return None
+    if auto.get("metric") == "chrf++":
+        return [{"score": int(r), "source": f"chrF++ {float(s):.1f} against the reference"}
+                for r, s in zip(rubric, auto.get("scores") or [0, 0], strict=False)]  # fmt: skip
+    if auto.get("metric") == "judge":
+        return [{"score": int(r), "source": "an LLM judge"} for r in rubric]
+    return [{"score": int(r), "source": str(auto.get("metric") or "automatic")} for r in rubric]
 
 
 def create_app(config: AnnotateConfig, store: Store | None = None) -> FastAPI:
@@ -63,16 +128,21 @@ def create_app(config: AnnotateConfig, store: Store | None = None) -> FastAPI:
     app = FastAPI(title=config.title, docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.state.store = store
+    clients = ClientAddress(config.trusted_proxies)
+    hosts = HostAllowList(config.allowed_hosts)
 
     def render(name: str, status: int = 200, viewer: Viewer | None = None, **ctx: Any) -> HTMLResponse:
         ctx.setdefault("messages", [])
         html = env.get_template(name).render(
-            title=config.title, user=viewer.user if viewer else None, csrf=viewer.csrf if viewer else "", **ctx
-        )
+            title=config.title, user=viewer.user if viewer else None, csrf=viewer.csrf if viewer else "",
+            reviewers=REVIEWERS, **ctx,
+        )  # fmt: skip
         return HTMLResponse(html, status_code=status)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:
+        if not hosts.allows(request.headers.get("host")):
+            return PlainTextResponse("this Host is not served: add it to allowed_hosts to serve it", 421)
         response: Response = await call_next(request)
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -90,6 +160,10 @@ def create_app(config: AnnotateConfig, store: Store | None = None) -> FastAPI:
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         return render("error.html", exc.status_code, code=exc.status_code, detail=exc.detail)
 
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> Response:
+        return render("error.html", 409, code=409, detail=exc.message)
+
     def viewer(request: Request) -> Viewer:
         token = request.cookies.get(SESSION_COOKIE)
         found = store.session_user(token) if token else None
@@ -102,6 +176,11 @@ def create_app(config: AnnotateConfig, store: Store | None = None) -> FastAPI:
             raise StarletteHTTPException(403, "Admin pages are for admins only.")
         return v
 
+    def reviewer(v: Viewer = Depends(viewer)) -> Viewer:
+        if v.user.role not in REVIEWERS:
+            raise StarletteHTTPException(403, "Review pages are for reviewers and admins.")
+        return v
+
     def check_csrf(v: Viewer, token: str) -> None:
         if not token or not secrets.compare_digest(token, v.csrf):
             raise StarletteHTTPException(403, "The form's CSRF token is missing or wrong: reload the page and retry.")
@@ -110,6 +189,10 @@ def create_app(config: AnnotateConfig, store: Store | None = None) -> FastAPI:
         response.set_cookie(
             name, value, max_age=max_age, httponly=True, samesite="strict", secure=config.secure_cookies, path="/"
         )
+
+    async def read_form(request: Request) -> dict[str, str]:
+        form = await request.form(max_part_size=FORM_LIMIT)
+        return {k: v for k, v in form.items() if isinstance(v, str)}
 
     # -- login ----------------------------------------------------------------------------------------------
     @app.get("/login", response_class=HTMLResponse)
@@ -124,14 +207,16 @@ def create_app(config: AnnotateConfig, store: Store | None = None) -> FastAPI:
         cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
         if not csrf or not cookie or not secrets.compare_digest(csrf, cookie):
             raise StarletteHTTPException(403, "The form's CSRF token is missing or wrong: reload the page and retry.")
-        addr = request.client.host if request.client else "unknown"
+        peer = request.client.host if request.client else None
+        addr = clients.resolve(peer, request.headers.get("x-forwarded-for")) or "unknown"
         try:
-            user = store.authenticate(name.strip(), password, addr, config.login_attempts, config.login_window_s)
+            user = store.authenticate(name.strip(), password, addr, config.login_attempts, config.login_window_s,
+                                      config.login_backoff_s)  # fmt: skip
         except RateLimited as exc:
             response: Response = render(
                 "login.html", 429, login_csrf=csrf, messages=[{"kind": "error", "text": exc.message}]
             )
-            response.headers["Retry-After"] = str(int(config.login_window_s))
+            response.headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
             return response
         if user is None:
             return render(
@@ -161,22 +246,29 @@ def create_app(config: AnnotateConfig, store: Store | None = None) -> FastAPI:
         for task in TASKS:
             counts = store.counts(task)
             if counts["items"]:
-                tasks.append(
-                    {
-                        "task": task,
-                        "label": TASK_LABELS[task],
-                        "counts": counts,
-                        "mine": mine_count(v.user.id, task),
-                        "k_text": f"{counts['needed'] // max(counts['items'], 1)} expert(s) per item",
-                    }
-                )
-        messages = [{"kind": "info", "text": f"Nothing left for you in the {done} queue. Thank you!"}] if done else []
+                mine = mine_count(v.user.id, task)
+                left = store.left_for(v.user.id, task)
+                per_item = counts["needed"] // max(counts["items"], 1)
+                tasks.append({"task": task, "label": TASK_LABELS[task], "counts": counts, "mine": mine, "left": left,
+                              "k_text": f"{per_item} expert(s) per item"})  # fmt: skip
+        messages = []
+        if done in TASKS:
+            messages = [{"kind": "info", "text": f"Nothing left for you in the {done} queue. Thank you!"}]
         return render("home.html", viewer=v, tasks=tasks, messages=messages)
 
     @app.get("/next")
-    def next_item(task: str = "prefs", v: Viewer = Depends(viewer)) -> Response:
+    def next_get() -> Response:
+        # Handing out an item changes state: only a POST does it (a link or an <img> elsewhere cannot).
+        return RedirectResponse("/", status_code=303)
+
+    @app.post("/next")
+    def next_item(task: str = Form("prefs"), csrf: str = Form(""), v: Viewer = Depends(viewer)) -> Response:
+        check_csrf(v, csrf)
         if task not in TASKS:
             raise StarletteHTTPException(404, f"No task {task!r}.")
+        return go_next(v, task)
+
+    def go_next(v: Viewer, task: str) -> Response:
         item_id = store.next_item(v.user.id, config.lease_s, task)
         if item_id is None:
             return RedirectResponse(f"/?done={task}", status_code=303)
@@ -187,54 +279,51 @@ def create_app(config: AnnotateConfig, store: Store | None = None) -> FastAPI:
 
     def item_page(
         v: Viewer,
-        item_id: int,
+        item: Item,
         status: int = 200,
         values: dict[str, Any] | None = None,
         messages: list[dict[str, str]] | None = None,
         version: int | None = None,
         show_stored: bool = False,
     ) -> Response:
-        item = store.item(item_id)
-        if item is None:
-            raise StarletteHTTPException(404, "No such item.")
         p = item.payload
-        j = store.judgment(item_id, v.user.id)
-        stored_version = j.version if j is not None and not j.skipped else 0
+        j = store.judgment(item.id, v.user.id)
+        stored_version = j.version if j is not None else 0
         if item.task == "prefs":
-            candidates = list(p["candidates"])
+            order = list(j.display_order) if j is not None and j.display_order else display_order(
+                item.id, v.user.id, config.shuffle)  # fmt: skip
+            candidates = [p["candidates"][i] for i in order]
         else:
+            order = [0, 1]
             candidates = list(reversed(p["outputs"])) if p.get("flip") else list(p["outputs"])
         auto = p.get("auto") or {}
+        suggested = _suggestions(auto) if item.task == "prefs" and config.prefill else None
+        shown_suggestions = [suggested[i] for i in order] if suggested else None
         if values is None:
-            values = {
-                "scores": [None, None],
-                "rewrite": "",
-                "comment": "",
-                "flagged": False,
-                "verdict": None,
-                "rewrite_edited": False,
-            }
+            values = {"scores": [None, None], "set_by": [EXPERT, EXPERT], "rewrite": "", "comment": "",
+                      "flagged": False, "verdict": None, "rewrite_edited": False, "rewrite_from": ""}  # fmt: skip
             if j is not None and not j.skipped:
+                scores = list(j.scores) if j.scores else [None, None]
+                set_by = list(j.set_by) if j.set_by else [EXPERT, EXPERT]
                 values.update(
-                    scores=list(j.scores) if j.scores else [None, None],
+                    scores=[scores[i] for i in order],
+                    set_by=[set_by[i] for i in order],
                     rewrite=j.rewrite or "",
                     comment=j.comment,
                     flagged=j.flagged,
                     rewrite_edited=bool(j.rewrite),
                     verdict=_shown_verdict(j.verdict, bool(p.get("flip"))),
                 )
-            elif item.task == "prefs" and config.prefill and auto.get("rubric"):
-                values["scores"] = list(auto["rubric"])
-            if item.task == "prefs" and not values["rewrite"]:
-                s = [x or 0 for x in values["scores"]]
-                values["rewrite"] = candidates[1] if s[1] > s[0] else candidates[0]
+            elif j is not None:  # reopening a skipped item: its note and flag come back
+                values.update(comment=j.comment, flagged=j.flagged)
         scores = values.get("scores") or [None, None]
         need = item.task == "prefs" and all(x is not None and x < config.tau for x in scores)
         stored = None
         if show_stored and j is not None:
+            js = list(j.scores) if j.scores else None
             stored = {
                 "version": j.version,
-                "scores": j.scores,
+                "scores": [js[i] for i in order] if js else None,
                 "rewrite": j.rewrite,
                 "comment": j.comment,
                 "updated": j.updated_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -244,158 +333,259 @@ def create_app(config: AnnotateConfig, store: Store | None = None) -> FastAPI:
                     "right": "translation 2 better",
                 }.get(_shown_verdict(j.verdict, bool(p.get("flip"))) or "", "–"),
             }
-        auto_hint = ""
-        if auto.get("metric") == "chrf++":
-            auto_hint = "pre-filled from chrF++ " + " / ".join(f"{x:.1f}" for x in auto["scores"])
-        elif auto.get("metric") == "judge":
-            auto_hint = "pre-filled from an LLM judge"
-        if auto.get("needs_rewrite"):
-            auto_hint += " · likely needs a rewrite"
+        first = not store.my_judgments(v.user.id)
         return render(
             "item.html",
             status,
             viewer=v,
-            item_id=item_id,
+            item_id=item.id,
             task=item.task,
             source=p["source"],
             item_src=p.get("src") or "?",
             item_tgt=p.get("tgt") or "?",
             candidates=candidates,
+            suggestions=shown_suggestions,
             values=values,
             version=stored_version if version is None else version,
             stored_version=stored_version,
+            skipped=j is not None and j.skipped,
             tau=config.tau,
             tau_text=_fmt(config.tau),
             need_rewrite=need,
             counts=store.counts(item.task),
             mine=mine_count(v.user.id, item.task),
+            left=store.left_for(v.user.id, item.task),
             position=item.key,
             stored=stored,
-            auto_hint=auto_hint,
+            needs_rewrite_hint=bool(auto.get("needs_rewrite")) and config.prefill,
             messages=messages or [],
             rubric=[(s, n, t) for s, (n, t) in sorted(RUBRIC.items(), reverse=True)],
-            open=False,
+            open=first,
+            previous=store.previous_item(v.user.id, before=item.id),
+            opened=f"{time.time():.3f}",
+            draft_key=f"{v.user.id}:{item.id}",
+            max_chars=config.max_rewrite_chars,
         )
 
-    @app.get("/item/{item_id}", response_class=HTMLResponse)
-    def show_item(item_id: int, v: Viewer = Depends(viewer)) -> Response:
-        if store.item(item_id) is None:
+    @app.get("/item/{raw_id}", response_class=HTMLResponse)
+    def show_item(raw_id: str, v: Viewer = Depends(viewer)) -> Response:
+        item = store.item(_item_id(raw_id))
+        if item is None:
             raise StarletteHTTPException(404, "No such item.")
-        if not may_open(item_id, v.user.id):
+        if not may_open(item.id, v.user.id):
             raise StarletteHTTPException(
                 403, "This item is not handed to you (or its lease ran out): take the next one."
             )
-        return item_page(v, item_id)
+        return item_page(v, item)
 
-    @app.post("/item/{item_id}", response_class=HTMLResponse)
-    def submit(
-        item_id: int,
-        v: Viewer = Depends(viewer),
-        csrf: str = Form(""),
-        version: int = Form(0),
-        s1: int | None = Form(None),
-        s2: int | None = Form(None),
-        verdict: str | None = Form(None),
-        rewrite: str = Form(""),
-        comment: str = Form(""),
-        flag: str | None = Form(None),
-    ) -> Response:
-        check_csrf(v, csrf)
-        item = store.item(item_id)
+    @app.post("/item/{raw_id}", response_class=HTMLResponse)
+    async def submit(raw_id: str, request: Request, v: Viewer = Depends(viewer)) -> Response:
+        form = await read_form(request)
+        check_csrf(v, form.get("csrf", ""))
+        item = store.item(_item_id(raw_id))
         if item is None:
             raise StarletteHTTPException(404, "No such item.")
+        return await run_in_threadpool(handle_submit, v, item, form)
+
+    def handle_submit(v: Viewer, item: Item, form: dict[str, str]) -> Response:
         flip = bool(item.payload.get("flip"))
-        rewrite = rewrite.replace("\r\n", "\n")
-        values = {
-            "scores": [s1, s2],
-            "rewrite": rewrite,
-            "comment": comment,
-            "flagged": bool(flag),
-            "verdict": verdict,
-            "rewrite_edited": True,
-        }
+        rewrite = form.get("rewrite", "").replace("\r\n", "\n")
+        comment = form.get("comment", "")
+        shown = [_int(form.get("s1")), _int(form.get("s2"))]
+        marks = [form.get("p1", EXPERT), form.get("p2", EXPERT)]
+        version = _int(form.get("version")) or 0
+        j = store.judgment(item.id, v.user.id)
+        order = list(j.display_order) if j is not None and j.display_order else display_order(
+            item.id, v.user.id, config.shuffle)  # fmt: skip
+        values = {"scores": shown, "set_by": marks, "rewrite": rewrite, "comment": comment,
+                  "flagged": bool(form.get("flag")), "verdict": form.get("verdict"), "rewrite_edited": True,
+                  "rewrite_from": form.get("rewrite_from", "")}  # fmt: skip
         errors: list[str] = []
-        sub = Submission(comment=comment.strip(), flagged=bool(flag))
+        opened = _float(form.get("opened"))
+        lead = round(min(max(time.time() - opened, 0.0), config.lease_s), 2) if opened else None
+        sub = Submission(comment=comment.strip(), flagged=bool(form.get("flag")), lead_time_s=lead)
+        if len(rewrite) > config.max_rewrite_chars or len(comment) > config.max_rewrite_chars:
+            errors.append(f"The rewrite or note is {max(len(rewrite), len(comment))} characters long: at most "
+                          f"{config.max_rewrite_chars} are accepted. Your text is kept below: shorten it.")  # fmt: skip
         if item.task == "prefs":
-            if s1 not in range(1, 6) or s2 not in range(1, 6):
+            if any(s not in range(1, 6) for s in shown):
                 errors.append("Score both candidates from 1 to 5.")
             else:
-                assert s1 is not None and s2 is not None
-                sub.scores = [s1, s2]
-                if s1 < config.tau and s2 < config.tau:
+                suggested = _suggestions(item.payload.get("auto") or {}) if config.prefill else None
+                scores, set_by = [0, 0], [EXPERT, EXPERT]
+                for pos, index in enumerate(order):
+                    score = shown[pos]
+                    assert score is not None
+                    scores[index] = score
+                    accepted = marks[pos] == SUGGESTION and suggested is not None
+                    set_by[index] = SUGGESTION if accepted and suggested[index]["score"] == score else EXPERT
+                sub.scores, sub.set_by, sub.display_order = scores, set_by, order
+                if all(s < config.tau for s in scores):
                     text = rewrite.strip()
                     if not text:
                         errors.append(f"Both scores are below τ = {_fmt(config.tau)}: a rewrite is required.")
                     elif text in (c.strip() for c in item.payload["candidates"]):
                         errors.append("The rewrite is one of the candidates: improve it (or raise a score).")
                     sub.rewrite = text
+                    start = _int(form.get("rewrite_from"))
+                    if start in (1, 2):
+                        sub.rewrite_from = order[start - 1]
+                    else:
+                        better = 1 if scores[1] > scores[0] else 0
+                        sub.rewrite_from = better
         else:
+            verdict = form.get("verdict")
             if verdict not in ("left", "same", "right"):
                 errors.append("Choose which translation is better (or about the same).")
             else:
                 sub.verdict = _stored_verdict(verdict, flip)
-        if not (store.has_lease(item_id, v.user.id) or store.judgment(item_id, v.user.id)):
-            counts_done = sum(1 for it, _n, j in store.judgments(item.task) if it.id == item_id and not j.skipped)
-            if counts_done >= item.k:
-                errors.append("Your lease on this item ran out and other experts completed it; take the next item.")
         if errors:
             msgs = [{"kind": "error", "text": e} for e in errors]
-            return item_page(v, item_id, 422, values=values, messages=msgs, version=version)
-        result = store.submit(item_id, v.user.id, version, sub)
+            return item_page(v, item, 422, values=values, messages=msgs, version=version)
+        result = store.submit(item.id, v.user.id, version, sub)
         if not result.ok:
-            msg = (
-                f"Not saved: this judgment was changed elsewhere (now version {result.version}) after you opened "
-                "it. Your text is kept below and the stored version is shown; submit again to replace it."
-            )
-            return item_page(
-                v,
-                item_id,
-                409,
-                values=values,
-                messages=[{"kind": "error", "text": msg}],
-                version=result.version,
-                show_stored=True,
-            )
-        if result.version > 1:
+            if result.refused == "stale":
+                msg = (f"Not saved: this judgment was changed elsewhere (now version {result.version}) after you "
+                       "opened it. Your text is kept below and the stored version is shown; submit again to "
+                       "replace it.")  # fmt: skip
+                return item_page(v, item, 409, values=values, messages=[{"kind": "error", "text": msg}],
+                                 version=result.version, show_stored=True)  # fmt: skip
+            if result.refused == "not_handed":
+                raise StarletteHTTPException(403, "This item was never handed to you: take the next one.")
+            msg = ("Not saved: your lease on this item ran out and it went to another expert (or its places are "
+                   "taken). Your text is kept below; copy what you need and take the next item.")  # fmt: skip
+            return item_page(v, item, 409, values=values, messages=[{"kind": "error", "text": msg}], version=version)
+        if result.version > 1 and j is not None and not j.skipped:
             return RedirectResponse("/mine", status_code=303)
-        return RedirectResponse(f"/next?task={item.task}", status_code=303)
+        return go_next(v, item.task)
 
-    @app.post("/item/{item_id}/skip")
+    @app.post("/item/{raw_id}/skip")
     def skip(
-        item_id: int, v: Viewer = Depends(viewer), csrf: str = Form(""), flag: str | None = Form(None)
+        raw_id: str,
+        v: Viewer = Depends(viewer),
+        csrf: str = Form(""),
+        flag: str | None = Form(None),
+        comment: str = Form(""),
     ) -> Response:
         check_csrf(v, csrf)
-        item = store.item(item_id)
+        item = store.item(_item_id(raw_id))
         if item is None:
             raise StarletteHTTPException(404, "No such item.")
-        store.skip(item_id, v.user.id, flagged=bool(flag))
-        return RedirectResponse(f"/next?task={item.task}", status_code=303)
+        note = comment.strip()[: config.max_rewrite_chars]
+        refused = store.skip(item.id, v.user.id, flagged=bool(flag), comment=note)
+        if refused == "not_handed":
+            raise StarletteHTTPException(403, "This item was never handed to you: take the next one.")
+        if refused == "judged":
+            raise StarletteHTTPException(409, "You judged this item already: edit your judgment instead.")
+        if refused is not None:
+            raise StarletteHTTPException(409, "Your lease on this item ran out and it went to another expert.")
+        return go_next(v, item.task)
 
     @app.get("/mine", response_class=HTMLResponse)
     def mine(v: Viewer = Depends(viewer)) -> Response:
         rows = []
         for item, j in store.my_judgments(v.user.id):
             if j.skipped:
-                summary = "skipped"
+                summary = "skipped" + (" (flagged)" if j.flagged else "")
             elif item.task == "prefs":
                 shown = [str(x) for x in j.scores] if j.scores else ["–", "–"]
                 summary = f"{shown[0]} / {shown[1]}" + (" + rewrite" if j.rewrite else "")
+                summary += " (flagged)" if j.flagged else ""
             else:
                 summary = _shown_verdict(j.verdict, bool(item.payload.get("flip"))) or "–"
-            rows.append(
-                {
-                    "item_id": item.id,
-                    "key": item.key,
-                    "task": item.task,
-                    "summary": summary,
-                    "version": j.version,
-                    "skipped": j.skipped,
-                }
-            )
+            rows.append({"item_id": item.id, "key": item.key, "task": item.task, "summary": summary,
+                         "version": j.version, "skipped": j.skipped, "review": j.review,
+                         "seconds": None if j.lead_time_s is None else round(j.lead_time_s)})  # fmt: skip
         return render("mine.html", viewer=v, rows=rows)
 
+    # -- review ---------------------------------------------------------------------------------------------
+    def item_status(judged: list[tuple[str, JudgmentRow]]) -> set[str]:
+        status = set()
+        done = [j for _n, j in judged if not j.skipped and j.scores]
+        if any(j.flagged for _n, j in judged):
+            status.add("flagged")
+        if any(j.rewrite for j in done):
+            status.add("rewritten")
+        if any(j.rewrite and j.review is None for j in done):
+            status.add("unreviewed")
+        if any(j.accepted_only for j in done):
+            status.add("accepted-only")
+        if len(done) > 1:
+            prefer = {(j.scores[0] > j.scores[1]) - (j.scores[0] < j.scores[1]) for j in done if j.scores}
+            spread = max(abs(a.scores[i] - b.scores[i]) for a in done for b in done for i in (0, 1)  # type: ignore[index]
+                         )  # fmt: skip
+            if len(prefer) > 1 or spread >= 2:
+                status.add("disagreement")
+        return status
+
+    @app.get("/review", response_class=HTMLResponse)
+    def review_list(v: Viewer = Depends(reviewer), status: str = "all") -> Response:
+        if status not in REVIEW_FILTERS:
+            raise StarletteHTTPException(404, f"No filter {status!r}.")
+        by_item: dict[int, tuple[Item, list[tuple[str, JudgmentRow]]]] = {}
+        for item, name, j in store.judgments("prefs"):
+            by_item.setdefault(item.id, (item, []))[1].append((name, j))
+        rows = []
+        counts = dict.fromkeys(REVIEW_FILTERS, 0)
+        for item, judged in by_item.values():
+            tags = item_status(judged)
+            counts["all"] += 1
+            for tag in tags:
+                counts[tag] += 1
+            if status == "all" or status in tags:
+                rows.append({"item_id": item.id, "key": item.key, "source": item.payload["source"],
+                             "tags": sorted(tags), "experts": ", ".join(n for n, _ in judged)})  # fmt: skip
+        return render("review_list.html", viewer=v, rows=rows, filters=REVIEW_FILTERS, status=status, counts=counts)
+
+    @app.get("/review/item/{raw_id}", response_class=HTMLResponse)
+    def review_item(raw_id: str, v: Viewer = Depends(reviewer)) -> Response:
+        item = store.item(_item_id(raw_id))
+        if item is None or item.task != "prefs":
+            raise StarletteHTTPException(404, "No such item.")
+        p = item.payload
+        spaced = get_language(p["tgt"]).spaced if p.get("tgt") else True
+        experts = []
+        for name, j in store.item_judgments(item.id):
+            start = j.rewrite_from if j.rewrite_from in (0, 1) else None
+            if start is None and j.rewrite and j.scores:
+                start = 1 if j.scores[1] > j.scores[0] else 0
+            experts.append({
+                "id": j.id, "name": name, "skipped": j.skipped, "flagged": j.flagged, "comment": j.comment,
+                "scores": j.scores, "set_by": j.set_by or [EXPERT, EXPERT], "rewrite": j.rewrite,
+                "review": j.review, "own": j.user_id == v.user.id, "version": j.version,
+                "seconds": None if j.lead_time_s is None else round(j.lead_time_s),
+                "from": None if start is None else start + 1,
+                "diff": word_diff(p["candidates"][start], j.rewrite, spaced) if j.rewrite and start is not None else [],
+            })  # fmt: skip
+        return render("review_item.html", viewer=v, item=item, source=p["source"], candidates=p["candidates"],
+                      experts=experts, tags=sorted(item_status(store.item_judgments(item.id))))  # fmt: skip
+
+    @app.post("/review/judgment/{raw_id}")
+    def review_judgment(
+        raw_id: str,
+        v: Viewer = Depends(reviewer),
+        csrf: str = Form(""),
+        decision: str = Form(""),
+        rewrite: str = Form(""),
+    ) -> Response:
+        check_csrf(v, csrf)
+        row = store.judgment_by_id(_item_id(raw_id))
+        if row is None:
+            raise StarletteHTTPException(404, "No such judgment.")
+        store.review(row.id, v.user.id, decision, rewrite.replace("\r\n", "\n") if decision == "edited" else None)
+        return RedirectResponse(f"/review/item/{row.item_id}", status_code=303)
+
+    @app.post("/admin/items/{raw_id}/clear-flag")
+    def clear_flag(raw_id: str, v: Viewer = Depends(admin), csrf: str = Form("")) -> Response:
+        check_csrf(v, csrf)
+        item = store.item(_item_id(raw_id))
+        if item is None:
+            raise StarletteHTTPException(404, "No such item.")
+        store.clear_flags(item.id, v.user.id)
+        return RedirectResponse(f"/review/item/{item.id}" if item.task == "prefs" else "/admin", status_code=303)
+
     # -- admin ------------------------------------------------------------------------------------------------
-    def export_now() -> tuple[list[dict[str, Any]], Any]:
+    def export_now() -> Export:
         return apply_rules(store.pref_items(), config.tau)
 
     def eval_win() -> Any:
@@ -412,11 +602,10 @@ def create_app(config: AnnotateConfig, store: Store | None = None) -> FastAPI:
         if store.counts("prefs")["items"]:
             judged = store.judgments("prefs")
             alpha = prefs_agreement([(str(i.id), n, j.scores, j.skipped) for i, n, j in judged])
-            _rows, stats = export_now()
             prefs = {
                 "counts": store.counts("prefs"),
                 "progress": store.progress("prefs"),
-                "stats": stats.lines(),
+                "stats": export_now().stats.lines(),
                 "alpha_text": "n/a (no overlap)" if alpha is None else f"{alpha:.3f}",
             }
         if store.counts("eval")["items"]:
@@ -427,22 +616,38 @@ def create_app(config: AnnotateConfig, store: Store | None = None) -> FastAPI:
                 "win": win,
                 "alpha_text": "n/a" if win.alpha is None else f"{win.alpha:.3f}",
             }
-        flagged = [{"key": i.key, "task": i.task, "expert": n, "comment": j.comment} for i, n, j in store.flagged()]
-        return render("admin.html", viewer=v, prefs=prefs, eval=evals, flagged=flagged, tau_text=_fmt(config.tau))
+        flagged = [{"item_id": i.id, "key": i.key, "task": i.task, "expert": n, "comment": j.comment}
+                   for i, n, j in store.flagged()]  # fmt: skip
+        users = [u for u in store.users() if u.password_hash != "!external"]
+        return render("admin.html", viewer=v, prefs=prefs, eval=evals, flagged=flagged, tau_text=_fmt(config.tau),
+                      users=users)  # fmt: skip
+
+    @app.post("/admin/users/{raw_id}/active")
+    def set_active(raw_id: str, v: Viewer = Depends(admin), csrf: str = Form(""), active: str = Form("")) -> Response:
+        check_csrf(v, csrf)
+        store.set_active(_item_id(raw_id), active == "1", v.user.id)
+        return RedirectResponse("/admin", status_code=303)
+
+    def jsonl(rows: list[dict[str, Any]], name: str) -> Response:
+        body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        return PlainTextResponse(body, media_type="application/jsonl; charset=utf-8",
+                                 headers={"Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
 
     @app.get("/admin/export.jsonl")
     def export(v: Viewer = Depends(admin)) -> Response:
-        rows, _stats = export_now()
-        body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        return PlainTextResponse(
-            body,
-            media_type="application/jsonl; charset=utf-8",
-            headers={"Content-Disposition": 'attachment; filename="preferences.jsonl"'},
-        )
+        return jsonl(export_now().rows, "preferences.jsonl")
+
+    @app.get("/admin/export.original.jsonl")
+    def export_original(v: Viewer = Depends(admin)) -> Response:
+        return jsonl(export_now().original, "preferences.original.jsonl")
+
+    @app.get("/admin/export.excluded.jsonl")
+    def export_excluded(v: Viewer = Depends(admin)) -> Response:
+        return jsonl(export_now().excluded, "preferences.excluded.jsonl")
 
     @app.get("/admin/export-stats.json")
     def export_stats(v: Viewer = Depends(admin)) -> Response:
-        return JSONResponse(export_now()[1].to_dict())
+        return JSONResponse(export_now().stats.to_dict())
 
     @app.get("/admin/winrate.json")
     def winrate_json(v: Viewer = Depends(admin)) -> Response:
@@ -457,13 +662,33 @@ def create_app(config: AnnotateConfig, store: Store | None = None) -> FastAPI:
                 "user": names.get(a.user_id or -1, ""),
                 "action": a.action,
                 "item": a.item_id or "",
-                "detail": json.dumps(a.detail, ensure_ascii=False),
+                "detail": json.dumps(a.detail, ensure_ascii=False)[:2000],
             }
             for a in store.audit()
         ]
         return render("audit.html", viewer=v, rows=rows)
 
     return app
+
+
+async def run_in_threadpool(func: Any, *args: Any) -> Any:
+    from starlette.concurrency import run_in_threadpool as run
+
+    return await run(func, *args)
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None  # type: ignore[arg-type]
+    except ValueError:
+        return None
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 def _stored_verdict(shown: str, flip: bool) -> str:
@@ -483,8 +708,8 @@ def _shown_verdict(stored: str | None, flip: bool) -> str | None:
 
 
 def serve(config: AnnotateConfig) -> None:
-    """Run the app with uvicorn (blocks)."""
+    """Run the app with uvicorn (blocks). Proxy headers are the app's to read, from `trusted_proxies` only."""
     import uvicorn
 
     app = create_app(config)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info")
+    uvicorn.run(app, host=config.host, port=config.port, log_level="info", proxy_headers=False)
