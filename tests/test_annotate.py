@@ -89,6 +89,7 @@ def server_factory(tmp_path: Path) -> Iterator[Any]:
     servers: list[Server] = []
 
     def make(rows: list[dict[str, Any]] | None = None, k: int = 1, **config: Any) -> Server:
+        config.setdefault("shuffle", False)  # these tests score by position; test_prefs_app covers the shuffle
         db = str(tmp_path / f"annotate{len(servers)}.db")
         with Store(db) as store:
             store.add_user("admin", PASSWORDS["admin"], "admin")
@@ -111,6 +112,13 @@ def rows_of(sources: list[str]) -> list[dict[str, Any]]:
          "candidates": [{"text": f"candidate one of post {i}"}, {"text": f"candidate two of post {i} 😂"}]}
         for i, text in enumerate(sources)
     ]  # fmt: skip
+
+
+def take_next(page: Any, url: str, task: str = "prefs") -> None:
+    """Ask for the next item as the home page's button does (a POST: a GET hands out nothing)."""
+    page.goto(f"{url}/")
+    with page.expect_navigation():
+        page.click(f"#task-{task} form.next button")
 
 
 def login(context: Any, url: str, name: str, password: str | None = None) -> Any:
@@ -157,14 +165,16 @@ def score_current(page: Any, s1: int, s2: int, rewrite: str | None = None, keybo
 
 
 def test_expert_scores_all_items_and_export_has_exactly_the_rule_rows(browser: Any, server_factory: Any) -> None:
-    sources = ["今天的晚饭太好吃了，绝绝子！🍜", "你不是我的菜", "这个价格也太香了吧", "周末去爬山⛰️\n累但是开心",
-               "家人们谁懂啊😭", "yyds", "破防了", "绝了"]  # fmt: skip
+    # one-line posts without edge emoji: these candidates are stand-ins that keep no structure (the prompt and
+    # segment alignment of real candidates is test_prefs_app's)
+    sources = ["今天的晚饭太好吃了，绝绝子！", "你不是我的菜", "这个价格也太香了吧", "周末去爬山，累但是开心",
+               "家人们谁懂啊", "永远的神", "破防了", "绝了"]  # fmt: skip
     server = server_factory(rows_of(sources))
     plan = {  # post id → (s1, s2, rewrite)
         "p0": (4, 2, None),
         "p1": (1, 2, "You're not my type 😅"),
         "p2": (3, 3, None),
-        "p3": (2, 1, "Hiking ⛰️\nTired but happy"),
+        "p3": (2, 1, "Hiking ⛰️ this weekend, tired but happy"),
         "p4": (5, 1, None),
         "p5": (1, 4, None),
         "p6": (2, 2, "Emotionally wrecked"),
@@ -172,7 +182,7 @@ def test_expert_scores_all_items_and_export_has_exactly_the_rule_rows(browser: A
     }
     context = browser.new_context()
     page = login(context, server.url, "ann")
-    page.click("#task-prefs a.next")
+    take_next(page, server.url)
     done = []
     while "/item/" in page.url:
         # the key is known only from the page: score by the plan
@@ -188,8 +198,8 @@ def test_expert_scores_all_items_and_export_has_exactly_the_rule_rows(browser: A
         ("p0", "candidate one of post 0", "candidate two of post 0 😂", False),
         ("p1/rewrite/ann/y1", "You're not my type 😅", "candidate one of post 1", True),
         ("p1/rewrite/ann/y2", "You're not my type 😅", "candidate two of post 1 😂", True),
-        ("p3/rewrite/ann/y1", "Hiking ⛰️\nTired but happy", "candidate one of post 3", True),
-        ("p3/rewrite/ann/y2", "Hiking ⛰️\nTired but happy", "candidate two of post 3 😂", True),
+        ("p3/rewrite/ann/y1", "Hiking ⛰️ this weekend, tired but happy", "candidate one of post 3", True),
+        ("p3/rewrite/ann/y2", "Hiking ⛰️ this weekend, tired but happy", "candidate two of post 3 😂", True),
         ("p4", "candidate one of post 4", "candidate two of post 4 😂", False),
         ("p5", "candidate two of post 5 😂", "candidate one of post 5", False),
         ("p6/rewrite/ann/y1", "Emotionally wrecked", "candidate one of post 6", True),
@@ -216,14 +226,14 @@ def test_expert_scores_all_items_and_export_has_exactly_the_rule_rows(browser: A
                  [Judgment("ann", [v[0], v[1]], v[2])])
         for k, v in plan.items()
     ]  # fmt: skip
-    assert sorted(r["id"] for r in apply_rules(items, 3)[0]) == sorted(r["id"] for r in web_rows)
+    assert sorted(r["id"] for r in apply_rules(items, 3).rows) == sorted(r["id"] for r in web_rows)
     context.close()
 
 
 def test_rewrite_rules_are_enforced_by_the_server(browser: Any, server_factory: Any) -> None:
     server = server_factory(rows_of(["破防了"]))
     page = login(browser.new_context(), server.url, "ann")
-    page.goto(f"{server.url}/next?task=prefs")
+    take_next(page, server.url)
     page.check("input[name=s1][value='1']")
     page.check("input[name=s2][value='2']")
     # the pre-filled rewrite is candidate two: unchanged, the server refuses it and keeps the form
@@ -244,7 +254,7 @@ def test_xss_payload_shows_as_text(browser: Any, server_factory: Any) -> None:
     rows[0]["candidates"][0]["text"] = "<b>not bold</b><script>window.__xss = 3</script>"
     server = server_factory(rows)
     page = login(browser.new_context(), server.url, "ann")
-    page.goto(f"{server.url}/next?task=prefs")
+    take_next(page, server.url)
     assert page.inner_text("#post") == XSS
     assert "<b>not bold</b>" in page.inner_text("#cand1 .text")
     assert page.locator("#post script, #post img, #cand1 b").count() == 0
@@ -255,7 +265,7 @@ def test_xss_payload_shows_as_text(browser: Any, server_factory: Any) -> None:
 def test_forms_without_the_csrf_token_are_refused(browser: Any, server_factory: Any) -> None:
     server = server_factory(rows_of(["绝了"]))
     page = login(browser.new_context(), server.url, "ann")
-    page.goto(f"{server.url}/next?task=prefs")
+    take_next(page, server.url)
     item_url = page.url
     page.check("input[name=s1][value='4']")
     page.check("input[name=s2][value='2']")
@@ -300,7 +310,7 @@ def test_expert_cannot_open_admin_pages(browser: Any, server_factory: Any) -> No
 def test_two_browsers_editing_one_item_lose_no_write(browser: Any, server_factory: Any) -> None:
     server = server_factory(rows_of(["你不是我的菜"]))
     one = login(browser.new_context(), server.url, "ann")
-    one.goto(f"{server.url}/next?task=prefs")
+    take_next(one, server.url)
     item_url = one.url
     score_current(one, 4, 2)
     two = login(browser.new_context(), server.url, "ann")  # the same expert in a second browser
@@ -348,7 +358,7 @@ def test_item_page_screenshot_renders_chinese_and_emoji(browser: Any, server_fac
     rows[0]["candidates"] = [{"text": "Weekend hiking ⛰️\nTired but happy 😂🍜"}, {"text": "周末爬山\n累但开心 🎉"}]
     server = server_factory(rows)
     page = login(browser.new_context(viewport={"width": 1280, "height": 900}), server.url, "ann")
-    page.goto(f"{server.url}/next?task=prefs")
+    take_next(page, server.url)
     # each glyph drawn in the page's own font stack differs from the "no glyph" box of an unassigned code point,
     # and the emoji are drawn in colour
     report = page.evaluate(
@@ -400,7 +410,7 @@ def test_human_evaluation_round_through_the_browser(browser: Any, server_factory
               "bob": {0: "sft", 1: "sft", 2: "sft", 3: "same", 4: "same", 5: "base"}}  # fmt: skip
     for name, verdicts in wanted.items():
         page = login(browser.new_context(), server.url, name)
-        page.click("#task-eval a.next")
+        take_next(page, server.url, "eval")
         seen = 0
         while "/item/" in page.url:
             body = page.inner_text("main")
