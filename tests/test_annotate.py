@@ -61,7 +61,7 @@ class Server:
     def __init__(self, db: str, **config: Any) -> None:
         import uvicorn
 
-        from redtrans.prefs.web.app import create_app
+        from redtrans.prefs.web.app import create_app, uvicorn_config
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -69,7 +69,7 @@ class Server:
         self.config = AnnotateConfig(db=db, port=self.port, **config)
         self.store = Store(db)
         self.app = create_app(self.config, self.store)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn_config(self.config, self.app, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.time() + 20

@@ -512,3 +512,155 @@ def test_cli_generate_import_export(tmp_path: Path) -> None:
     assert r.exit_code == 0 and "preference rows" in r.output, r.output
     r = run(app, ["prefs", "export", "-o", str(tmp_path / "e")])
     assert r.exit_code == 2 and "--db" in r.output
+
+
+# -- training prompts = serving prompts (issue 30 item 1) -------------------------------------------------------
+PROMPT_POSTS = [
+    "今天的晚饭太好吃了，绝绝子！🍜",
+    "😂😂周末去爬山⛰️\n累但是开心",
+    "🔥🔥🔥这家店yyds🔥🔥🔥",
+    "家人们谁懂啊😭\n\n真的破防了",
+    "#户外[话题]# 周末露营太开心了 #露营[话题]#",
+    "@小红薯 你不是我的菜",
+    "看这个 https://example.com/a?b=1 真的太香了",
+    "我爱😀你😂真的",
+    "第一行\n第二行 @路人甲 在这\n第三行😅",
+    "[笑哭R]今天又被老板骂了",
+    "这个价格也太香了吧 #好物分享",
+    "早上好☀️ 今天也要加油💪",
+    "  前后有空格的帖子  ",
+    "💯 这波操作满分",
+    "姐妹们冲鸭！！！\n链接在这 www.example.org/x",
+    "打卡 #上海[话题]# @旅行小助手 🏙️",
+    "我真的会谢\n不想上班\n只想躺平🛌",
+    "破防了家人们 😭😭 太感动了",
+    "这也太可爱了吧🥹🥹",
+    "救命 笑死我了😂 #搞笑[话题]#",
+    "邮件发到 test@example.com 就行",
+    "第一句。\n第二句！\n第三句？",
+    "主打一个陪伴❤️",
+    "绝了绝了👍👍\n下次还来",
+    "今日份快乐 [派对R] 收到礼物",
+    "谁懂啊 这个颜色绝美 🎨 #穿搭",
+    "This dinner was so good, no cap! 🍜",
+    "Weekend vibes 😎\nNo work, just chill",
+    "@bestie you are not my type lol",
+    "Check this out https://example.com/x it slaps",
+    "Honestly this price is a steal 💸💸",
+    "OOTD #fashion looking fresh ✨",
+]
+
+
+class StyledPseudo:
+    """Two stand-in systems: the pseudo translator's output, one of them with every line's core doubled ("ww" →
+    "ww ww"), so the candidates differ while keeping the post's structure, as real translations do."""
+
+    def __init__(self, double: bool) -> None:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from stand_ins import PseudoTranslator
+
+        class Engine(PseudoTranslator):
+            def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+                out = super().generate(requests)
+                if double:
+                    for request, result in zip(requests, out, strict=True):
+                        if "You translate short" not in (request.messages or [{}])[0]["content"]:
+                            result.text = result.text + " again"
+                return out
+
+        self.engine = Engine()
+
+
+def first_requests(post: str, src: str, tgt: str) -> list[list[dict[str, str]]]:
+    """The messages of each segment's first request, recorded by a stand-in engine while the translator works."""
+    from redtrans.translator import Translator
+
+    engine = StyledPseudo(False).engine
+    Translator(engine).translate_text(post, tgt, src)
+    return [r.messages for r in engine.requests  # type: ignore[misc]
+            if "Translate this" not in r.messages[-1]["content"]  # type: ignore[index]
+            and "You translate short" not in r.messages[0]["content"]]  # type: ignore[index]  # fmt: skip
+
+
+def test_exported_prompts_are_the_translators_first_requests(tmp_path: Path) -> None:
+    """Every exported row (scored pairs, rewrite pairs, original pairs) holds exactly the chat messages the
+    translator sends for its segment, and the chosen/rejected texts are that segment's marker form."""
+    from redtrans.translator import Translator
+
+    assert len(PROMPT_POSTS) >= 30
+    sources = tmp_path / "posts.jsonl"
+    with sources.open("w", encoding="utf-8") as handle:
+        for i, post in enumerate(PROMPT_POSTS):
+            src, tgt = ("zh", "en") if re.search(r"[\u4e00-\u9fff]", post) else ("en", "zh")
+            handle.write(json.dumps({"id": f"q{i}", "text": post, "src": src, "tgt": tgt}, ensure_ascii=False) + "\n")
+    cands = tmp_path / "cands.jsonl"
+    cfg = GenerateConfig(input=sources, output=cands, systems=[standin(1), standin(2)])
+    run_generate(cfg, engines=[StyledPseudo(False).engine, StyledPseudo(True).engine])
+    rows = list(latest_rows(cands).values())
+    assert all(r["status"] == "ok" for r in rows) and len(rows) == len(PROMPT_POSTS)
+    db = str(tmp_path / "p.db")
+    with Store(db) as store:
+        store.import_candidates(rows, 1)
+        ann = store.add_user("ann", "password-1")
+        for n, row in enumerate(rows):
+            item = store.next_item(ann.id, 60, "prefs")
+            assert item is not None
+            stored = store.item(item)
+            assert stored is not None
+            if n % 3 == 2:  # both poor: a rewrite that keeps the post's lines and spans (the second one, edited)
+                better = stored.payload["candidates"][1]
+                fixed = better.replace("w", "W", 1) if "w" in better else better.replace("字", "好", 1)
+                sub = Submission(scores=[1, 2], rewrite=fixed)
+            else:
+                sub = Submission(scores=[4, 2] if n % 2 else [2, 5])
+            assert store.submit(item, ann.id, 0, sub).ok
+    out = tmp_path / "prefs.jsonl"
+    stats = run_export(ExportConfig(db=db, output=out))
+    exported = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    original = [json.loads(line) for line in (tmp_path / "prefs.original.jsonl").read_text().splitlines()]
+    by_id = {r["id"]: r for r in rows}
+    recorded = {key: first_requests(r["source"], r["src"], r["tgt"]) for key, r in by_id.items()}
+    multi = 0
+    for row in exported + original:
+        wanted = recorded[row["source_id"]]
+        assert row["segments"] == len(wanted)
+        assert row["prompt"] == wanted[row["segment"] - 1], row["id"]
+        multi += row["segments"] > 1
+        assert (row["prompt_version"], row["profile"]) == (prompts.PROMPT_VERSION, "rednote")
+    assert multi > 10 and stats.rewrite_rows > 10 and stats.unaligned == 0, stats
+    # each chosen/rejected text is what the model writes for its segment: the translator puts it back into the
+    # same whole text
+    planner = Translator.for_planning()
+    from redtrans.translator import Item
+
+    for row in exported:
+        plan = planner.training_segments(Item("x", by_id[row["source_id"]]["source"], by_id[row["source_id"]]["tgt"],
+                                              by_id[row["source_id"]]["src"]))  # fmt: skip
+        assert row["prompt"][-1]["content"] == plan.segments[row["segment"] - 1].masked
+    assert {r["source_id"] for r in exported} >= {f"q{i}" for i in range(0, len(PROMPT_POSTS), 3)}
+
+
+def test_rows_that_cannot_be_aligned_are_left_out_with_a_reason() -> None:
+    post = "周末去爬山⛰️\n累但是开心 @小红"
+    item = PrefItem("m", post, "zh", "en", ["Hiking ⛰️\nTired but happy @小红", "Hiking ⛰️\nTired, happy @小红"],
+                    [Judgment("ann", [1, 1], rewrite="Went hiking, tired but happy")])  # fmt: skip
+    export = apply_rules([item], 3)
+    assert export.rows == [] and export.stats.unaligned == 4  # two pairs × two segments
+    reasons = [e["detail"] for e in export.excluded]
+    assert reasons == ["2 lines in the post, 1 in the translation"] * 2
+    moved = PrefItem("n", post, "zh", "en", ["Hiking ⛰️\nTired but happy @小红", "Hiking\nTired, happy ⛰️ @小红"],
+                     [Judgment("ann", [4, 2])])  # fmt: skip
+    export = apply_rules([moved], 3)
+    assert export.rows == [] and "line 1: the line does not end with '⛰️'" in export.excluded[0]["detail"]
+    inner = "周末去爬山⛰️\n累 @小红 开心"
+    dropped = PrefItem("o", inner, "zh", "en", ["Hiking ⛰️\nTired @小红 happy", "Hiking ⛰️\nTired, happy"],
+                       [Judgment("ann", [4, 2])])  # fmt: skip
+    assert "line 2: '@小红' (marker ⟨1⟩) is not in the line" in apply_rules([dropped], 3).excluded[0]["detail"]
+    kept = PrefItem("p", inner, "zh", "en", ["Hiking ⛰️\nTired @小红 happy", "Hiking ⛰️\nTired, happy @小红"],
+                    [Judgment("ann", [4, 2])])  # fmt: skip
+    rows = apply_rules([kept], 3).rows
+    assert [(r["id"], r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows] == [
+        ("p/s2", "Tired ⟨1⟩ happy", "Tired, happy ⟨1⟩")  # segment 1 is the same in both: no row
+    ]

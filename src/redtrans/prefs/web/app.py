@@ -707,9 +707,16 @@ def _shown_verdict(stored: str | None, flip: bool) -> str | None:
     return "left" if (stored == "a") != flip else "right"
 
 
-def serve(config: AnnotateConfig) -> None:
-    """Run the app with uvicorn (blocks). Proxy headers are the app's to read, from `trusted_proxies` only."""
+def uvicorn_config(config: AnnotateConfig, app: FastAPI, log_level: str = "info") -> Any:
+    """The uvicorn config the app is served with: proxy headers are the app's to read, from `trusted_proxies`
+    only (uvicorn's own handling would trust `X-Forwarded-For` from any local peer)."""
     import uvicorn
 
-    app = create_app(config)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info", proxy_headers=False)
+    return uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level, proxy_headers=False)
+
+
+def serve(config: AnnotateConfig) -> None:
+    """Run the app with uvicorn (blocks)."""
+    import uvicorn
+
+    uvicorn.Server(uvicorn_config(config, create_app(config))).run()
