@@ -10,6 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from redtrans.prefs.labelstudio import label_config, label_studio_tasks  # noqa:
 from redtrans.prefs.prescore import run_prescore  # noqa: E402
 from redtrans.prefs.rows import latest_rows  # noqa: E402
 from redtrans.prefs.stats import prefs_agreement, win_rate  # noqa: E402
-from redtrans.prefs.store import RateLimited, Store, Submission  # noqa: E402
+from redtrans.prefs.store import RateLimited, Store, Submission, _hasher, database_url  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTS = [
@@ -108,7 +109,11 @@ def test_export_rules_exactly() -> None:
     assert five.rows == [] and five.stats.below_tau_no_rewrite == 1
     # the original pairs: every counted item whose averaged scores differ, rewrites ignored (below τ too: d, i)
     assert [(r["id"], r["chosen_from"]) for r in export.original] == [
-        ("a", "y1"), ("b", "y2"), ("d", "y1"), ("f", "y1"), ("i", "y1")
+        ("a", "y1"),
+        ("b", "y2"),
+        ("d", "y1"),
+        ("f", "y1"),
+        ("i", "y1"),
     ]
     # min_annotators: f, g, h have two judgments
     assert apply_rules(items, tau=3, min_annotators=2).stats.items == 3
@@ -303,7 +308,9 @@ def test_login_rate_limit_and_hashes(tmp_path: Path) -> None:
         assert store.authenticate("ann", "password-1", "1.2.3.4", attempts=3, window_s=0.001) is not None
 
 
-def test_store_on_real_postgresql(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def postgresql() -> Iterator[Any]:
+    """A throwaway PostgreSQL server; calling the fixture's value creates a fresh database and gives its URL."""
     initdb, postgres = shutil.which("initdb"), shutil.which("postgres")
     if not (initdb and postgres):
         for base in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
@@ -311,7 +318,7 @@ def test_store_on_real_postgresql(tmp_path: Path) -> None:
             break
     if not (initdb and postgres and Path(initdb).exists()):
         pytest.skip("needs PostgreSQL's initdb and postgres (Debian: apt-get install postgresql; make test does)")
-    pytest.importorskip("psycopg", reason="needs psycopg (the prefs extra)")
+    psycopg = pytest.importorskip("psycopg", reason="needs psycopg (the prefs extra)")
     # pytest's tmp folders are private to root, and postgres refuses to run as root: as root, run it as
     # nobody in a folder of its own under the system temp dir
     base = Path(tempfile.mkdtemp(prefix="redtrans-pg-"))
@@ -332,24 +339,177 @@ def test_store_on_real_postgresql(tmp_path: Path) -> None:
         [*user, postgres, "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(data)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
     )  # fmt: skip
+    admin = f"postgresql://rt@127.0.0.1:{port}/postgres"
+    deadline = time.time() + 30
+    while True:
+        try:
+            psycopg.connect(admin).close()
+            break
+        except psycopg.OperationalError:
+            if time.time() > deadline or server.poll() is not None:
+                raise
+            time.sleep(0.3)
+    made = iter(range(1000))
+
+    def database() -> str:
+        name = f"t{next(made)}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return f"postgresql://rt@127.0.0.1:{port}/{name}"
+
     try:
-        url = f"postgresql://rt@127.0.0.1:{port}/postgres"
-        deadline = time.time() + 30
-        while True:
-            try:
-                with Store(url) as store:
-                    break
-            except ConfigError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.3)
-        with Store(url) as store:
-            assert store.engine.dialect.name == "postgresql"
-            exercise_store(store)
+        yield database
     finally:
         server.terminate()
         server.wait(timeout=30)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_store_on_real_postgresql(postgresql: Any) -> None:
+    with Store(postgresql()) as store:
+        assert store.engine.dialect.name == "postgresql"
+        exercise_store(store)
+        # a login name longer than the column is a wrong login, not a server error (issue 30 item 8)
+        assert store.authenticate("n" * 300, "whatever-1", "1.2.3.4", attempts=3, window_s=60) is None
+
+
+def first_release_schema() -> Any:
+    """The store's tables exactly as the first release created them (its `Base.metadata.create_all`)."""
+    import sqlalchemy as sa
+
+    meta = sa.MetaData()
+    sa.Table(
+        "users",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("name", sa.String(120), unique=True, nullable=False),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("password_hash", sa.String(255), nullable=False),
+        sa.Column("active", sa.Boolean, nullable=False),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+    )
+    sa.Table(
+        "sessions",
+        meta,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("user_id", sa.ForeignKey("users.id", ondelete="CASCADE"), index=True, nullable=False),
+        sa.Column("csrf", sa.String(64), nullable=False),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("expires_at", sa.DateTime, nullable=False),
+    )
+    sa.Table(
+        "items",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("task", sa.String(16), index=True, nullable=False),
+        sa.Column("key", sa.String(255), nullable=False),
+        sa.Column("payload", sa.JSON, nullable=False),
+        sa.Column("k", sa.Integer, nullable=False),
+        sa.Column("order_key", sa.Float, nullable=False),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.UniqueConstraint("task", "key"),
+    )
+    sa.Table(
+        "leases",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("item_id", sa.ForeignKey("items.id", ondelete="CASCADE"), index=True, nullable=False),
+        sa.Column("user_id", sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("expires_at", sa.DateTime, index=True, nullable=False),
+        sa.UniqueConstraint("item_id", "user_id"),
+    )
+    sa.Table(
+        "judgments",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("item_id", sa.ForeignKey("items.id", ondelete="CASCADE"), index=True, nullable=False),
+        sa.Column("user_id", sa.ForeignKey("users.id", ondelete="CASCADE"), index=True, nullable=False),
+        sa.Column("scores", sa.JSON),
+        sa.Column("verdict", sa.String(8)),
+        sa.Column("rewrite", sa.Text),
+        sa.Column("comment", sa.Text, nullable=False),
+        sa.Column("flagged", sa.Boolean, nullable=False),
+        sa.Column("skipped", sa.Boolean, nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+        sa.UniqueConstraint("item_id", "user_id"),
+    )
+    sa.Table(
+        "audit",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("at", sa.DateTime, index=True, nullable=False),
+        sa.Column("user_id", sa.Integer),
+        sa.Column("action", sa.String(32), nullable=False),
+        sa.Column("item_id", sa.Integer),
+        sa.Column("detail", sa.JSON, nullable=False),
+    )
+    sa.Table("login_failures", meta, sa.Column("id", sa.Integer, primary_key=True),
+             sa.Column("at", sa.DateTime, index=True, nullable=False),
+             sa.Column("name", sa.String(120), index=True, nullable=False),
+             sa.Column("addr", sa.String(64), index=True, nullable=False))  # fmt: skip
+    return meta
+
+
+def check_migrates_a_first_release_store(url: str) -> None:
+    """A store made by the first release (no alembic_version) is migrated on open, its rows kept and usable."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from redtrans.prefs.store import head_revision
+
+    engine = sa.create_engine(database_url(url))
+    meta = first_release_schema()
+    meta.create_all(engine)
+    at = dt.datetime(2026, 5, 1, 12, 0, 0)
+    hashed = _hasher().hash("password-1")
+    payload = {"source": "你不是我的菜", "src": "zh", "tgt": "en", "reference": None, "auto": None,
+               "candidates": ["You are not my dish", "You're not my type"], "systems": ["a", "b"],
+               "seeds": [None, None]}  # fmt: skip
+    with engine.begin() as conn:
+        t = meta.tables
+        for uid, name, role in ((1, "ann", "expert"), (2, "root", "admin")):
+            conn.execute(t["users"].insert().values(id=uid, name=name, role=role, password_hash=hashed, active=True,
+                                                    created_at=at))  # fmt: skip
+        conn.execute(t["items"].insert().values(id=1, task="prefs", key="p1", payload=payload, k=1, order_key=0.0,
+                                                created_at=at))  # fmt: skip
+        conn.execute(t["judgments"].insert().values(id=1, item_id=1, user_id=1, scores=[1, 2], rewrite="Not my type",
+                                                    comment="", flagged=False, skipped=False, version=1,
+                                                    created_at=at, updated_at=at))  # fmt: skip
+        conn.execute(t["audit"].insert().values(at=at, user_id=1, action="submit", item_id=1, detail={}))
+    engine.dispose()
+    with Store(url) as store:
+        assert store.migrated == ["0002"]  # recognised as 0001 (stamped), then upgraded
+        ((item, name, j),) = store.judgments("prefs")
+        assert (item.key, name, j.scores, j.rewrite, j.version, j.set_by, j.review) == (
+            "p1",
+            "ann",
+            [1, 2],
+            "Not my type",
+            1,
+            None,
+            None,
+        )
+        export = apply_rules(store.pref_items(), 3)
+        assert [r["id"] for r in export.rows] == ["p1/rewrite/ann/y1", "p1/rewrite/ann/y2"]
+        assert export.rows[0]["judgments"][0]["set_by"] == ["expert", "expert"]  # before provenance: the expert's
+        store.review(j.id, 2, "rejected")
+        assert apply_rules(store.pref_items(), 3).rows == []
+        assert store.authenticate("ann", "password-1", "1.2.3.4", attempts=3, window_s=60) is not None
+    with Store(url) as store:  # opened again: nothing left to do
+        assert store.migrated == []
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head_revision()
+
+
+def test_migrates_a_first_release_store_on_sqlite(tmp_path: Path) -> None:
+    check_migrates_a_first_release_store(str(tmp_path / "old.db"))
+
+
+def test_migrates_a_first_release_store_on_postgresql(postgresql: Any) -> None:
+    check_migrates_a_first_release_store(postgresql())
 
 
 # -- agreement, win rate, interop -----------------------------------------------------------------------------
@@ -369,8 +529,12 @@ def ls_rating(name: str, rating: int, origin: str = "manual") -> dict:
 
 
 def ls_task(key: str, post: str, y1: str, y2: str, *annotations: dict) -> dict:
-    (data,) = [t["data"] for t in label_studio_tasks(
-        [{"id": key, "source": post, "src": "zh", "tgt": "en", "candidates": [{"text": y1}, {"text": y2}]}])]
+    (data,) = [
+        t["data"]
+        for t in label_studio_tasks(
+            [{"id": key, "source": post, "src": "zh", "tgt": "en", "candidates": [{"text": y1}, {"text": y2}]}]
+        )
+    ]
     return {"id": abs(hash(key)) % 1000, "data": data, "annotations": list(annotations)}  # fmt: skip
 
 
@@ -395,7 +559,8 @@ def test_label_studio_import_applies_the_same_rules(tmp_path: Path) -> None:
         # both ratings taken over from a pre-annotation unchanged: accepted-only → left out by default
         ls_task("p4", "太香了", "too fragrant", "such a steal", ls_annotation(3, 1, 5, origin="prediction")),
         # an old-release task (source / y1 / y2) is still read
-        {"id": 9, "data": {"id": "p5", "source": "永远的神", "src": "zh", "tgt": "en", "y1": "GOAT", "y2": "eternal god"},
+        {"id": 9, "data": {"id": "p5", "source": "永远的神", "src": "zh", "tgt": "en", "y1": "GOAT",
+                           "y2": "eternal god"},
          "annotations": [ls_annotation(3, 5, 2)]},
     ]  # fmt: skip
     path = tmp_path / "ls.json"
@@ -430,7 +595,9 @@ def test_label_studio_reimport_applies_newer_changes_and_lists_conflicts(tmp_pat
     db, path = str(tmp_path / "ls.db"), tmp_path / "ls.json"
 
     def run(s1: int, s2: int, updated: str, *options: str) -> Any:
-        task = ls_task("p1", "你不是我的菜", "You are not my dish", "You're not my type", ls_annotation(7, s1, s2, updated))
+        task = ls_task(
+            "p1", "你不是我的菜", "You are not my dish", "You're not my type", ls_annotation(7, s1, s2, updated)
+        )
         path.write_text(json.dumps([task], ensure_ascii=False), encoding="utf-8")
         return CliRunner().invoke(app, ["prefs", "import-label-studio", str(path), "--db", db, *options])
 
@@ -604,7 +771,7 @@ def test_exported_prompts_are_the_translators_first_requests(tmp_path: Path) -> 
     with Store(db) as store:
         store.import_candidates(rows, 1)
         ann = store.add_user("ann", "password-1")
-        for n, row in enumerate(rows):
+        for n in range(len(rows)):
             item = store.next_item(ann.id, 60, "prefs")
             assert item is not None
             stored = store.item(item)

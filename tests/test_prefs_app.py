@@ -307,8 +307,11 @@ def test_import_bench_reads_systems_given_as_outputs_files(tmp_path: Path) -> No
     assert result.exit_code == 0 and "4 evaluation items" in result.output, result.output
     with Store(db) as store:
         item = store.item(1)
-        assert item is not None and item.payload["src"] == "zh" and sorted(item.payload["outputs"]) == ["mine 0",
-                                                                                                        "theirs 0"]
+        assert (
+            item is not None
+            and item.payload["src"] == "zh"
+            and sorted(item.payload["outputs"]) == ["mine 0", "theirs 0"]
+        )
 
 
 # -- item 9 ------------------------------------------------------------------------------------------------------
@@ -318,11 +321,10 @@ def test_identical_candidates_never_form_a_pair(live: Any, tmp_path: Path) -> No
     with Store(str(tmp_path / "x.db")) as store:
         assert store.import_candidates([same, *rows(1)], 1) == (1, 0, 1)
     server = live()
-    with Store(server.config.db) as store:  # one made before the fix: the export still refuses the pair
-        with store.sessions.begin() as s:
-            from redtrans.prefs.store import Item
+    from redtrans.prefs.store import Item
 
-            s.add(Item(task="prefs", key="dup", payload=store._payload(same), k=1))
+    with Store(server.config.db) as store, store.sessions.begin() as s:  # queued before the fix: still no pair
+        s.add(Item(task="prefs", key="dup", payload=store._payload(same), k=1))
     ann, admin = client(server, "ann"), client(server, "admin")
     item = take(ann)
     assert judge(ann, item, 5, 4).status_code == 303

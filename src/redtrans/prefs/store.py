@@ -548,8 +548,8 @@ class Store:
                     newer = updated is not None and updated > row.updated_at
                     if not newer and prefer != "import":
                         if prefer != "store":
-                            stored = f"{row.updated_at:%Y-%m-%d %H:%M:%S}"
-                            report.conflicts.append(f"{what} (import updated {updated or 'unknown'}, store {stored})")
+                            ours = f"{row.updated_at:%Y-%m-%d %H:%M:%S}"
+                            report.conflicts.append(f"{what} (import updated {updated or 'unknown'}, store {ours})")
                         continue
                     s.execute(update(JudgmentRow).where(JudgmentRow.id == row.id)
                               .values(version=row.version + 1, updated_at=max(stamp, row.updated_at), review=None,

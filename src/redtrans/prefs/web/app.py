@@ -417,8 +417,8 @@ def create_app(config: AnnotateConfig, store: Store | None = None) -> FastAPI:
                     score = shown[pos]
                     assert score is not None
                     scores[index] = score
-                    accepted = marks[pos] == SUGGESTION and suggested is not None
-                    set_by[index] = SUGGESTION if accepted and suggested[index]["score"] == score else EXPERT
+                    accepted = marks[pos] == SUGGESTION and suggested is not None and suggested[index]["score"] == score
+                    set_by[index] = SUGGESTION if accepted else EXPERT
                 sub.scores, sub.set_by, sub.display_order = scores, set_by, order
                 if all(s < config.tau for s in scores):
                     text = rewrite.strip()
@@ -535,7 +535,7 @@ def create_app(config: AnnotateConfig, store: Store | None = None) -> FastAPI:
             if status == "all" or status in tags:
                 rows.append({"item_id": item.id, "key": item.key, "source": item.payload["source"],
                              "tags": sorted(tags), "experts": ", ".join(n for n, _ in judged)})  # fmt: skip
-        return render("review_list.html", viewer=v, rows=rows, filters=REVIEW_FILTERS, status=status, counts=counts)
+        return render("review_list.html", viewer=v, rows=rows, filters=REVIEW_FILTERS, current=status, counts=counts)
 
     @app.get("/review/item/{raw_id}", response_class=HTMLResponse)
     def review_item(raw_id: str, v: Viewer = Depends(reviewer)) -> Response:
@@ -679,7 +679,7 @@ async def run_in_threadpool(func: Any, *args: Any) -> Any:
 
 def _int(value: str | None) -> int | None:
     try:
-        return int(value) if value not in (None, "") else None  # type: ignore[arg-type]
+        return int(value) if value else None
     except ValueError:
         return None
 

@@ -8,6 +8,8 @@ Create Date: 2026-05-20
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -16,7 +18,7 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-COLUMNS = [
+COLUMNS: list[tuple[str, Any]] = [
     ("set_by", sa.JSON),
     ("display_order", sa.JSON),
     ("rewrite_from", sa.Integer),
