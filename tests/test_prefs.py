@@ -831,3 +831,22 @@ def test_rows_that_cannot_be_aligned_are_left_out_with_a_reason() -> None:
     assert [(r["id"], r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows] == [
         ("p/s2", "Tired ⟨1⟩ happy", "Tired, happy ⟨1⟩")  # segment 1 is the same in both: no row
     ]
+
+
+def test_sft_rows_are_the_translators_segments() -> None:
+    """`sample`'s SFT rows (issue 30 item 1): one per segment, each prompt the translator's first request."""
+    from redtrans.sampling.export import sft_rows
+
+    post = "😂周末去爬山⛰️\n累但是 @小红 开心 #户外[话题]#"
+    good = {"id": "c:1", "src": "zh", "tgt": "en", "bucket": "[0,0.1)", "delta_bleu": 0.0, "source": post,
+            "reference": "😂Hiking this weekend⛰️\nTired @小红 but happy #Outdoors[Topic]#"}  # fmt: skip
+    bad = {**good, "id": "c:2", "reference": "😂Hiking this weekend, tired but happy ⛰️"}
+    left_out: list[dict[str, Any]] = []
+    rows = list(sft_rows([good, bad], "reference", False, "messages", unaligned=left_out))
+    wanted = first_requests(post, "zh", "en")
+    assert [r["id"] for r in rows] == ["c:1/s1", "c:1/s2"] and len(wanted) == 2
+    assert [r["messages"][:-1] for r in rows] == wanted
+    assert [r["messages"][-1]["content"] for r in rows] == ["Hiking this weekend", "Tired ⟨1⟩ but happy"]
+    assert left_out == [{"id": "c:2", "origin": "reference", "reason": "2 lines in the post, 1 in the translation"}]
+    pc = list(sft_rows([good], "reference", False, "prompt_completion"))
+    assert [r["prompt"] for r in pc] == wanted and pc[1]["completion"][0]["content"] == "Tired ⟨1⟩ but happy"

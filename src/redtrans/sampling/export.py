@@ -1,4 +1,9 @@
-"""The SFT set (TRL conversational and prompt/completion, from `redtrans.prompts`), statistics and histogram.
+"""The SFT set (TRL conversational and prompt/completion, one row per translator segment), statistics and histogram.
+
+Each SFT row holds exactly what the translator sends for one segment of the post (`Translator.
+training_segments`: one request per line, edge emoji peeled off, hashtags/mentions/URLs as markers, hints and
+examples of the prompt settings) and the target's part for it in the same marker form; a post whose target
+cannot be aligned to its segments gives no row and is listed with its reason in `SFT_PROMPT_FILE`.
 
 SFT target rule (`SampleConfig.target_rule`):
 - ``auto``: the reference when the row has one; otherwise the forward translation whose round trip scored
@@ -92,15 +97,34 @@ def default_prompt_settings() -> prompts.PromptSettings:
     return TranslatorConfig().prompt_settings()
 
 
+def _planner(settings: prompts.PromptSettings, profile: str) -> Any:
+    from redtrans.translator import Translator, TranslatorConfig
+
+    config = TranslatorConfig(profile=profile, termbases=list(settings.termbases), max_hints=settings.max_hints,
+                              examples=settings.examples, shots=settings.shots)  # fmt: skip
+    translator = Translator.for_planning(config)
+    translator.prompts = prompts.PromptBuilder(settings)  # exactly these settings (min_similarity too)
+    return translator
+
+
 def sft_rows(
     rows: list[dict[str, Any]],
     rule: str,
     allow_flagged: bool,
     fmt: str,
-    builder: prompts.PromptBuilder | None = None,
+    settings: prompts.PromptSettings | None = None,
+    profile: str = "rednote",
+    unaligned: list[dict[str, Any]] | None = None,
 ) -> Iterable[dict[str, Any]]:
-    """SFT rows whose prompts `builder` makes (term-base hints, examples) exactly as the translator does."""
-    builder = builder or prompts.PromptBuilder(default_prompt_settings())
+    """SFT rows, one per segment the translator sends for a post (`Translator.training_segments`): the segment's
+    first request as the prompt (term-base hints, examples, markers, edge spans peeled off) and the target's part
+    for that segment in the same marker form. A target that cannot be aligned to the segments gives no row;
+    it is appended to `unaligned` with its reason."""
+    from redtrans.text.spans import AlignmentError
+    from redtrans.translator import Item
+
+    planner = _planner(settings or default_prompt_settings(), profile)
+    recorded = planner.training_settings()
     for row in rows:
         chosen = choose_target(row, rule, allow_flagged)
         if chosen is None:  # the draw only takes eligible rows; guard anyway
@@ -110,10 +134,22 @@ def sft_rows(
                 "corpus": row.get("corpus"), "delta_bleu": row["delta_bleu"]}  # fmt: skip
         if row.get("source_id") is not None:
             meta["source_id"] = row["source_id"]
-        if fmt == "messages":
-            yield {"messages": prompts.sft_messages(row["source"], target, row["src"], row["tgt"], builder), **meta}
-        else:
-            yield {**prompts.prompt_completion(row["source"], target, row["src"], row["tgt"], builder), **meta}
+        plan = planner.training_segments(Item(str(row["id"]), row["source"], row["tgt"], row["src"]))
+        try:
+            parts = plan.align(target)
+        except AlignmentError as exc:
+            if unaligned is not None:
+                unaligned.append({"id": row["id"], "origin": origin, "reason": str(exc)})
+            continue
+        many = len(plan.segments) > 1
+        for segment, part in zip(plan.segments, parts, strict=True):
+            seg = {**meta, "id": f"{row['id']}/s{segment.number}" if many else row["id"], "post_id": row["id"],
+                   "segment": segment.number, "segments": len(plan.segments), **recorded}  # fmt: skip
+            completion = [{"role": "assistant", "content": part}]
+            if fmt == "messages":
+                yield {"messages": [*segment.messages, *completion], **seg}
+            else:
+                yield {"prompt": segment.messages, "completion": completion, **seg}
 
 
 def write_sft(
@@ -123,19 +159,24 @@ def write_sft(
     allow_flagged: bool,
     formats: Sequence[str],
     settings: prompts.PromptSettings | None = None,
+    profile: str = "rednote",
 ) -> dict[str, int]:
     """Write the SFT files (replacing earlier ones atomically) and `SFT_PROMPT_FILE` with the prompt settings
-    (default: the default translator's); rows per file."""
+    (default: the default translator's), the profile and the posts left out because their target could not be
+    aligned to the translator's segments (count and per-row reasons); rows per file."""
     settings = settings or default_prompt_settings()
-    builder = prompts.PromptBuilder(settings)
-    written = {
-        str(out_dir / SFT_FILES[fmt]): _write_atomic(
-            out_dir / SFT_FILES[fmt], sft_rows(drawn.rows, rule, allow_flagged, fmt, builder)
-        )
-        for fmt in formats
-    }
+    written: dict[str, int] = {}
+    unaligned: list[dict[str, Any]] = []
+    for fmt in formats:
+        found: list[dict[str, Any]] = []
+        path = out_dir / SFT_FILES[fmt]
+        rows = sft_rows(drawn.rows, rule, allow_flagged, fmt, settings, profile, found)
+        written[str(path)] = _write_atomic(path, rows)
+        unaligned = found
     meta = out_dir / SFT_PROMPT_FILE
-    meta.write_text(json.dumps({"files": sorted(written), **settings.to_dict()}, indent=2) + "\n", encoding="utf-8")
+    data = {"files": sorted(written), **settings.to_dict(), "profile": profile, "unaligned": len(unaligned),
+            "unaligned_rows": unaligned}  # fmt: skip
+    meta.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return written
 
 

@@ -64,7 +64,8 @@ def draw_and_export(config: SampleConfig, run: RoundTripSummary | None = None) -
 
     drawn = draw(config.journal_path, buckets, config.target_size, config.seed, config.method, eligible, observe,
                  signal=lambda row: not no_signal_reasons(row))  # fmt: skip
-    sft_files = write_sft(config.out, drawn, config.target_rule, config.allow_flagged_targets, config.sft_formats)
+    sft_files = write_sft(config.out, drawn, config.target_rule, config.allow_flagged_targets, config.sft_formats,
+                          profile=config.profile)  # fmt: skip
     described = run.models if run else {m: {"model": models.get(m)} for m in MODELS}
     after = drawn_stats(drawn, config.histogram_bins, config.target_rule, config.allow_flagged_targets)
     journal = journal_stats.to_dict()
