@@ -31,7 +31,7 @@ from redtrans.prefs.store import Store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "runs" / "test-artifacts"
-PASSWORDS = {"admin": "admin-pass-1", "ann": "ann-pass-12", "bob": "bob-pass-12"}
+PASSWORDS = {"admin": "admin-pass-1", "ann": "ann-pass-12", "bob": "bob-pass-12", "rita": "rita-pass-12"}
 XSS = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">粗体 **bold**'
 
 
@@ -459,3 +459,175 @@ def test_login_rate_limit(browser: Any, server_factory: Any) -> None:
     with page.expect_navigation() as nav:
         page.click("button[type=submit]")
     assert nav.value is not None and nav.value.status == 429 and "too many failed logins" in page.inner_text("body")
+
+
+FLOW = {  # post id → (post, candidate 1, candidate 2)
+    "p0": ("你不是我的菜", "You are not my dish", "You're not my type"),
+    "p1": ("这个价格也太香了吧", "This price is so fragrant", "This price is such a steal"),
+    "p2": ("破防了", "Broke the defense", "Defense broken"),
+    "p3": ("绝绝子", "Absolute absolute", "Super super"),
+    "p4": ("家人们谁懂啊", "Family members who understands", "Family who knows"),
+    "p5": ("永远的神", "Forever god", "GOAT"),
+}
+
+
+def flow_rows() -> list[dict[str, Any]]:
+    out = []
+    for key, (post, one, two) in FLOW.items():
+        row: dict[str, Any] = {"id": key, "source": post, "src": "zh", "tgt": "en",
+                               "candidates": [{"text": one}, {"text": two}]}  # fmt: skip
+        if key == "p0":
+            row["auto"] = {"metric": "chrf++", "scores": [61.0, 20.0], "rubric": [4, 2], "needs_rewrite": False}
+        out.append(row)
+    return out
+
+
+def press_scores(page: Any, wanted: dict[str, int]) -> None:
+    """Score by keyboard: `wanted` maps candidate text → score; the page shows them in its own order."""
+    shown = [page.inner_text("#cand1 .text"), page.inner_text("#cand2 .text")]
+    for text in shown:
+        page.keyboard.press(str(wanted[text]))
+
+
+def test_expert_and_reviewer_walk_the_whole_flow_and_the_export_holds_only_deliberate_judgments(
+    browser: Any, server_factory: Any
+) -> None:
+    """Keyboard-only judging with shuffled candidates, a skip and the way back, a flag, rewrites, review with a
+    diff, one rewrite rejected, export: exactly the accepted expert-set judgments come out (issue 30)."""
+    server = server_factory(flow_rows(), shuffle=True)
+    with Store(server.config.db) as store:
+        store.add_user("rita", "rita-pass-12", "reviewer")
+        with store.sessions.begin() as s:  # p5 needs two experts; only ann will judge it
+            from redtrans.prefs.store import Item
+
+            s.query(Item).filter(Item.key == "p5").update({"k": 2})
+    page = login(browser.new_context(), server.url, "ann")
+    page.keyboard.press("Tab")  # the keyboard reaches "Next item" on the home page
+    for _ in range(12):
+        if page.evaluate("document.activeElement.textContent").strip().startswith("Next item"):
+            break
+        page.keyboard.press("Tab")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.is_visible("#rubric[open]")  # guidelines open on the first item
+    page.keyboard.press("g")
+    assert not page.is_visible("#rubric[open] table")
+    seen: list[str] = []
+    reopened = False
+    while "/item/" in page.url:
+        key = page.get_attribute("#item-meta", "data-key")
+        post, one, two = FLOW[key]
+        assert "checked" not in page.inner_html("#judge")  # nothing pre-selected, ever
+        if key == "p2" and not reopened:
+            with page.expect_navigation():
+                page.keyboard.press("s")  # skip …
+            assert "/item/" in page.url or "Nothing left" in page.inner_text("body")
+            if "/item/" not in page.url:
+                page.goto(f"{server.url}/mine")
+                with page.expect_navigation():
+                    page.click("a.reopen")
+            else:
+                with page.expect_navigation():
+                    page.keyboard.press("b")  # … and come back with the "previous item" key
+            assert page.get_attribute("#item-meta", "data-key") == "p2" and page.is_visible("#skipped-note")
+            reopened = True
+            continue
+        if key == "p0":
+            page.keyboard.press("a")  # accept the suggestions as shown, without looking
+        elif key == "p1":
+            press_scores(page, {one: 2, two: 5})
+        elif key == "p2":
+            press_scores(page, {one: 1, two: 1})
+            page.keyboard.press("w")
+            page.keyboard.press("Control+a")
+            page.keyboard.type("I'm emotionally wrecked")
+            page.keyboard.press("Escape")
+        elif key == "p3":
+            press_scores(page, {one: 3, two: 4})
+            page.keyboard.press("f")
+            page.keyboard.press("n")
+            page.keyboard.type("not a real post")
+            page.keyboard.press("Enter")  # Enter in the note does not submit
+            assert page.get_attribute("#item-meta", "data-key") == "p3"
+            page.keyboard.press("Escape")
+        elif key == "p4":
+            press_scores(page, {one: 1, two: 2})
+            page.keyboard.press("w")
+            page.keyboard.press("Control+a")
+            page.keyboard.type("Guys, can anyone relate?")
+            page.keyboard.press("Escape")
+        elif key == "p5":
+            press_scores(page, {one: 2, two: 5})
+        with page.expect_navigation():
+            page.keyboard.press("Control+Enter")
+        seen.append(key)
+    assert sorted(seen) == sorted(FLOW) and page.errors == []
+    with Store(server.config.db) as store:
+        orders = {i.key: j.display_order for i, _n, j in store.judgments("prefs")}
+        scores = {i.key: j.scores for i, _n, j in store.judgments("prefs")}
+        set_by = {i.key: j.set_by for i, _n, j in store.judgments("prefs")}
+    assert {tuple(o) for o in orders.values()} == {(0, 1), (1, 0)}  # both orders were shown, and mapped back:
+    assert scores["p1"] == [2, 5] and scores["p5"] == [2, 5] and scores["p0"] == [4, 2]
+    assert set_by["p0"] == ["suggestion", "suggestion"] and set_by["p1"] == ["expert", "expert"]
+
+    # the reviewer: filters, the diff against the candidate the rewrite started from, accept one, reject one
+    review = login(browser.new_context(), server.url, "rita")
+    review.goto(f"{server.url}/review?status=rewritten")
+    assert sorted(review.locator("#review-items tr[data-key]").evaluate_all("rs => rs.map(r => r.dataset.key)")) == [
+        "p2", "p4"]  # fmt: skip
+    review.goto(f"{server.url}/review?status=flagged")
+    assert review.locator("#review-items tr[data-key]").count() == 1
+    review.goto(f"{server.url}/review?status=accepted-only")
+    assert review.inner_text("#review-items").count("p0") == 1
+    for key, decision in (("p2", "accept"), ("p4", "reject")):
+        review.goto(f"{server.url}/review?status=rewritten")
+        with review.expect_navigation():
+            review.click(f"#review-items tr[data-key={key}] a")
+        diff = review.locator("#diff-ann")
+        assert diff.locator(".ins").count() >= 1 and diff.locator(".del").count() >= 1
+        with review.expect_navigation():
+            review.click(f"#judgment-ann button.{decision}")
+        assert review.inner_text("#judgment-ann .review-status") == ("accepted" if key == "p2" else "rejected")
+    # the expert cannot open review pages
+    assert page.goto(f"{server.url}/review").status == 403
+
+    admin = login(browser.new_context(), server.url, "admin")
+    rows = [json.loads(line) for line in admin.request.get(f"{server.url}/admin/export.jsonl").text().splitlines()]
+    assert sorted((r["id"], r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows) == [
+        ("p1", "This price is such a steal", "This price is so fragrant"),
+        ("p2/rewrite/ann/y1", "I'm emotionally wrecked", "Broke the defense"),
+        ("p2/rewrite/ann/y2", "I'm emotionally wrecked", "Defense broken"),
+    ]
+    assert all(j["set_by"] == ["expert", "expert"] for r in rows for j in r["judgments"])
+    stats = admin.request.get(f"{server.url}/admin/export-stats.json").json()
+    assert (stats["accepted_only"], stats["flagged"], stats["rejected"], stats["incomplete"]) == (1, 1, 1, 1)
+    original = admin.request.get(f"{server.url}/admin/export.original.jsonl").text().splitlines()
+    assert [json.loads(line)["id"] for line in original] == ["p1"]
+    admin.goto(f"{server.url}/admin")
+    assert "ann" in admin.inner_text("#progress-prefs") and " s / " in admin.inner_text("#progress-prefs")
+
+
+def test_the_keyboard_reaches_every_control_and_a_draft_survives_leaving_the_page(
+    browser: Any, server_factory: Any
+) -> None:
+    server = server_factory(rows_of(["破防了"]))
+    page = login(browser.new_context(), server.url, "ann")
+    take_next(page, server.url)
+    item_url = page.url
+    reached = set()
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        reached.add(page.evaluate("document.activeElement.id || document.activeElement.name || ''"))
+    assert {"comment", "flag", "submit", "skip-button"} <= reached, reached
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("1")
+    page.keyboard.press("1")
+    page.keyboard.press("w")
+    page.keyboard.press("Control+a")
+    page.keyboard.type("My unsaved rewrite 😭")
+    page.on("dialog", lambda dialog: dialog.accept())  # the browser asks before leaving unsaved text
+    page.goto(f"{server.url}/mine")
+    page.goto(item_url)
+    assert page.input_value("#rewrite") == "My unsaved rewrite 😭"
+    with Store(server.config.db) as store:
+        assert store.counts("prefs")["done"] == 0
