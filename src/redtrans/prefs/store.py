@@ -542,6 +542,8 @@ class Store:
                         continue
                     before = _external_values_of(row)
                     if before == values:
+                        if updated is not None and updated > row.updated_at:
+                            row.updated_at = updated  # the same judgment, as of a later export
                         report.unchanged += 1
                         continue
                     what = f"item {ext.key}, {name}: {_describe(before)} → {_describe(values)}"
