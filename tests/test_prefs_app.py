@@ -20,12 +20,12 @@ import pytest
 pytest.importorskip("argon2", reason="needs the prefs extra: pip install 'redtrans[prefs]'")
 
 import httpx  # noqa: E402
-from test_annotate import Server  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from redtrans.cli import app as cli_app  # noqa: E402
 from redtrans.prefs.export import apply_rules  # noqa: E402
 from redtrans.prefs.store import Store  # noqa: E402
+from tests.test_annotate import Server  # noqa: E402
 
 PASSWORDS = {"admin": "admin-pass-1", "ann": "ann-pass-12", "bob": "bob-pass-12", "rita": "rita-pass-12"}
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
