@@ -786,9 +786,11 @@ def test_exported_prompts_are_the_translators_first_requests(tmp_path: Path) -> 
     out = tmp_path / "prefs.jsonl"
     stats = run_export(ExportConfig(db=db, output=out))
     exported = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    original = [json.loads(line) for line in (tmp_path / "prefs.original.jsonl").read_text().splitlines()]
     by_id = {r["id"]: r for r in rows}
     recorded = {key: first_requests(r["source"], r["src"], r["tgt"]) for key, r in by_id.items()}
+    for row in exported:  # (checked first: the prompt itself, before anything else about the row)
+        assert row["prompt"] in recorded[row["source_id"]], row["id"]
+    original = [json.loads(line) for line in (tmp_path / "prefs.original.jsonl").read_text().splitlines()]
     multi = 0
     for row in exported + original:
         wanted = recorded[row["source_id"]]
