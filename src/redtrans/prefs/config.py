@@ -169,8 +169,9 @@ class AnnotateConfig(StageConfig):
     """Addresses (or CIDR networks) of reverse proxies whose `X-Forwarded-For` names the client (for the login
     throttle and the audit trail); from anyone else the header is ignored. Empty = never trusted."""
     allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "localhost", "::1", "[::1]"])
-    """`Host:` header values the app answers (a guard against DNS rebinding); others get 421. Add the name the
-    experts use when serving beyond loopback; `*` allows any."""
+    """`Host:` header values the app answers (a guard against DNS rebinding); others get 421. The address in
+    `host` is always answered when it is a specific one; add the name the experts use when serving on all
+    interfaces or behind a proxy; `*` allows any."""
     prefill: bool = True
     """Show the automatic scores (prescore) as suggestions beside each candidate: a labelled hint with its source
     that one key (`a`) accepts. Nothing is pre-selected; an accepted score is recorded as accepted."""

@@ -129,7 +129,9 @@ def create_app(config: AnnotateConfig, store: Store | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.state.store = store
     clients = ClientAddress(config.trusted_proxies)
-    hosts = HostAllowList(config.allowed_hosts)
+    # the address the app is bound to is always its own name (a specific one; not 0.0.0.0 or ::)
+    bound = [] if config.host in ("0.0.0.0", "::", "") else [config.host]
+    hosts = HostAllowList([*config.allowed_hosts, *bound])
 
     def render(name: str, status: int = 200, viewer: Viewer | None = None, **ctx: Any) -> HTMLResponse:
         ctx.setdefault("messages", [])
