@@ -147,6 +147,8 @@ def test_translate_contract_and_cache_hits(tmp_path: Path) -> None:
                 "detected": False,
                 "flags": [],
                 "cached": False,
+                "status": "ok",
+                "error": None,
             }
             assert all(isinstance(x["flags"], list) for x in t)
             assert not any(x["cached"] for x in t)
@@ -287,7 +289,8 @@ def test_rate_limit_per_key(tmp_path: Path) -> None:
             assert codes == [200, 200]
             limited = await post(client, item, headers=a)
             assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limited"
-            assert 1 <= int(limited.headers["retry-after"]) <= 2
+            # 0.5/s with a burst of 2 is a moving window of 2 requests per 4 s: the first leaves it 4 s on.
+            assert 3 <= int(limited.headers["retry-after"]) <= 4
             # Another key has its own bucket.
             assert (await post(client, item, headers={"Authorization": "Bearer key-b"})).status_code == 200
 

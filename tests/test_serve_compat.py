@@ -24,8 +24,8 @@ import pytest
 
 from redtrans.engines.standin import StandInEngine
 from redtrans.serve.app import create_app
-from redtrans.serve.auth import RateLimiter
 from redtrans.serve.config import ServeConfig, hash_key
+from redtrans.serve.ratelimit import RateLimit
 from redtrans.serve.routes_openai import parse_model
 
 KEY = "compat-key-1"
@@ -188,7 +188,7 @@ def test_openai_errors_are_openai_error_objects(server: str) -> None:
         good.chat.completions.create(model="gpt-4o", messages=message)
     assert isinstance(missing.value.body, dict) and missing.value.body["param"] == "model"
     assert missing.value.body["code"] == "model_not_found"
-    with pytest.raises(openai.UnprocessableEntityError) as invalid:
+    with pytest.raises(openai.BadRequestError) as invalid:  # 400, as OpenAI and vLLM answer
         good.chat.completions.create(model="redtrans-zh-en", messages=[])
     assert isinstance(invalid.value.body, dict) and invalid.value.body["type"] == "invalid_request_error"
     assert invalid.value.body["param"] == "messages"
@@ -313,7 +313,7 @@ def test_429_504_and_forms_in_each_convention(tmp_path: Path) -> None:
                 again = await client.post(path, json=payload)
                 assert again.status_code == 429 and int(again.headers["retry-after"]) >= 1, again.text
                 assert "rate" in _shape(api, again.json())
-                client.app.state.service.limiter = RateLimiter(0.2, 1)  # type: ignore[attr-defined]  # a fresh bucket
+                client.app.state.service.limiter = RateLimit("memory", 0.2, 1)  # type: ignore[attr-defined]  # afresh
             metrics = (await client.get("/metrics")).text
             for api in CALLS:
                 assert f'redtrans_requests_total{{route="{api}",status="429"}} 1.0' in metrics

@@ -92,6 +92,10 @@ class Result:
     status: Literal["ok", "failed"] = "ok"
     error: str | None = None
     retried_for: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    """Model tokens this item cost, as the engine reported them (0 where it does not); for serve's `usage`,
+    not written to rows."""
+    completion_tokens: int = 0
 
     @property
     def ok(self) -> bool:
@@ -99,6 +103,7 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["prompt_tokens"], data["completion_tokens"]
         if data["error"] is None:
             del data["error"]
         if not data["retried_for"]:
@@ -156,6 +161,7 @@ class _Segment:
     flags: list[str] = field(default_factory=list)
     first_flags: list[str] = field(default_factory=list)  # the failed checks that caused the retry
     error: str | None = None  # the engine's error text, when it gave no answer
+    tokens: tuple[int, int] = (0, 0)  # (prompt, completion) tokens of its calls, first and retry
 
 
 @dataclass
@@ -219,6 +225,14 @@ class _PlanningEngine(Engine):
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         raise RuntimeError("a planning translator sends no requests")
+
+
+def _paid(
+    index: int, needed_by: dict[tuple[str, str, str, str], set[int]], term_tokens: dict[Any, tuple[int, int]]
+) -> tuple[int, int]:
+    """The tokens of the markup terms item `index` is the first to need (a shared term is paid once)."""
+    keys = [key for key, users in needed_by.items() if min(users) == index and key in term_tokens]
+    return sum(term_tokens[k][0] for k in keys), sum(term_tokens[k][1] for k in keys)
 
 
 def _wants_retry(segment: _Segment) -> bool:
@@ -319,6 +333,7 @@ class Translator:
         plans = [self._plan(item) for item in items]
         segments, needed_by = self._work(plans)
         terms: dict[tuple[str, str, str, str], str | None] = dict.fromkeys(needed_by)
+        term_tokens: dict[tuple[str, str, str, str], tuple[int, int]] = {}
         by_item: dict[int, list[_Segment]] = {}
         for segment in segments:
             by_item.setdefault(segment.item, []).append(segment)
@@ -331,16 +346,17 @@ class Translator:
         retry = self.config.retry and self.engine.chat
         ready = 0  # results before this index are yielded
         if self.engine.supports_submit:
-            for done in self._run_streaming(segments, term_keys, terms, retry):
+            for done in self._run_streaming(segments, term_keys, terms, retry, term_tokens):
                 for index in [done.item] if isinstance(done, _Segment) else needed_by[done]:
                     waiting[index] -= 1
                 while ready < len(plans) and waiting[ready] == 0:
-                    yield self._assemble(plans[ready], by_item.get(ready, []), terms)
+                    paid = _paid(ready, needed_by, term_tokens)
+                    yield self._assemble(plans[ready], by_item.get(ready, []), terms, paid)
                     ready += 1
         else:
-            self._run_batched(segments, term_keys, terms, retry)
+            self._run_batched(segments, term_keys, terms, retry, term_tokens)
         for index in range(ready, len(plans)):
-            yield self._assemble(plans[index], by_item.get(index, []), terms)
+            yield self._assemble(plans[index], by_item.get(index, []), terms, _paid(index, needed_by, term_tokens))
 
     def _work(self, plans: list[_Plan]) -> tuple[list[_Segment], dict[tuple[str, str, str, str], set[int]]]:
         """The segments to translate in `plans` and the markup terms to translate, each with the plans (by index)
@@ -428,7 +444,9 @@ class Translator:
                                             request.messages))  # fmt: skip
         return TrainingPlan(item, plan.src, plan.lines, segments, self.profile)
 
-    def _run_batched(self, segments: list[_Segment], term_keys: list, terms: dict, retry: bool) -> None:
+    def _run_batched(
+        self, segments: list[_Segment], term_keys: list, terms: dict, retry: bool, term_tokens: dict | None = None
+    ) -> None:
         """One batch for the window's segments and terms, then one batch of retries."""
         requests = [self._request(s.core.masked, s.src, s.tgt) for s in segments]
         requests += [self._term_request(*key) for key in term_keys]
@@ -437,6 +455,8 @@ class Translator:
             self._accept(segment, out)
         for key, out in zip(term_keys, outputs[len(segments) :], strict=True):
             terms[key] = self._clean_term(out, key[2], key[3])
+            if term_tokens is not None:
+                term_tokens[key] = (out.prompt_tokens, out.completion_tokens)
         if retry:
             failed = [s for s in segments if _wants_retry(s)]
             retry_outputs = self._generate([self._retry_request(s) for s in failed])
@@ -444,7 +464,7 @@ class Translator:
                 self._settle_retry(segment, out, segment.output, segment.flags)
 
     def _run_streaming(
-        self, segments: list[_Segment], term_keys: list, terms: dict, retry: bool
+        self, segments: list[_Segment], term_keys: list, terms: dict, retry: bool, term_tokens: dict | None = None
     ) -> Iterator[_Segment | tuple[str, str, str, str]]:
         """Each request goes to a slot on its own. An answer is checked the moment it arrives, on the engine's
         thread (a done-callback), so a failing segment's retry is queued before that thread takes its next
@@ -491,6 +511,8 @@ class Translator:
 
         def term_answer(key: tuple[str, str, str, str], out: GenResult) -> bool:
             terms[key] = self._clean_term(out, key[2], key[3])
+            if term_tokens is not None:
+                term_tokens[key] = (out.prompt_tokens, out.completion_tokens)
             return True
 
         try:
@@ -550,6 +572,7 @@ class Translator:
         return letter_share(text, src_script) > 0 or letter_share(text, tgt_script) == 0
 
     def _accept(self, segment: _Segment, out: GenResult) -> None:
+        segment.tokens = (segment.tokens[0] + out.prompt_tokens, segment.tokens[1] + out.completion_tokens)
         if out.finish_reason == "error":
             segment.output, segment.flags = "", [ENGINE_ERROR]
             segment.error = out.error or "the engine gave no answer"
@@ -583,8 +606,10 @@ class Translator:
             translated = term
         return span.rule.render(lead + translated + trail, tgt)
 
-    def _assemble(self, plan: _Plan, segments: list[_Segment], terms: dict) -> Result:
+    def _assemble(self, plan: _Plan, segments: list[_Segment], terms: dict, paid: tuple[int, int] = (0, 0)) -> Result:
         item = plan.item
+        prompt_tokens = paid[0] + sum(s.tokens[0] for s in segments)
+        completion_tokens = paid[1] + sum(s.tokens[1] for s in segments)
         if plan.lines is None:
             # Nothing to translate (already in the target language); a script asked for still applies.
             copied = to_chinese_script(item.text, item.script_tag)
@@ -630,7 +655,8 @@ class Translator:
         translation = to_chinese_script("\n".join(lines_out), item.script_tag)
         tgt = item.script_tag or item.target
         result = Result(item.id, item.text, translation, plan.src, tgt, sorted(flags), self.model,
-                        retried_for=sorted(retried_for))  # fmt: skip
+                        retried_for=sorted(retried_for), prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens)  # fmt: skip
         if failures:
             result.status, result.error = "failed", "; ".join(failures)
         return result
@@ -648,7 +674,9 @@ class Translator:
                 results.append(Result(item.id, item.text, text, src, tgt, flags, self.model, "plain",
                                       status="failed", error=error))  # fmt: skip
             else:
-                results.append(Result(item.id, item.text, text, src, tgt, [], self.model, "plain"))
+                results.append(Result(item.id, item.text, text, src, tgt, [], self.model, "plain",
+                                      prompt_tokens=out.prompt_tokens,
+                                      completion_tokens=out.completion_tokens))  # fmt: skip
         return results
 
     def _plain_request(self, item: Item, src: str) -> GenRequest:

@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from redtrans.engines.base import Engine
 from redtrans.serve import routes_mt, routes_openai
 from redtrans.serve.config import ServeConfig
-from redtrans.serve.conventions import render
+from redtrans.serve.conventions import KEY_HOW, convention, render
 from redtrans.serve.docs import DOCS, OAUTH2_REDIRECT, REDOC, STATIC, install_docs
 from redtrans.serve.errors import ServiceError
 from redtrans.serve.logging import fields
@@ -50,11 +50,15 @@ TRANSLATE = "/v1/translate"
 TRANSLATE_ROUTES = {
     TRANSLATE: "translate",
     routes_openai.CHAT: "openai",
+    routes_openai.COMPLETIONS: "openai",
+    routes_openai.RESPONSES: "openai",
     routes_mt.DEEPL: "deepl",
     routes_mt.LIBRE: "libretranslate",
 }
-"""Routes that translate, by API: the caller is identified and charged a rate-limit token before the body is
-read (LibreTranslate's key may be in the body: then its route does it), and metrics and the access log count them."""
+"""Routes that translate, by API: metrics and the access log count them."""
+CHARGED_ROUTES = frozenset({*TRANSLATE_ROUTES, routes_mt.LIBRE_DETECT})
+"""Routes whose caller is identified and charged a rate-limit token before the body is read (LibreTranslate's
+key may be in the body: then its route does it)."""
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
@@ -80,9 +84,10 @@ def _state(scope: Scope) -> dict[str, Any]:
     return state
 
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-"""Probes: always answered (no key, any Host), they reveal nothing."""
-OPS_PATHS = frozenset({"/metrics", DOCS, OAUTH2_REDIRECT, REDOC, "/openapi.json"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/health", "/languages"})
+"""Probes (vLLM's `/health` too) and LibreTranslate's language list: always answered (no key, any Host), they
+reveal nothing (LibreTranslate serves `/languages` without a key; its client sends one on a GET body)."""
+OPS_PATHS = frozenset({"/metrics", DOCS, OAUTH2_REDIRECT, REDOC, "/openapi.json", "/version"})
 """Need a key when keys are on, unless `open_ops` (and so do the docs' assets under `/docs/static/`)."""
 
 
@@ -145,12 +150,18 @@ class GuardMiddleware:
                 "this Host is not served: add it to allowed_hosts (or configure API keys) to serve it",
             )
         authorization, api_key = headers.get("authorization"), headers.get("x-api-key")
-        body_key_route = path == routes_mt.LIBRE and keys_on and not service.auth.presented_key(authorization, api_key)
-        if path in TRANSLATE_ROUTES and scope["method"] == "POST":
+        forwarded = headers.get("x-forwarded-for")
+        how = KEY_HOW[convention(path)]
+        body_key_route = (
+            path in routes_mt.BODY_KEY_PATHS and keys_on and not service.auth.presented_key(authorization, api_key)
+        )
+        if path in CHARGED_ROUTES and scope["method"] == "POST":
             if not body_key_route:  # else LibreTranslate's `api_key` field is checked by its route
-                state["caller"] = await service.identify(authorization, api_key, peer, headers.get("x-forwarded-for"))
+                state["caller"] = await service.identify(authorization, api_key, peer, forwarded, how=how)
         elif keys_on and not (config.open_ops and _is_ops(path)):
-            service.auth.identify(authorization, api_key, peer)
+            state["caller"] = service.authenticate(authorization, api_key, peer, forwarded, how=how)
+        else:
+            state["caller"] = f"client:{service.clients.resolve(peer, forwarded) or 'unknown'}"
         if scope["method"] in _BODY_METHODS and not keys_on:
             media = headers.get("content-type", "").split(";")[0].strip().lower()
             forms = path in routes_mt.FORM_PATHS and media in routes_mt.FORM_TYPES
@@ -301,7 +312,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
             body = TranslateRequest.model_validate_json(raw)
         except ValidationError as exc:
             raise ServiceError(422, "invalid_request", _describe(exc)) from exc
-        outcome = await unless_disconnected(request, service.translate(body, admitted))
+        outcome = await unless_disconnected(request, service.translate(body, admitted, partial=True))
         _state(request.scope)["outcome"] = outcome
         elapsed_ms = (time.perf_counter() - started) * 1000
         return Response(

@@ -40,12 +40,14 @@ class DeadlineExceeded(Exception):
 
 @dataclass
 class Done(Generic[R]):
-    """The outcome for one key: `value`, or None with `error`."""
+    """The outcome for one key: `value`, or None with `error` (and what kind of failure `code` names)."""
 
     value: R | None
     batch_started: float
     engine_s: float = 0.0
     error: str | None = None
+    code: str | None = None
+    tokens: tuple[int, int] = (0, 0)  # (prompt, completion) model tokens it cost, where the engine counts them
 
 
 @dataclass(eq=False)

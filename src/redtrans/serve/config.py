@@ -39,6 +39,7 @@ from redtrans.config import read_yaml_mapping
 from redtrans.engines.spec import EngineSpec
 from redtrans.errors import ConfigError
 from redtrans.paths import redtrans_home
+from redtrans.serve.logging import redact
 
 API_KEYS_ENV = "REDTRANS_API_KEYS"
 ENV_PREFIX = "REDTRANS_SERVE_"
@@ -99,6 +100,10 @@ class ServeConfig(BaseSettings):
     """A request body must arrive within this long of the headers (408 `body_timeout` otherwise)."""
     max_connections: int = Field(default=1000, ge=1)
     """Open HTTP connections at most; beyond it a new connection gets 503 `too_many_connections` and is closed."""
+    max_connections_per_client: int = Field(default=100, ge=1)
+    """Open HTTP connections of one client address at most (trusted proxies are not capped); beyond it that
+    client's new connection gets 503 `too_many_client_connections`, so one client's idle connections cannot
+    take the whole of `max_connections` from the others."""
     allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "localhost", "::1", "[::1]"])
     """`Host:` header values served when no API keys are configured (a guard against DNS rebinding of an open
     service on loopback); others get 421 `host_not_allowed`. `*` allows any. Ignored when keys are on."""
@@ -171,17 +176,19 @@ class ServeConfig(BaseSettings):
     Keys from $REDTRANS_API_KEYS (comma-separated `name:digest` or bare digests) are added. When no keys
     are configured at all, the service is open (fine on loopback; set keys before exposing it)."""
     rate_limit_rps: float = Field(default=0.0, ge=0)
-    """Per-key token bucket: requests per second sustained (per client address when open); 0 = no limit."""
+    """Per-key rate limit: requests per second sustained (per client address when open); 0 = no limit."""
     rate_limit_burst: int = Field(default=0, ge=0)
-    """Bucket size: requests allowed at once after idling; 0 = max(1, 2 × rate_limit_rps)."""
+    """Requests allowed at once after idling; 0 = max(1, 2 × rate_limit_rps). With the rate, a moving window
+    (the `limits` library) of `rate_limit_burst` requests per ceil(burst / rps) seconds per caller."""
     rate_limit_storage: str = "memory"
-    """Where the rate-limit buckets live: `memory` (this process: an exact token bucket) or a Redis URL
-    (`redis://host:6379/0`, needs the `redis` package) shared by every replica through the `limits` library
-    (a moving window of `rate_limit_burst` requests per ceil(burst / rps) seconds). When Redis does not answer
-    within `rate_limit_timeout_s`, this process's own bucket decides (and `redtrans_rate_limit_fallbacks_total`
-    counts it)."""
+    """Where the rate-limit windows live: `memory` (this process) or a Redis URL (`redis://host:6379/0`, needs
+    the `redis` package) shared by every replica. When Redis does not answer within `rate_limit_timeout_s`,
+    this process's own window decides (and `redtrans_rate_limit_fallbacks_total` counts it)."""
     rate_limit_timeout_s: float = Field(default=0.25, gt=0)
-    """Longest wait for the shared rate-limit store on a request; past it the local bucket decides."""
+    """Longest wait for the shared rate-limit store on a request; past it the local window decides."""
+    max_key_failures: int = Field(default=10, ge=1)
+    """Wrong API keys one client address may send a minute; past it every request from that address gets 429
+    `too_many_key_failures` (with Retry-After) until the oldest failure is a minute old."""
     max_body_bytes: int = Field(default=262_144, ge=1)
     """Largest request body; larger ones get 413 before they are read into memory."""
     max_items: int = Field(default=64, ge=1)
@@ -236,6 +243,16 @@ class ServeConfig(BaseSettings):
     def _limit_storage(cls, value: str) -> str:
         if value != "memory" and not value.startswith(("redis://", "rediss://", "redis+unix://")):
             raise ValueError("must be `memory` or a Redis URL (redis://host:6379/0)")
+        return value
+
+    @field_validator("cache")
+    @classmethod
+    def _cache_url(cls, value: str) -> str:
+        plain = value.strip().lower()
+        if plain in {"", "none", "off", "false"} or plain.startswith(("sqlite:", "redis://", "rediss://", "unix://")):
+            return value
+        if "://" in plain:
+            raise ValueError("unsupported cache URL: use sqlite:///path.sqlite, redis://host:6379/0 or none")
         return value
 
     @field_validator("trusted_proxies")
@@ -310,7 +327,7 @@ def _describe_error(exc: ValidationError, init_values: Mapping[str, Any]) -> str
         got = err.get("input")
         shown = "" if err["type"] in {"missing", "extra_forbidden"} or isinstance(got, Mapping) else f" (got {got!r})"
         parts.append(f"{where}: {field}: {msg}{shown}")
-    return "; ".join(parts)
+    return redact("; ".join(parts))  # a URL's password or a key in a value is never echoed
 
 
 @contextmanager

@@ -6,7 +6,9 @@ models carry only what is always true of a valid request.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 
 class TranslateItem(BaseModel):
@@ -46,7 +48,7 @@ class TranslateRequest(BaseModel):
 
 class Translation(BaseModel):
     id: str
-    translation: str
+    translation: str | None = Field(description="The translation; null when `status` is failed.")
     src: str = Field(description="The source language: as given, or detected.")
     tgt: str
     detected: bool = Field(description="Whether `src` was detected by the service.")
@@ -54,6 +56,30 @@ class Translation(BaseModel):
         description="What the fidelity checks found (missing_span, wrong_language, echo, retried, …); empty = clean."
     )
     cached: bool = Field(description="Served from the translation cache.")
+    status: Literal["ok", "failed"] = Field(
+        "ok", description="failed: no usable translation (an empty answer, an echo, a refusal after the retry)."
+    )
+    error: str | None = Field(None, description="Why the item failed (`no_translation: …`); null when ok.")
+
+    _tokens: tuple[int, int] = PrivateAttr(default=(0, 0))
+
+    @property
+    def tokens(self) -> tuple[int, int]:
+        """(prompt, completion) model tokens this answer cost, as the engine counted them; (0, 0) from the cache
+        or where the engine does not count. Not on the wire: the OpenAI-shaped routes report it as `usage`."""
+        return self._tokens
+
+    def costing(self, tokens: tuple[int, int]) -> Translation:
+        """This answer, with the tokens it cost."""
+        self._tokens = tokens
+        return self
+
+    @property
+    def text(self) -> str:
+        """The translation of an ok item (the compatible routes never receive failed ones: they answer 422)."""
+        if self.translation is None:
+            raise ValueError(f"item {self.id} has no translation: {self.error}")
+        return self.translation
 
 
 class TranslateResponse(BaseModel):

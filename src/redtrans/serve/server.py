@@ -5,29 +5,42 @@
   connection for as long as it likes (slow loris). `GuardedH11Protocol` gives every request's line and headers
   a deadline from the connection's opening (or from the first byte of a later request on a kept-alive
   connection) and answers 408 JSON, then closes.
-- **Connection cap** (`max_connections`): a new connection over the cap gets 503 JSON and is closed (uvicorn's
-  own `limit_concurrency` answers text/plain).
+- **Connection caps** (`max_connections`, and `max_connections_per_client` per client address through
+  `webguard.ConnectionCap`, shared with the annotation app): a new connection over a cap gets 503 JSON and is
+  closed (uvicorn's own `limit_concurrency` answers text/plain), so one client's 1,000 idle connections
+  cannot lock every other client out.
 - **Body timeout**: in the app's middleware (`body_timeout_s`, 408 JSON).
 - **Bounded shutdown**: on SIGTERM/SIGINT uvicorn stops accepting and waits for requests in flight; just before
   its `graceful_shutdown_s` ends, requests still waiting are answered 503 `shutting_down` (JSON, never uvicorn's
   `500 text/plain` of a cancelled task). Engine calls still stuck after that (a hung upstream) are not waited
-  for more than a few seconds: the process exits.
+  for more than a few seconds: the process exits, with status 0 (uvicorn re-raises SIGTERM after its
+  shutdown, which made the process die of the signal, −15, after a clean drain).
+- **Checked before binding** (`check_before_binding`): everything that can be validated without loading the
+  model — the engine's own options (types, values), the model file or registry name, the cache and
+  rate-limit stores' client packages — so a bad setting exits 2 with one line, and only a failure of the load
+  itself leaves `/readyz` at 503 `failed`. Messages never echo a credential.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 import os
+import signal
+from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from redtrans.engines.base import Engine
+from redtrans.errors import ConfigError, RedtransError
 from redtrans.serve.config import ServeConfig
-from redtrans.serve.logging import setup_logging
+from redtrans.serve.logging import redact, setup_logging
+from redtrans.webguard import ClientAddress, ConnectionCap
 
 log = logging.getLogger("redtrans.serve")
 
@@ -48,13 +61,22 @@ class GuardedH11Protocol(H11Protocol):
 
     header_timeout_s: float = 10.0
     max_connections: int = 1000
+    per_client: ConnectionCap = ConnectionCap(100)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._header_timer: asyncio.TimerHandle | None = None
+        self._capped: str | None = None
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
             self._reject(503, "too_many_connections", "the server has too many open connections; retry shortly")
             return
+        peer = transport.get_extra_info("peername")
+        address = peer[0] if isinstance(peer, tuple) and peer else None
+        if not self.per_client.opened(address):
+            message = f"this client has {self.per_client.per_client} connections open already; reuse them"
+            self._reject(503, "too_many_client_connections", message)
+            return
+        self._capped = address
         self._arm()
 
     def _arm(self) -> None:
@@ -90,21 +112,32 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._capped is not None:
+            self.per_client.closed(self._capped)
+            self._capped = None
         super().connection_lost(exc)
 
 
 def protocol_class(config: ServeConfig) -> type[GuardedH11Protocol]:
+    """The protocol of one server: its caps are shared by all its connections (one event loop)."""
+    cap = ConnectionCap(config.max_connections_per_client, ClientAddress(config.trusted_proxies))
     return type(
         "ServeH11Protocol",
         (GuardedH11Protocol,),
-        {"header_timeout_s": config.header_timeout_s, "max_connections": config.max_connections},
+        {"header_timeout_s": config.header_timeout_s, "max_connections": config.max_connections, "per_client": cap},
     )
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server that tells the service when shutdown begins, so waiting requests get JSON in time."""
+    """uvicorn's server that tells the service when shutdown begins, so waiting requests get JSON in time, and
+    ends a SIGTERM shutdown with status 0 (uvicorn re-raises the signal once it has drained)."""
 
     on_shutdown: Any = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM and self._captured_signals and self._captured_signals[-1] == sig:
+            self._captured_signals.pop()  # a drained SIGTERM shutdown is a clean exit
 
     async def shutdown(self, sockets: Any = None) -> None:
         if self.on_shutdown is not None:
@@ -138,8 +171,37 @@ def build_server(config: ServeConfig, engine: Engine | None = None) -> uvicorn.S
     return server
 
 
+def check_before_binding(config: ServeConfig) -> None:
+    """ConfigError (exit 2, one line, credentials redacted) for whatever can be known wrong without loading the
+    model: the engine's options, the model's file or name, the packages the cache and rate-limit stores need."""
+    try:
+        spec = config.engine_spec().resolved()
+        spec.engine_config()  # the engine's own config: types and values of engine_options
+        model = spec.model
+        if spec.kind == "llamacpp" and model:
+            from redtrans.engines.models import get_spec
+
+            path = Path(model).expanduser()
+            if path.suffix == ".gguf" or path.exists():
+                if not path.is_file():
+                    raise ConfigError(f"model file not found: {path}")
+            else:
+                get_spec(model)
+        if spec.kind == "hf" and model and not Path(model).expanduser().is_dir():
+            raise ConfigError(f"the hf engine needs a model directory: {model} is none")
+        redis_urls = [
+            u for u in (config.cache, config.rate_limit_storage) if u.startswith(("redis", "rediss", "unix:"))
+        ]
+        if redis_urls and importlib.util.find_spec("redis") is None:
+            raise ConfigError("a Redis cache or rate-limit store needs the redis package: pip install redis")
+    except RedtransError as exc:
+        raise ConfigError(redact(exc.message)) from None
+
+
 def run(config: ServeConfig, engine: Engine | None = None) -> None:
     """Serve until SIGINT/SIGTERM, then finish the requests in flight (up to graceful_shutdown_s)."""
+    if engine is None:
+        check_before_binding(config)
     setup_logging(config.log_level)
     server = build_server(config, engine)
     server.run()

@@ -16,32 +16,46 @@ import contextlib
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import regex
+
 from redtrans import prompts
 from redtrans.engines.base import Engine, GenRequest, GenResult
 from redtrans.errors import EngineError
 from redtrans.languages import LANGUAGES, UnknownLanguageError, chinese_script, language_tag, to_chinese_script
-from redtrans.serve.auth import Authenticator, RateLimiter
+from redtrans.serve.auth import Authenticator
 from redtrans.serve.batcher import Batcher, CancelCheck, DeadlineExceeded, Done, Draining, QueueFull, Unit
 from redtrans.serve.cache import CacheEntry, TranslationCache, cache_key, normalise_text, open_store
 from redtrans.serve.config import ServeConfig
 from redtrans.serve.errors import ServiceError
 from redtrans.serve.logging import fields
+from redtrans.serve.markup import TagHandling
 from redtrans.serve.metrics import Metrics
 from redtrans.serve.protocol import TranslateItem, TranslateRequest, TranslateResponse, Translation
-from redtrans.serve.ratelimit import SharedRateLimiter
+from redtrans.serve.ratelimit import RateLimit
 from redtrans.text.langid import detect_language
 from redtrans.text.profiles import PlatformProfile, load_profile
 from redtrans.text.spans import Core, Span, plan_line, split_emoji, split_lines
 from redtrans.translator import ENGINE_ERROR, Item, Translator, TranslatorConfig
-from redtrans.webguard import ClientAddress, HostAllowList
+from redtrans.webguard import ClientAddress, FailureThrottle, HostAllowList
 
 log = logging.getLogger("redtrans.serve")
+_SURROGATE = regex.compile(r"[\ud800-\udfff]")
 SHUTTING_DOWN = "the service is shutting down"
+NO_TRANSLATION = "no_translation"
+"""The code of a text the engine answered without a usable translation (empty, echo, refusal after the retry)."""
+
+
+def no_translation(item: int, reason: str | None) -> ServiceError:
+    """422 `no_translation`: a status the official SDKs do not retry, so a deterministic refusal is not re-asked."""
+    why = (reason or "no usable translation").removeprefix(f"{NO_TRANSLATION}: ")
+    message = f"item {item} has no usable translation ({why}); it was retried once and is not cached"
+    return ServiceError(422, NO_TRANSLATION, message, item=item)
 
 
 class BatchCancelled(EngineError):
@@ -121,15 +135,20 @@ def count_calls(text: str, profile: PlatformProfile, mode: str, limit: int) -> t
 class _Payload:
     item: Item
     calls: int  # planned model calls (a retry may add one per segment)
+    markup: TagHandling | None = None
 
 
 @dataclass
 class Work:
-    """One text of a request as the service handles it: the pipeline's `Item` and the target tag asked for
-    when it names a Chinese script (`zh-Hant`, `ZH-HANS`, `zh-TW`), applied to the answer with OpenCC."""
+    """One text of a request as the service handles it: the pipeline's `Item`, the target tag asked for
+    when it names a Chinese script (`zh-Hant`, `ZH-HANS`, `zh-TW`), applied to the answer with OpenCC, and
+    the text's markup handling (HTML/XML on the MT routes)."""
 
     item: Item
     tag: str | None = None
+    markup: TagHandling | None = None
+    detected: bool | None = None  # the service detected `item.src` itself (markup: on the text without tags)
+    original: str = ""  # the normalised text before markup folding
 
 
 @dataclass
@@ -194,13 +213,14 @@ class TranslationService:
         self._owns_engine = engine is None
         self.metrics = Metrics()
         self.auth = Authenticator(config.key_digests())
-        self.limiter = RateLimiter(config.rate_limit_rps, config.rate_limit_burst)
-        self.shared_limiter: SharedRateLimiter | None = None
+        self.limiter = RateLimit("memory", config.rate_limit_rps, config.rate_limit_burst)
+        self.shared_limiter: RateLimit | None = None
         if config.rate_limit_rps > 0 and config.rate_limit_storage != "memory":
-            self.shared_limiter = SharedRateLimiter(
+            self.shared_limiter = RateLimit(
                 config.rate_limit_storage, config.rate_limit_rps, config.rate_limit_burst, config.rate_limit_timeout_s
             )
         self.clients = ClientAddress(config.trusted_proxies)
+        self.key_failures = FailureThrottle(config.max_key_failures, 60) if self.auth.enabled else None
         self.hosts = HostAllowList(config.allowed_hosts)
         self.cache = TranslationCache(None, 0)
         self.load_error: str | None = None
@@ -213,6 +233,9 @@ class TranslationService:
             on_cancel=lambda where, n: self.metrics.cancelled.labels(where).inc(n),
         )
         self._translators: list[tuple[Translator, _GuardedEngine]] = []
+        self._markup_translators: dict[tuple[int, TagHandling], Translator] = {}
+        self.characters: OrderedDict[str, int] = OrderedDict()
+        """Characters translated per caller by this process (DeepL's `/v2/usage`); an LRU of 10,000 callers."""
         self._loader: asyncio.Task[None] | None = None
         self._drain_timer: asyncio.TimerHandle | None = None
         self._pool = ThreadPoolExecutor(config.max_concurrency + 1, thread_name_prefix="redtrans-batch")
@@ -277,6 +300,24 @@ class TranslationService:
         self.batcher.start(self.config.max_concurrency)
         self.metrics.ready.set(1)
 
+    def _translator(self, index: int, markup: TagHandling | None) -> Translator:
+        """Worker `index`'s translator; for texts with markup, one whose profile protects their tags."""
+        translator, guard = self._translators[index]
+        if markup is None:
+            return translator
+        tagged = self._markup_translators.get((index, markup))
+        if tagged is None:
+            tagged = Translator(guard, translator.config)
+            tagged.profile = markup.profile(translator.profile)
+            while len(self._markup_translators) >= 64 * max(1, len(self._translators)):  # bounded: ignore_tags vary
+                self._markup_translators.pop(next(iter(self._markup_translators)))
+            self._markup_translators[(index, markup)] = tagged
+        return tagged
+
+    def _version(self, markup: TagHandling | None) -> str:
+        """The cache key's version part: the same text as markup is another translation."""
+        return self._prompt_version if markup is None else f"{self._prompt_version}/{markup.key}"
+
     def begin_drain(self, grace_s: float) -> None:
         """Shutdown began: requests still waiting after `grace_s` get 503 `shutting_down` (JSON), so every
         connection is answered before the server's own grace period ends."""
@@ -308,6 +349,39 @@ class TranslationService:
         log.info("stopped")
 
     # -- per-request checks ---------------------------------------------------------------------------
+    def authenticate(
+        self,
+        authorization: str | None,
+        api_key: str | None,
+        peer: str | None,
+        forwarded_for: str | None = None,
+        body_key: str | None = None,
+        how: str | None = None,
+    ) -> str:
+        """The caller, or 401 on a missing or wrong key; 429 for an address past `max_key_failures` wrong keys a
+        minute (every attempt from it then, so guessing stops)."""
+        client = self.clients.resolve(peer, forwarded_for)
+        throttle = self.key_failures
+        if throttle is not None:
+            wait = throttle.retry_after(client)
+            if wait > 0:
+                self.metrics.rejected.labels("key_failures").inc()
+                raise ServiceError(
+                    429,
+                    "too_many_key_failures",
+                    f"more than {self.config.max_key_failures} wrong API keys a minute from this address; "
+                    "retry after the indicated time",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )
+        try:
+            if how is None:
+                return self.auth.identify(authorization, api_key, client, body_key)
+            return self.auth.identify(authorization, api_key, client, body_key, how)
+        except ServiceError as exc:
+            if throttle is not None and exc.code == "invalid_api_key":
+                throttle.failed(client)
+            raise
+
     async def identify(
         self,
         authorization: str | None,
@@ -315,9 +389,10 @@ class TranslationService:
         peer: str | None,
         forwarded_for: str | None = None,
         body_key: str | None = None,
+        how: str | None = None,
     ) -> str:
         """The caller (401 on a bad key), charged one request against its rate limit (429 when spent)."""
-        who = self.auth.identify(authorization, api_key, self.clients.resolve(peer, forwarded_for), body_key)
+        who = self.authenticate(authorization, api_key, peer, forwarded_for, body_key, how)
         wait = await self._rate_wait(who)
         if wait > 0:
             self.metrics.rejected.labels("rate_limited").inc()
@@ -330,16 +405,42 @@ class TranslationService:
         return who
 
     async def _rate_wait(self, who: str) -> float:
+        if self.config.rate_limit_rps <= 0:
+            return 0.0
         if self.shared_limiter is None:
-            return self.limiter.acquire(who)
+            return await self.limiter.acquire(who)
         try:
             return await asyncio.wait_for(self.shared_limiter.acquire(who), self.config.rate_limit_timeout_s)
-        except Exception as exc:  # noqa: BLE001 - Redis slow or down: this process's own bucket decides
+        except Exception as exc:  # noqa: BLE001 - Redis slow or down: this process's own window decides
             self.metrics.rate_limit_fallbacks.inc()
             log.warning("shared rate limit unavailable", extra=fields(error=f"{type(exc).__name__}: {exc}"))
-            return self.limiter.acquire(who)
+            return await self.limiter.acquire(who)
 
-    def _check(self, request: TranslateRequest) -> list[Work]:
+    def count_characters(self, caller: str, n: int) -> None:
+        self.characters[caller] = self.characters.pop(caller, 0) + n
+        while len(self.characters) > 10_000:
+            self.characters.popitem(last=False)
+
+    def check_text(self, text: str, n: int = 0) -> None:
+        """422 for a text no route takes: over `max_text_chars`, with a lone surrogate, or blank."""
+        if len(text) > self.config.max_text_chars:
+            raise ServiceError(
+                422,
+                "text_too_long",
+                f"item {n} has {len(text)} characters; the limit is {self.config.max_text_chars}",
+                item=n,
+            )
+        if _SURROGATE.search(text):
+            raise ServiceError(
+                422,
+                "invalid_text",
+                f"item {n} holds a lone UTF-16 surrogate (half of an emoji cut in two?); send valid Unicode",
+                item=n,
+            )
+        if not text.strip():
+            raise ServiceError(422, "empty_text", f"item {n} has no text", item=n)
+
+    def _check(self, request: TranslateRequest, markup: TagHandling | None = None) -> list[Work]:
         config = self.config
         if not request.items:
             raise ServiceError(422, "empty_batch", "`items` is empty: send at least one {text, tgt}")
@@ -349,33 +450,32 @@ class TranslationService:
             )
         items: list[Work] = []
         for n, it in enumerate(request.items):
-            if len(it.text) > config.max_text_chars:
-                raise ServiceError(
-                    422,
-                    "text_too_long",
-                    f"item {n} has {len(it.text)} characters; the limit is {config.max_text_chars}",
-                    item=n,
-                )
-            text = normalise_text(it.text)
-            if not text:
+            self.check_text(it.text, n)
+            original = normalise_text(it.text)
+            if not original:
                 raise ServiceError(422, "empty_text", f"item {n} has no text", item=n)
+            text = markup.fold(original) if markup else original
             tgt = it.tgt or request.tgt
             if not tgt:
                 raise ServiceError(422, "missing_tgt", f"item {n} has no `tgt` and the request none either", item=n)
+            src, detected = it.src, None
+            if markup is not None and src is None:  # detected on what a reader sees, not on the tags
+                src, detected = detect_language(markup.strip(text), list(LANGUAGES)) or None, True
             try:
-                item = Item(it.id if it.id is not None else str(n), text, tgt, it.src)
+                item = Item(it.id if it.id is not None else str(n), text, tgt, src)
                 tag = language_tag(tgt) if chinese_script(tgt) else None
             except UnknownLanguageError as exc:
                 raise ServiceError(422, "unknown_language", f"item {n}: {exc}", item=n) from exc
-            items.append(Work(item, tag))
+            items.append(Work(item, tag, markup, detected, original))
         return items
 
-    def _budget(self, items: list[tuple[int, Item]]) -> dict[int, int]:
+    def _budget(self, items: list[tuple[int, Item]], markup: TagHandling | None = None) -> dict[int, int]:
         """Planned model calls per item index; 413 past the per-item segment or per-request call budget."""
         config = self.config
         calls: dict[int, int] = {}
+        profile = markup.profile(self.profile) if markup else self.profile
         for n, item in items:
-            segments, calls[n] = count_calls(item.text, self.profile, config.mode, config.max_segments_per_item)
+            segments, calls[n] = count_calls(item.text, profile, config.mode, config.max_segments_per_item)
             if segments > config.max_segments_per_item:
                 self.metrics.rejected.labels("too_many_segments").inc()
                 raise ServiceError(
@@ -425,12 +525,25 @@ class TranslationService:
         timeout = self.config.request_timeout_s
         return timeout if deadline_ms is None else min(timeout, deadline_ms / 1000)
 
-    async def translate(self, request: TranslateRequest, admitted: float | None = None) -> Outcome:
-        """Translate a request's items (every API's translate route comes here)."""
+    async def translate(
+        self,
+        request: TranslateRequest,
+        admitted: float | None = None,
+        partial: bool = False,
+        markup: TagHandling | None = None,
+    ) -> Outcome:
+        """Translate a request's items (every API's translate route comes here). An item with no usable
+        translation (an empty answer, an echo, a refusal after the retry) is 422 `no_translation` for the whole
+        request; with `partial` (the native batch route) it is answered `status: failed` beside the others, and
+        only a request whose every item failed is 422. `markup`: the texts are HTML/XML (see `serve.markup`)."""
         admitted = time.monotonic() if admitted is None else admitted
         self._ensure_ready()
-        work = self._check(request)
-        return await self._run(work, admitted, self._timeout(request.deadline_ms))
+        work = self._check(request, markup)
+        outcome = await self._run(work, admitted, self._timeout(request.deadline_ms), partial)
+        failed = [n for n, t in enumerate(outcome.response.translations) if t.status == "failed"]
+        if failed and len(failed) == len(work):
+            raise no_translation(failed[0], outcome.response.translations[failed[0]].error)
+        return outcome
 
     async def translate_lines(
         self,
@@ -461,21 +574,30 @@ class TranslationService:
         translations = self._translations(work, admitted, self._timeout(deadline_ms), post.item.src is None, tally)
         return Lines(parts, translations, tally, detected, post.tag or post.item.target)
 
-    async def _run(self, work: list[Work], admitted: float, timeout: float) -> Outcome:
+    async def _run(self, work: list[Work], admitted: float, timeout: float, partial: bool = False) -> Outcome:
         """The translations of `work` in order, as one response."""
         tally = Tally(items=len(work), texts=[w.item.text for w in work] if self.config.log_text else [])
-        translations = [t async for t in self._translations(work, admitted, timeout, None, tally)]
+        translations = [t async for t in self._translations(work, admitted, timeout, None, tally, partial)]
         return tally.outcome(translations, self.model)
 
     async def _translations(
-        self, work: list[Work], admitted: float, timeout: float, detected: bool | None, tally: Tally
+        self,
+        work: list[Work],
+        admitted: float,
+        timeout: float,
+        detected: bool | None,
+        tally: Tally,
+        partial: bool = False,
     ) -> AsyncGenerator[Translation, None]:
         """Cache, budgets, batcher: the translations of `work` in order, each as soon as it and those before it
-        are done (`detected` overrides the flag); `tally` collects the counts and times as they come."""
+        are done (`detected` overrides the flag); `tally` collects the counts and times as they come. A text
+        with no usable translation raises 422 `no_translation`, or with `partial` is yielded `status: failed`."""
         deadline = admitted + timeout
         items = [w.item for w in work]
-        keys = [cache_key(i.text, i.src, i.tgt or "", self.model, self._prompt_version) for i in items]
+        keys = [cache_key(w.item.text, w.item.src, w.item.tgt or "", self.model, self._version(w.markup)) for w in work]
         entries: dict[str, CacheEntry] = {}
+        failures: dict[str, str] = {}  # key → why it has no usable translation
+        tokens: dict[str, tuple[int, int]] = {}  # key → what translating it cost (nothing when cached)
         lookup: list[str] = []
         for key in keys:
             entry = self.cache.get_memory(key)
@@ -489,33 +611,66 @@ class TranslationService:
         outcomes: AsyncGenerator[tuple[str, Done[CacheEntry]], None] = _nothing()
         if missing:
             first = {k: n for n, k in reversed(list(enumerate(keys)))}
-            calls = self._budget([(first[k], items[first[k]]) for k in missing])
-            payloads = {k: _Payload(items[first[k]], calls[first[k]]) for k in missing}
+            markup = work[0].markup  # one request, one markup handling
+            calls = self._budget([(first[k], items[first[k]]) for k in missing], markup)
+            payloads = {k: _Payload(items[first[k]], calls[first[k]], markup) for k in missing}
             outcomes = self.batcher.each(payloads, deadline)
         enqueued = time.monotonic()
         async with contextlib.aclosing(outcomes):
-            for w, key in zip(work, keys, strict=True):
-                while key not in entries:  # the batcher answers the missing keys in this same order
+            for n, (w, key) in enumerate(zip(work, keys, strict=True)):
+                while key not in entries and key not in failures:  # answered in this same order
                     answered, result = await self._next_outcome(outcomes, timeout)
-                    if result.value is None:
-                        self.metrics.items.labels("error").inc(sum(1 for k in keys if k == answered))
-                        if result.error == SHUTTING_DOWN:
-                            raise ServiceError(503, "shutting_down", SHUTTING_DOWN + "; retry elsewhere")
-                        raise ServiceError(502, "engine_error", f"the engine failed: {result.error}")
-                    entries[answered] = result.value
                     tally.engine_s = max(tally.engine_s, result.engine_s)
                     tally.queue_s = max(tally.queue_s, result.batch_started - enqueued)
-                item, entry = w.item, entries[key]
+                    if result.value is not None:
+                        entries[answered] = result.value
+                        tokens[answered] = result.tokens
+                        continue
+                    if result.code == NO_TRANSLATION:
+                        failures[answered] = result.error or "no usable translation"
+                        continue
+                    self.metrics.items.labels("error").inc(sum(1 for k in keys if k == answered))
+                    if result.error == SHUTTING_DOWN:
+                        raise ServiceError(503, "shutting_down", SHUTTING_DOWN + "; retry elsewhere")
+                    raise ServiceError(502, "engine_error", f"the engine failed: {result.error}")
+                item = w.item
+                if key in failures:
+                    self.metrics.items.labels("failed").inc()
+                    if not partial:
+                        raise no_translation(n, failures[key])
+                    yield Translation(
+                        id=item.id,
+                        translation=None,
+                        src=item.src or "",
+                        tgt=w.tag or item.tgt or "",
+                        detected=w.detected
+                        if w.detected is not None
+                        else item.src is None
+                        if detected is None
+                        else detected,
+                        flags=[],
+                        cached=False,
+                        status="failed",
+                        error=f"{NO_TRANSLATION}: {failures[key]}",
+                    )
+                    continue
+                entry = entries[key]
                 self.metrics.items.labels("engine" if key in missing else "cache").inc()
-                yield Translation(
+                text = to_chinese_script(entry.translation, w.tag) if w.tag else entry.translation
+                answer = Translation(
                     id=item.id,
-                    translation=to_chinese_script(entry.translation, w.tag) if w.tag else entry.translation,
+                    translation=w.markup.unfold(text, w.original) if w.markup else text,
                     src=entry.src,
                     tgt=w.tag or item.tgt or "",
-                    detected=item.src is None if detected is None else detected,
+                    detected=w.detected
+                    if w.detected is not None
+                    else item.src is None
+                    if detected is None
+                    else detected,
                     flags=entry.flags,
                     cached=key not in missing,
                 )
+                yield answer.costing(tokens.pop(key, (0, 0)))  # a text asked twice is paid once
 
     async def _next_outcome(
         self, outcomes: AsyncGenerator[tuple[str, Done[CacheEntry]], None], timeout: float
@@ -545,30 +700,44 @@ class TranslationService:
     async def _run_batch(
         self, index: int, units: list[Unit[_Payload, CacheEntry]], cancelled: CancelCheck
     ) -> Mapping[str, Done[CacheEntry]]:
-        translator, guard = self._translators[index]
+        guard = self._translators[index][1]
         # Each segment may be retried once: twice the planned calls is the batch's hard cap.
         guard.arm(cancelled, 2 * sum(max(1, u.payload.calls) for u in units), max(u.deadline for u in units))
         started = time.monotonic()
-        before = translator.engine_seconds
-        items = [u.payload.item for u in units]
+        groups: dict[TagHandling | None, list[Unit[_Payload, CacheEntry]]] = {}
+        for unit in units:  # texts with markup go through a translator that protects their tags
+            groups.setdefault(unit.payload.markup, []).append(unit)
+        engine_s = 0.0
         loop = asyncio.get_running_loop()
 
-        def settle(unit: Unit[_Payload, CacheEntry], entry: CacheEntry, ok: bool, engine_s: float) -> None:
-            if ok:
-                self.cache.add({unit.key: entry})
-            self.batcher.settle(unit, Done(entry, started, engine_s))
+        def settle(
+            unit: Unit[_Payload, CacheEntry], entry: CacheEntry, engine_s: float, tokens: tuple[int, int]
+        ) -> None:
+            self.cache.add({unit.key: entry})
+            self.batcher.settle(unit, Done(entry, started, engine_s, tokens=tokens))
+
+        def settle_failed(unit: Unit[_Payload, CacheEntry], reason: str, engine_s: float) -> None:
+            self.batcher.settle(unit, Done(None, started, engine_s, reason, NO_TRANSLATION))
 
         def work() -> dict[str, CacheEntry]:
+            nonlocal engine_s
             now = time.time()
             answered: dict[str, CacheEntry] = {}
-            for unit, r in zip(units, translator.translate(items), strict=True):
-                if ENGINE_ERROR in r.flags:  # no translation at all: the waiting requests get 502
-                    continue
-                answered[unit.key] = CacheEntry(r.translation, r.src, list(r.flags), now)
-                # Its waiters have it now, not when the whole batch is done (a stream sends it at once).
-                # Failures (empty, echo, refusal) are answered with their flags, never cached.
-                spent = translator.engine_seconds - before
-                loop.call_soon_threadsafe(settle, unit, answered[unit.key], r.ok, spent)
+            for markup, group in groups.items():
+                translator = self._translator(index, markup)
+                before = translator.engine_seconds
+                for unit, r in zip(group, translator.translate([u.payload.item for u in group]), strict=True):
+                    spent = engine_s + translator.engine_seconds - before
+                    if ENGINE_ERROR in r.flags:  # no translation at all: the waiting requests get 502
+                        continue
+                    # Its waiters have it now, not when the whole batch is done (a stream sends it at once).
+                    if not r.ok:  # empty, echo, refusal after the retry: 422 no_translation, never cached
+                        loop.call_soon_threadsafe(settle_failed, unit, r.error or ", ".join(r.flags), spent)
+                        continue
+                    answered[unit.key] = CacheEntry(r.translation, r.src, list(r.flags), now)
+                    tokens = (r.prompt_tokens, r.completion_tokens)
+                    loop.call_soon_threadsafe(settle, unit, answered[unit.key], spent, tokens)
+                engine_s += translator.engine_seconds - before
             return answered
 
         entries: dict[str, CacheEntry] = {}
@@ -581,7 +750,6 @@ class TranslationService:
             error = f"{type(exc).__name__}: {exc}"
             log.error("batch failed", extra=fields(error=error, texts=len(units)))
         elapsed = time.monotonic() - started
-        engine_s = translator.engine_seconds - before
         self.metrics.batch_seconds.observe(elapsed)
         self.metrics.batch_items.observe(len(units))
         log.info(

@@ -41,6 +41,9 @@ class PlatformProfile:
     description: str
     markup: tuple[MarkupRule, ...]
     aliases: tuple[str, ...] = ()
+    protect: tuple[regex.Pattern[str], ...] = ()
+    """Further patterns whose matches are copied byte for byte, ahead of every other span (markup tags of an
+    HTML/XML text: `spans.with_tags`)."""
 
 
 def _parse(data: dict, origin: str) -> PlatformProfile:

@@ -9,7 +9,8 @@ rebuilt for the target language from their separately translated text.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import regex
 
@@ -42,7 +43,7 @@ def marker(index: int) -> str:
 
 @dataclass(frozen=True)
 class Span:
-    kind: str  # "emoji" | "url" | "email" | "mention" | "markup"
+    kind: str  # "emoji" | "url" | "email" | "mention" | "markup" | "tag"
     start: int
     end: int
     text: str
@@ -68,6 +69,9 @@ def find_spans(text: str, profile: PlatformProfile) -> list[Span]:
             found.append(span)
             taken.append((span.start, span.end))
 
+    for pattern in profile.protect:
+        for m in pattern.finditer(text):
+            add(Span("tag", m.start(), m.end(), m.group(0)))
     for rule in profile.markup:
         for m in rule.pattern.finditer(text):
             add(Span("markup", m.start(), m.end(), m.group(0), rule, m.group("text").strip()))
@@ -82,6 +86,26 @@ def find_spans(text: str, profile: PlatformProfile) -> list[Span]:
         add(Span("emoji", m.start(), m.end(), m.group(0)))
     found.sort(key=lambda s: s.start)
     return found
+
+
+_TAG = r"<!--.*?-->|<!\[CDATA\[.*?\]\]>|</?[A-Za-z_][\w:.-]*(?:\s(?:[^<>\"']|\"[^\"]*\"|'[^']*')*)?/?>"
+_ENTITY = r"&(?:#[0-9]+|#[xX][0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);"
+
+
+@lru_cache(maxsize=256)
+def tag_pattern(ignore: tuple[str, ...] = (), case_sensitive: bool = True) -> regex.Pattern[str]:
+    """HTML/XML markup as protected spans: tags, comments, CDATA and character entities, and every element
+    named in `ignore` whole (its content is not translated), when it opens and closes on one line. HTML tag
+    names are matched case-insensitively (`case_sensitive=False`), XML's exactly."""
+    whole = [rf"<{regex.escape(name)}(?:\s[^<>]*)?>.*?</{regex.escape(name)}\s*>" for name in ignore]
+    flags = regex.DOTALL | (0 if case_sensitive else regex.IGNORECASE)
+    return regex.compile("|".join([*whole, _TAG, _ENTITY]), flags)
+
+
+def with_tags(profile: PlatformProfile, ignore: tuple[str, ...] = (), case_sensitive: bool = True) -> PlatformProfile:
+    """`profile` for HTML/XML text: its markup tags are protected spans, so a line's text between them is
+    translated as one segment with the tags as markers (⟨n⟩), kept in place; `ignore`d elements stay verbatim."""
+    return replace(profile, protect=(*profile.protect, tag_pattern(tuple(ignore), case_sensitive)))
 
 
 @dataclass
