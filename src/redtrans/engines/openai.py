@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import httpx
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from redtrans.config import StageConfig
 from redtrans.engines.base import Engine, EngineError, GenRequest, GenResult, openai_body
@@ -113,6 +113,19 @@ class OpenAIConfig(StageConfig):
         if isinstance(value, list):
             value = [str(u).strip().rstrip("/") for u in value]
         return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> OpenAIConfig:
+        """user:password in an endpoint URL and a bearer key (`api_key` or $OPENAI_API_KEY) are two credentials
+        for one endpoint: the answers would depend on which the upstream reads, so neither is guessed."""
+        key_source = "api_key" if self.api_key else "$OPENAI_API_KEY" if os.environ.get("OPENAI_API_KEY") else None
+        with_user = [n for n, url in enumerate(self.base_urls) if urllib.parse.urlsplit(url).username is not None]
+        if key_source and with_user:
+            raise ValueError(
+                f"two credentials for one endpoint: user:password in base URL {with_user[0] + 1} and {key_source}; "
+                "give one (unset the key, or take the user:password out of the URL)"
+            )
+        return self
 
 
 BREAKER_STATES = ("closed", "half_open", "open")
