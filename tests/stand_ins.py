@@ -101,12 +101,15 @@ class StandInUpstream:
     connection; it counts calls and the TCP connections it accepted, and records when each call came.
 
     `behave(call_index, body) -> Reply` decides each answer; by default a chat/text completion whose text is
-    ``echo: <last user message or prompt>``.
+    ``echo: <last user message or prompt>``. A GET (the openai engine's liveness check of `/models`) goes through
+    `behave` too, with index -1 and the body ``{"GET": path}``, and is counted in `gets`, not `calls`; by default
+    it answers a model list.
     """
 
     def __init__(self, behave: Callable[[int, dict[str, Any]], Reply] | None = None) -> None:
         self.behave = behave or (lambda index, body: Reply())
         self.calls = 0
+        self.gets = 0
         self.connections = 0
         self.call_times: list[float] = []
         self.bodies: list[dict[str, Any]] = []
@@ -138,7 +141,18 @@ class StandInUpstream:
                 reply = upstream.behave(index, body)
                 if reply.delay:
                     time.sleep(reply.delay)
-                payload = reply.body if reply.body is not None else completion(body)
+                self._answer(reply, reply.body if reply.body is not None else completion(body))
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                with upstream._lock:
+                    upstream.gets += 1
+                reply = upstream.behave(-1, {"GET": self.path})
+                if reply.delay:
+                    time.sleep(reply.delay)
+                payload = reply.body if reply.body is not None else {"object": "list", "data": [{"id": "standin"}]}
+                self._answer(reply, payload)
+
+            def _answer(self, reply: Reply, payload: Any) -> None:
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 try:
                     self.send_response(reply.status)

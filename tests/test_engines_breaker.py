@@ -133,3 +133,47 @@ def test_breaker_states_hide_credentials() -> None:
             assert "secret" not in str(engine.describe())
         finally:
             engine.close()
+
+
+def test_a_hang_opens_the_breaker_and_cuts_the_calls_waiting_on_it() -> None:
+    """Issue 32 item 5. The upstream hangs for 4 s (what it accepted meanwhile, a liveness check of /models
+    included, never answers in time) and then recovers. Requests arrive every 100 ms with an 8 s deadline.
+    Nothing times out within the hang, so only the watchdog can tell: calls waiting `breaker_stall_s` on an
+    endpoint that answers nothing get a liveness check, its silence opens the breaker, and the calls in flight
+    are cut — their requests end within stall + cooldown + a little, not at their deadlines — and the first
+    request after the recovery is served within a cooldown + 1 s, as after a hang of any length."""
+    hang_s, deadline_s, cooldown_s, stall_s = 4.0, 8.0, 0.5, 0.3
+    started = time.monotonic()
+
+    def behave(index: int, body: dict) -> Reply:
+        if time.monotonic() - started < hang_s:
+            return Reply(delay=30.0)
+        return Reply()
+
+    with StandInUpstream(behave) as upstream:
+        recovered_at = started + hang_s
+        engine = _engine(upstream.url, concurrency=4, breaker_failures=3, breaker_cooldown_s=cooldown_s,
+                         breaker_stall_s=stall_s, backoff_s=0.05)  # fmt: skip
+        outcomes: list[tuple[float, float, str]] = []  # (sent, done, finish_reason)
+
+        async def one(i: int) -> None:
+            sent = time.monotonic()
+            [result] = await engine.agenerate([_chat(f"r{i}", deadline=sent + deadline_s)])
+            outcomes.append((sent, time.monotonic(), result.finish_reason))
+
+        async def drive() -> None:
+            tasks = []
+            for i in range(int((hang_s + 2.0) / 0.1)):
+                tasks.append(asyncio.create_task(one(i)))
+                await asyncio.sleep(0.1)
+            await asyncio.gather(*tasks)
+
+        try:
+            asyncio.run(drive())
+        finally:
+            engine.close()
+    during = [(sent, done) for sent, done, _ in outcomes if sent < recovered_at - 1.5]
+    assert during and max(done - sent for sent, done in during) < stall_s + cooldown_s + 1.5
+    first_ok = min(done for sent, done, reason in outcomes if reason == "stop" and sent >= recovered_at)
+    assert first_ok - recovered_at < cooldown_s + 1.0
+    assert upstream.gets >= 1  # the liveness checks

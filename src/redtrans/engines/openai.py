@@ -17,10 +17,15 @@ gets no request before then, while other endpoints keep serving.
 
 Each endpoint has a circuit breaker: after `breaker_failures` consecutive timeouts, connection errors or 5xx
 answers it opens, and requests go to the other endpoints — or fail at once, with an error result, when every
-endpoint is open — instead of waiting on an upstream that is down. After `breaker_cooldown_s` one request
-goes to it as a probe (outside the concurrency slots, so hung requests cannot hold it back), and one more each
-cooldown, until one gets an answer and closes the breaker: an upstream that recovers gets traffic again
-within about a cooldown. `OpenAIEngine.breaker_states()` reports each endpoint's state for a metric.
+endpoint is open — instead of waiting on an upstream that is down. A hung upstream produces no failures until
+its calls time out, so a watchdog looks at each endpoint: when calls have waited `breaker_stall_s` and nothing
+answered meanwhile, it asks `GET /models` (waiting at most `breaker_cooldown_s`); no answer (or a 5xx) opens
+the breaker at once. When a breaker opens, the calls in flight to that endpoint are cut: each is retried
+elsewhere or fails now, so a hang does not hold slots and callers until their deadlines. After
+`breaker_cooldown_s` one request goes to it as a probe (outside the concurrency slots), and one more each
+cooldown, until one gets an answer and closes the breaker; probes still hanging from the outage are then cut
+and retried. An upstream that recovers thus gets traffic again within about a cooldown, whatever the length
+of the hang. `OpenAIEngine.breaker_states()` reports each endpoint's state for a metric.
 
 Failures are per request: a timeout, an HTTP error or an answer that is not an OpenAI completion (no
 `choices`, not JSON) gives that request `finish_reason="error"` with the reason in `error`; the rest of the
@@ -43,7 +48,7 @@ import urllib.parse
 import weakref
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import httpx
@@ -92,7 +97,12 @@ class OpenAIConfig(StageConfig):
     requests then go to the other endpoints, or fail at once when every endpoint is open."""
     breaker_cooldown_s: float = Field(default=2.0, gt=0)
     """How long an open endpoint gets no request; then one request goes as a probe (half-open), and another
-    every cooldown until one gets an answer, which closes the breaker."""
+    every cooldown until one gets an answer, which closes the breaker. Also the longest wait for a liveness
+    check (`breaker_stall_s`)."""
+    breaker_stall_s: float = Field(default=1.0, gt=0)
+    """Calls that have waited this long on an endpoint that answered nothing meanwhile trigger a liveness check
+    (`GET {base_url}/models`, at most once a cooldown): no answer within `breaker_cooldown_s`, or a 5xx, opens
+    the breaker and cuts those calls. A slow but live upstream answers the check and keeps its calls."""
     http_client: Literal["auto", "aiohttp", "httpx"] = "auto"
     """HTTP client: aiohttp costs about a quarter of httpx's CPU per request (0.5 vs 2.1 ms here, see
     benchmarks/fleet_client.py), which decides throughput against a fleet; auto = aiohttp when installed
@@ -145,6 +155,15 @@ class _Endpoint:
     """Consecutive failures (timeouts, connection errors, 5xx)."""
     probe_at: float = 0.0
     """When an open (or half-open) endpoint may take its next probe."""
+    calls: dict[asyncio.Future[Any], tuple[float, bool]] = field(default_factory=dict)
+    """Calls in flight → (when sent, sent while the breaker was not closed: a probe)."""
+    cut: set[asyncio.Future[Any]] = field(default_factory=set)
+    """Calls cancelled by the breaker (not by their callers)."""
+    answered_at: float = 0.0
+    """When the endpoint last answered anything."""
+    checked_at: float = -1e9
+    """When its last liveness check began."""
+    checking: bool = False
 
     def usable(self, now: float) -> bool:
         return self.state == "closed" and self.not_before <= now
@@ -210,7 +229,7 @@ class OpenAIEngine(Engine):
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     async def _open(self) -> tuple[asyncio.Semaphore, _Transport]:
-        """The slots and the pooled client(s), kept for the engine's life (created on its loop)."""
+        """The slots, the pooled client(s) and the breaker's watchdog, kept for the engine's life (on its loop)."""
         kind = self.config.http_client
         if kind == "auto":
             kind = "aiohttp" if _has_aiohttp() and not self._event_hooks else "httpx"
@@ -222,6 +241,7 @@ class OpenAIEngine(Engine):
             transport = _AiohttpTransport(urls, self._headers, self.config.timeout_s)
         else:
             transport = _HttpxTransport(urls, self._headers, self.config.timeout_s, self.parallelism, self._event_hooks)
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch(transport))
         return asyncio.Semaphore(self.parallelism), transport
 
     def _check_open(self) -> None:
@@ -357,12 +377,58 @@ class OpenAIEngine(Engine):
         """An answer (any HTTP status below 500) closes the endpoint's breaker; a failure on a half-open
         endpoint, or the `breaker_failures`-th in a row, opens it for a cooldown."""
         if ok:
-            endpoint.state, endpoint.failures = "closed", 0
+            endpoint.answered_at = time.monotonic()
+            if endpoint.state != "closed":
+                endpoint.state, endpoint.failures = "closed", 0
+                # Probes still hanging from the outage would hold their callers: ask them again, now.
+                self._cut(endpoint, lambda probe: probe)
+            endpoint.failures = 0
             return
         endpoint.failures += 1
         if endpoint.state != "closed" or endpoint.failures >= self.config.breaker_failures:
-            endpoint.state = "open"
-            endpoint.probe_at = max(endpoint.probe_at, time.monotonic() + self.config.breaker_cooldown_s)
+            self._trip(endpoint)
+
+    def _trip(self, endpoint: _Endpoint) -> None:
+        """Open the breaker for a cooldown and cut every call in flight to the endpoint."""
+        endpoint.state = "open"
+        endpoint.probe_at = max(endpoint.probe_at, time.monotonic() + self.config.breaker_cooldown_s)
+        self._cut(endpoint, lambda probe: True)
+
+    @staticmethod
+    def _cut(endpoint: _Endpoint, which: Callable[[bool], bool]) -> None:
+        for call, (_, probe) in list(endpoint.calls.items()):
+            if which(probe) and not call.done():
+                endpoint.cut.add(call)
+                call.cancel()
+
+    async def _watch(self, transport: _Transport) -> None:
+        """The breaker's watchdog: a liveness check of each endpoint whose calls wait and that answers nothing."""
+        stall, cooldown = self.config.breaker_stall_s, self.config.breaker_cooldown_s
+        while True:
+            await asyncio.sleep(min(0.25, stall / 2))
+            now = time.monotonic()
+            for endpoint in self._endpoints:
+                if endpoint.checking or endpoint.state == "open" or not endpoint.calls:
+                    continue
+                oldest = min(sent for sent, _ in endpoint.calls.values())
+                if now - oldest < stall or now - endpoint.answered_at < stall or now - endpoint.checked_at < cooldown:
+                    continue
+                endpoint.checking, endpoint.checked_at = True, now
+                asyncio.get_running_loop().create_task(self._liveness(transport, endpoint))
+
+    async def _liveness(self, transport: _Transport, endpoint: _Endpoint) -> None:
+        try:
+            status = await transport.get(endpoint.url, endpoint.url + "/models", self.config.breaker_cooldown_s)
+        except _TransportError:
+            alive = False
+        else:
+            alive = status < 500
+        finally:
+            endpoint.checking = False
+        if alive:
+            endpoint.answered_at = time.monotonic()
+        elif endpoint.calls and endpoint.state != "open":
+            self._trip(endpoint)
 
     async def _attempt(
         self, endpoint: _Endpoint, route: str, content: bytes, request: GenRequest, started: float
@@ -370,17 +436,28 @@ class OpenAIEngine(Engine):
         url = endpoint.url + route
         remaining = request.remaining()
         timeout = self.config.timeout_s if remaining is None else max(0.001, min(self.config.timeout_s, remaining))
+        call = asyncio.ensure_future(self._transport.post(endpoint.url, url, content, timeout))
+        endpoint.calls[call] = (time.monotonic(), endpoint.state != "closed")
         try:
-            status, content, retry_after_header = await self._transport.post(endpoint.url, url, content, timeout)
+            status, content, retry_after_header = await call
         except _TransportError as exc:
             self._record(endpoint, ok=False)
             raise _Attempt(f"{exc.kind} from {_redact(url)}: {exc}", retry=True) from None
         except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if call in endpoint.cut and (current is None or current.cancelling() == 0):
+                # Cut by the breaker, not by the caller: another endpoint, or a fast failure, or (a stale probe
+                # of a recovered endpoint) the same one again.
+                raise _Attempt(f"no answer from {_redact(url)}: its circuit opened or recovered", retry=True) from None
+            call.cancel()
             remaining = request.remaining()
             if remaining is not None and remaining <= _DEADLINE_SLACK_S:
                 # Cut by the request's deadline (which bounds the attempt's timeout too): a timeout as well.
                 self._record(endpoint, ok=False)
             raise
+        finally:
+            endpoint.calls.pop(call, None)
+            endpoint.cut.discard(call)
         self._record(endpoint, ok=status < 500)
         url = _redact(url)
         if status == 200:
@@ -410,6 +487,10 @@ class _Transport:
     """POST bytes, get (status, body, Retry-After) back; the pooled clients live as long as the engine."""
 
     async def post(self, base: str, url: str, content: bytes, timeout: float) -> tuple[int, bytes, str | None]:
+        raise NotImplementedError
+
+    async def get(self, base: str, url: str, timeout: float) -> int:
+        """The status of a GET (the breaker's liveness check); _TransportError when nothing answers."""
         raise NotImplementedError
 
     async def aclose(self) -> None:
@@ -463,6 +544,15 @@ class _AiohttpTransport(_Transport):
         except aiohttp.ClientError as exc:
             raise _TransportError(type(exc).__name__, str(exc)) from None
 
+    async def get(self, base: str, url: str, timeout: float) -> int:
+        aiohttp = self._aiohttp
+        try:
+            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                await response.read()
+                return response.status
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _TransportError(type(exc).__name__, str(exc) or "no answer") from None
+
     async def aclose(self) -> None:
         await self._session.close()
 
@@ -509,6 +599,13 @@ class _HttpxTransport(_Transport):
         finally:
             loads[shard] -= 1
         return response.status_code, response.content, response.headers.get("retry-after")
+
+    async def get(self, base: str, url: str, timeout: float) -> int:
+        try:
+            response = await self.clients[base][0].get(url, timeout=timeout)
+        except httpx.TransportError as exc:
+            raise _TransportError(type(exc).__name__, str(exc)) from None
+        return response.status_code
 
     async def aclose(self) -> None:
         clients = [c for shard in self.clients.values() for c in shard]

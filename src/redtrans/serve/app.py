@@ -74,6 +74,14 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+SUPPORTED_ROUTES = {
+    "openai": ", ".join(routes_openai.ROUTES) + " (stored completions and responses are not kept)",
+    "deepl": f"POST {routes_mt.DEEPL}, GET|POST /v2/languages, GET|POST /v2/usage (glossaries, documents, "
+    "rephrasing, style rules and translation memories are not supported)",
+}
+"""What a 404/405 under an API's prefix names, so a client learns what it can call."""
+
+
 def error_response(exc: ServiceError, path: str = TRANSLATE) -> Response:
     """`exc` as JSON in the convention of the API `path` belongs to."""
     return render(exc, path)
@@ -253,9 +261,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return await service_error(
-            request, ServiceError(exc.status_code, code, str(exc.detail), None, dict(exc.headers or {}))
-        )
+        message = str(exc.detail)
+        if exc.status_code in (404, 405):  # name what the API the client speaks does answer here
+            kind = convention(request.url.path)
+            if kind in SUPPORTED_ROUTES:
+                message = f"no route {request.method} {request.url.path}: this server answers {SUPPORTED_ROUTES[kind]}"
+        return await service_error(request, ServiceError(exc.status_code, code, message, None, dict(exc.headers or {})))
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.error("unexpected error", exc_info=exc)

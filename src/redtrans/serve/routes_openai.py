@@ -147,10 +147,6 @@ def usage_of(post: str, answers: list[Translation]) -> tuple[int, int]:
     return units(post), sum(units(t.text) for t in fresh)
 
 
-def not_found_message(method: str, path: str) -> str:
-    return f"no route {method} {path}: this server answers {', '.join(ROUTES)} (it keeps no stored objects)"
-
-
 def _describe(exc: ValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors[:5]]
