@@ -589,7 +589,7 @@ def test_cli_serve_as_gateway_over_openai_upstream_and_sigterm(tmp_path: Path) -
         time.sleep(0.4)
         proc.send_signal(signal.SIGTERM)
         caller.join(30)
-        assert proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean shutdown
+        assert proc.wait(30) == 0  # a clean drain exits 0 (uvicorn alone re-raises SIGTERM: -15)
         r = result["r"]
         assert r.status_code == 200, r.text
         data = r.json()

@@ -179,7 +179,7 @@ def test_openai_errors_are_openai_error_objects(server: str) -> None:
         bad.chat.completions.create(model="redtrans-zh-en", messages=message)
     assert auth.value.status_code == 401
     assert auth.value.body == {
-        "message": "the API key is not valid",
+        "message": "the API key is not valid (keys are sent as `Authorization: Bearer KEY`)",
         "type": "authentication_error",
         "param": None,
         "code": "invalid_api_key",
@@ -259,7 +259,7 @@ def test_libretranslate_json_and_form_with_its_auth_and_errors(server: str) -> N
     assert r.status_code == 403 and "API key" in r.json()["error"]
     r = httpx.post(url, json={"q": "晚安", "source": "auto", "api_key": KEY})
     assert r.status_code == 400 and "target" in r.json()["error"] and set(r.json()) == {"error"}
-    r = httpx.post(url, json={"q": "<b>晚安</b>", "target": "en", "format": "html", "api_key": KEY})
+    r = httpx.post(url, json={"q": "晚安", "target": "en", "format": "markdown", "api_key": KEY})
     assert r.status_code == 400 and "format" in r.json()["error"]
     r = httpx.get(f"{server}/languages", headers={"Authorization": f"Bearer {KEY}"})
     assert r.status_code == 200 and {"code": "zh", "name": "Chinese"}.items() <= r.json()[0].items()

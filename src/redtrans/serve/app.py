@@ -32,7 +32,7 @@ from redtrans.serve import routes_mt, routes_openai
 from redtrans.serve.config import ServeConfig
 from redtrans.serve.conventions import KEY_HOW, convention, render
 from redtrans.serve.docs import DOCS, OAUTH2_REDIRECT, REDOC, STATIC, install_docs
-from redtrans.serve.errors import ServiceError
+from redtrans.serve.errors import ServiceError, invalid_json_hint
 from redtrans.serve.logging import fields
 from redtrans.serve.protocol import ErrorResponse, Health, TranslateRequest, TranslateResponse
 from redtrans.serve.service import TranslationService
@@ -322,7 +322,8 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         try:
             body = TranslateRequest.model_validate_json(raw)
         except ValidationError as exc:
-            raise ServiceError(422, "invalid_request", _describe(exc)) from exc
+            hint = invalid_json_hint(raw) if any(e["type"] == "json_invalid" for e in exc.errors()) else ""
+            raise ServiceError(422, "invalid_request", _describe(exc) + hint) from exc
         outcome = await unless_disconnected(request, service.translate(body, admitted, partial=True))
         _state(request.scope)["outcome"] = outcome
         elapsed_ms = (time.perf_counter() - started) * 1000

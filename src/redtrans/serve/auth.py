@@ -53,5 +53,7 @@ class Authenticator:
         digest = hash_key(key)
         name = next((n for d, n in self._digests.items() if hmac.compare_digest(d, digest)), None)
         if name is None:
-            raise ServiceError(401, "invalid_api_key", "the API key is not valid", None, headers)
+            raise ServiceError(
+                401, "invalid_api_key", f"the API key is not valid (keys are sent as {how})", None, headers
+            )
         return f"key:{name}"

@@ -4,6 +4,7 @@ exception handler, in the shape of the API the route belongs to (`conventions.re
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 
@@ -35,3 +36,14 @@ class ServiceError(Exception):
 
     def encode(self) -> bytes:
         return json.dumps(self.body(), ensure_ascii=False).encode()
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def invalid_json_hint(raw: bytes) -> str:
+    """What to add to a JSON parse error of `raw`: a lone UTF-16 surrogate escape is the usual culprit when the
+    body has surrogate escapes (a valid pair parses)."""
+    if _SURROGATE_ESCAPE.search(raw):
+        return " (a lone UTF-16 surrogate such as \\ud83d without its pair, half of an emoji cut in two?)"
+    return ""

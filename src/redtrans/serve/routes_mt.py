@@ -27,7 +27,8 @@ from pydantic import BaseModel, ValidationError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from redtrans.languages import LANGUAGES
-from redtrans.serve.errors import ServiceError
+from redtrans.serve.conventions import KEY_HOW
+from redtrans.serve.errors import ServiceError, invalid_json_hint
 from redtrans.serve.markup import TagHandling
 from redtrans.serve.protocol import TranslateItem, TranslateRequest, Translation
 from redtrans.serve.protocol_compat import (
@@ -191,7 +192,7 @@ async def fields(request: Request, lists: frozenset[str]) -> dict[str, Any]:
         try:
             parsed = json.loads(raw) if raw.strip() else {}
         except ValueError as exc:
-            raise ServiceError(422, "invalid_request", f"the body is not JSON: {exc}") from exc
+            raise ServiceError(422, "invalid_request", f"the body is not JSON: {exc}{invalid_json_hint(raw)}") from exc
         if not isinstance(parsed, dict):
             raise ServiceError(422, "invalid_request", "the body must be a JSON object")
         data = parsed
@@ -268,6 +269,7 @@ def build_router(service: TranslationService) -> APIRouter:
             client[0] if client else None,
             request.headers.get("x-forwarded-for"),
             body_key=key if isinstance(key, str) else "",
+            how=KEY_HOW["libretranslate"],
         )
 
     # -- DeepL ------------------------------------------------------------------------------------------------

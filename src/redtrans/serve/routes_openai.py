@@ -40,7 +40,7 @@ from redtrans import __version__, prompts
 from redtrans.errors import LanguageError
 from redtrans.languages import LANGUAGES, default_target, get_language
 from redtrans.serve.conventions import openai_error
-from redtrans.serve.errors import ServiceError
+from redtrans.serve.errors import ServiceError, invalid_json_hint
 from redtrans.serve.protocol import TranslateItem, TranslateRequest, Translation
 from redtrans.serve.protocol_compat import (
     AssistantMessage,
@@ -162,8 +162,8 @@ def _parse(model: type[M], raw: bytes) -> M:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         message, param = _describe(exc)
-        if any(e["type"] == "json_invalid" for e in exc.errors()) and b"\\u" in raw:
-            message += " (a lone UTF-16 surrogate? send valid Unicode)"
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            message += invalid_json_hint(raw)
         raise ServiceError(422, "invalid_request", message, param=param) from exc
 
 
