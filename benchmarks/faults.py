@@ -17,6 +17,15 @@ calls), prints what happened in numbers, and decides pass or miss:
                    request (needs qwen2.5-coder-0.5b's GGUF; skipped, and not counted as passed, without it).
 6. two_writers     a second writer of the same JSONL output is refused (exit 2, one line), no duplicate ids.
 
+Issue 32 (round 3), serve:
+7. form_utf8       docs/serve.md's curl example (raw UTF-8 bytes in a form) on /v2/translate and /translate
+                   reaches the model intact and is detected as zh; invalid bytes are 400.
+8. refusals_through_routes  an upstream that refuses or answers nothing: 422 `no_translation` on the OpenAI
+                   (chat, completions, responses), DeepL, LibreTranslate and native routes, never a 200 with the
+                   refusal; the native batch answers its other item; a stream ends with an error event, no [DONE].
+9. hang_recovery   the upstream hangs 8, 20 and 60 s, clients wait for answers (35 s): the first 200 after the
+                   recovery within breaker_cooldown_s + 1 s (3 s) each time.
+
 Run from the repository root: ``.venv/bin/python benchmarks/faults.py``. Ends with
 ``faults_passed: N/M target: M/M`` and exits 1 on any miss.
 """
@@ -45,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from redtrans.jsonl import JSONLWriter, read_jsonl  # noqa: E402
 from redtrans.serve.config import hash_key  # noqa: E402
-from tests.stand_ins import Reply, StandInUpstream  # noqa: E402
+from tests.stand_ins import Reply, StandInUpstream, completion  # noqa: E402
 
 BIN = Path(sys.executable).parent / "redtrans"
 CMD = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "redtrans"]
@@ -75,6 +84,20 @@ def http(
     request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
     if data is not None:
         request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.headers.get("Content-Type", ""), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type", ""), exc.read()
+    except (OSError, TimeoutError):
+        return 0, "", b""
+
+
+def http_raw(
+    method: str, url: str, data: bytes, headers: dict[str, str], timeout: float = 10.0
+) -> tuple[int, str, bytes]:
+    """`http` with a body sent as the given bytes (forms)."""
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.headers.get("Content-Type", ""), response.read()
@@ -409,6 +432,149 @@ def two_writers() -> bool:
     return second.returncode == 2 and len(lines) == 1 and len(ids) == len(set(ids)) == 10 and third.returncode == 0
 
 
+# -- serve, round 3 (issue 32 items 1, 2 and 5) ---------------------------------------------------------
+
+
+def _toy_upstream(refuse: str = "拒绝", empty: str = "空") -> StandInUpstream:
+    """An upstream that 'translates' (any text → `hello`), refuses texts holding `refuse` and answers texts
+    holding `empty` with nothing — on the retry too."""
+
+    def behave(index: int, body: dict[str, Any]) -> Reply:
+        text = json.dumps(body.get("messages", ""), ensure_ascii=False)
+        answer = "I'm sorry, but I can't assist with that." if refuse in text else "" if empty in text else "hello"
+        return Reply(body=completion(body, answer)) if "messages" in body else Reply()
+
+    return StandInUpstream(behave)
+
+
+def form_utf8() -> bool:
+    """Item 1: docs/serve.md's curl example (raw UTF-8 in a urlencoded form) reaches the model as the text it is
+    on /v2/translate and /translate; invalid bytes are 400."""
+    upstream = _toy_upstream()
+    serve = Serve(upstream.url)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    try:
+        checks = []
+        for path, raw, post in (
+            ("/v2/translate", "text={}&target_lang=EN-US", "这家店的奶茶绝绝子🧋"),
+            ("/translate", "q={}&source=auto&target=en", "那家店的奶茶也绝绝子🧋"),  # another text: no cache hit
+        ):
+            before = upstream.calls
+            status, _, body = http_raw("POST", serve.url + path, raw.format(post).encode(), form)
+            sent = [json.dumps(b, ensure_ascii=False) for b in upstream.bodies[before:]]
+            reached = any(post.rstrip("🧋") in s for s in sent)
+            detected = json.loads(body).get("translations", [{}])[0].get("detected_source_language") if body else None
+            if path == "/translate":
+                detected = (json.loads(body).get("detectedLanguage") or {}).get("language") if status == 200 else None
+            print(f"  {path} raw UTF-8 form: {status}, text reached the model intact: {reached}, detected {detected}")
+            checks.append(status == 200 and reached and str(detected).lower() == "zh")
+            bad, _, answer = http_raw("POST", serve.url + path, b"text=\xff\xfe&q=\xff&target_lang=EN&target=en", form)
+            print(f"  {path} invalid bytes: {bad} {answer[:80]!r}")
+            checks.append(bad == 400)
+        return all(checks)
+    finally:
+        serve.stop()
+        upstream.close()
+
+
+def refusals_through_routes() -> bool:
+    """Item 2: an upstream that refuses or answers nothing, through every route: 422 `no_translation` (never a
+    200 with the refusal in it), the native batch's other items answered, streams end without success."""
+    upstream = _toy_upstream()
+    serve = Serve(upstream.url)
+    refusal, empty = "请拒绝这个帖子", "空空的帖子"
+    calls = {
+        "/v1/chat/completions": {"model": "redtrans-zh-en", "messages": [{"role": "user", "content": refusal}]},
+        "/v1/completions": {"model": "redtrans-zh-en", "prompt": empty},
+        "/v1/responses": {"model": "redtrans-zh-en", "input": refusal},
+        "/v2/translate": {"text": ["今天很好", refusal], "target_lang": "EN-US"},
+        "/translate": {"q": empty, "source": "zh", "target": "en"},
+        "/v1/translate": {"items": [{"text": refusal, "tgt": "en"}]},
+    }
+    try:
+        ok = True
+        for path, body in calls.items():
+            status, _, answer = http("POST", serve.url + path, body, timeout=30)
+            leaked = b"sorry" in answer.lower()
+            print(f"  {path}: {status} {error_code(answer)[:40]}{' (the refusal leaked!)' if leaked else ''}")
+            ok &= status == 422 and not leaked
+        batch = {"items": [{"text": "今天很好", "tgt": "en"}, {"text": refusal, "tgt": "en"}]}
+        status, _, answer = http("POST", serve.url + "/v1/translate", batch, timeout=30)
+        states = [t.get("status") for t in json.loads(answer).get("translations", [])] if status == 200 else []
+        print(f"  /v1/translate batch of 2, one refused: {status}, statuses {states}")
+        ok &= states == ["ok", "failed"]
+        stream = {
+            "model": "redtrans-zh-en",
+            "stream": True,
+            "messages": [{"role": "user", "content": f"晚安\n{refusal}"}],
+        }
+        status, _, answer = http("POST", serve.url + "/v1/chat/completions", stream, timeout=30)
+        done = b"[DONE]" in answer
+        print(f"  stream, second line refused: {status}, ends with an error event: {b'no_translation' in answer}, "
+              f"[DONE] sent: {done}")  # fmt: skip
+        ok &= status == 200 and b"no_translation" in answer and not done
+        return ok
+    finally:
+        serve.stop()
+        upstream.close()
+
+
+def hang_recovery() -> bool:
+    """Item 5: the upstream hangs for 8, 20 and 60 s (everything it accepts meanwhile, its /models too, never
+    answers in time), then recovers. Clients send a request every 0.5 s and wait for the answer (35 s, past
+    serve's 30 s deadline). The first 200 after the recovery must come within breaker_cooldown_s + 1 s (3 s)."""
+    cooldown = 2.0  # OpenAIConfig.breaker_cooldown_s
+    results = []
+    lock = threading.Lock()
+    for hang in (8.0, 20.0, 60.0):
+        window = {"from": float("inf"), "to": float("inf")}
+
+        def behave(index: int, body: dict[str, Any], window: dict[str, float] = window) -> Reply:
+            now = time.monotonic()
+            if window["from"] <= now < window["to"]:
+                return Reply(delay=window["to"] - now + 60)
+            return Reply()
+
+        upstream = StandInUpstream(behave)
+        serve = Serve(upstream.url)
+        answers: list[tuple[float, float, int]] = []
+
+        def client(n: int, serve: Serve = serve, answers: list[tuple[float, float, int]] = answers) -> None:
+            sent = time.monotonic()
+            status = serve.post({"items": [{"text": f"奶茶第{n}杯好喝", "src": "zh", "tgt": "en"}]}, timeout=35)[0]
+            with lock:
+                answers.append((sent, time.monotonic(), status))
+
+        try:
+            window["from"] = time.monotonic()
+            window["to"] = window["from"] + hang
+            threads = []
+            n = 0
+            while time.monotonic() < window["to"] + 15:
+                thread = threading.Thread(target=client, args=(n,), daemon=True)
+                thread.start()
+                threads.append(thread)
+                n += 1
+                with lock:
+                    if any(done > window["to"] and status == 200 for _, done, status in answers):
+                        break
+                time.sleep(0.5)
+            for thread in threads:
+                thread.join(40)
+            with lock:
+                healthy = sorted(done for _, done, status in answers if status == 200 and done > window["to"])
+                during = [status for sent, done, status in answers if done <= window["to"]]
+                slowest = max((done - sent for sent, done, _ in answers if sent < window["to"]), default=0.0)
+            took = healthy[0] - window["to"] if healthy else float("inf")
+            print(f"  hang {hang:.0f} s: answered during it {len(during)} ({sorted(set(during))}), slowest answer "
+                  f"{slowest:.1f} s; recovery -> first 200: {took:.2f} s (target <= {cooldown + 1:.0f} s)")  # fmt: skip
+            results.append(took <= cooldown + 1.0)
+        finally:
+            serve.stop()
+            upstream.close()
+    return all(results)
+
+
 def main() -> int:
     scenarios: list[tuple[str, Callable[[], Any]]] = [
         ("failed_rows", failed_rows),
@@ -417,6 +583,9 @@ def main() -> int:
         ("shutdown_hung", shutdown_hung),
         ("doors", doors),
         ("two_writers", two_writers),
+        ("form_utf8", form_utf8),
+        ("refusals_through_routes", refusals_through_routes),
+        ("hang_recovery", hang_recovery),
     ]
     only = set(sys.argv[1:])
     passed = total = 0
