@@ -389,9 +389,11 @@ class OpenAIEngine(Engine):
             self._trip(endpoint)
 
     def _trip(self, endpoint: _Endpoint) -> None:
-        """Open the breaker for a cooldown and cut every call in flight to the endpoint."""
+        """Open the breaker and cut every call in flight to the endpoint. The first probe goes a cooldown after
+        it opened; a failed probe does not delay the next one, due a cooldown after it was sent."""
+        if endpoint.state == "closed":
+            endpoint.probe_at = max(endpoint.probe_at, time.monotonic() + self.config.breaker_cooldown_s)
         endpoint.state = "open"
-        endpoint.probe_at = max(endpoint.probe_at, time.monotonic() + self.config.breaker_cooldown_s)
         self._cut(endpoint, lambda probe: True)
 
     @staticmethod
