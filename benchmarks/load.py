@@ -11,8 +11,10 @@ Starts `redtrans serve` as its own process (fresh SQLite cache in a temp dir, ac
    rounds; only 200, 429 and 504 may come back, and the server's RSS after round 2 must be within 32 MiB
    (or 5 %) of its RSS after round 1.
 
-Targets: HTTP overhead p50 ≤ 5 ms (at concurrency 1); cache-hit throughput ≥ 1,000 requests/s; overload as above.
-Exits 1 when one is missed. Client and server share this machine's cores.
+Targets (issue 35): HTTP overhead p50 ≤ 5 ms (at concurrency 1); cache-hit throughput ≥ 2,000 requests/s; overload
+as above. Exits 1 when one is missed. Client and server share this machine's cores: run it alone on the machine.
+Every check of the service is on (access log, metrics, body and slow-client limits, Host check, per-client
+connection cap — raised to 1,024 here, as the one client stands for the many an overload has).
 
 The client is aiohttp: httpx costs about 1.9 ms of client CPU per request here (aiohttp about 0.15 ms), so with
 httpx on 2 shared cores this would measure the client, not the service.
@@ -245,6 +247,7 @@ def main() -> int:
                     "cache": f"sqlite:///{Path(tmp) / 'cache.sqlite'}",
                     "max_queue": 128,
                     "request_timeout_s": 300,
+                    "max_connections_per_client": 1024,
                 }
             )
         )
@@ -290,7 +293,7 @@ def main() -> int:
     growth = rss2 - rss1
     checks = {
         "http_overhead_p50_ms": overhead_p50 <= 5.0,
-        "cache_hit_rps": cache_rps >= 1000,
+        "cache_hit_rps": cache_rps >= 2000,
         "overload_statuses": seen <= {200, 429, 504} and client_errors == 0 and {429} <= seen,
         "overload_rss_flat": growth <= max(32.0, 0.05 * rss1),
         "ready_after_overload": overload["ready_after"] == 200,
@@ -320,7 +323,7 @@ def main() -> int:
     failed = [name for name, ok in checks.items() if not ok]
     print(f"missed: {', '.join(failed)}" if failed else "all targets met")
     print(f"http_overhead_p50_ms: {overhead_p50} target: 5")
-    print(f"cache_hit_throughput_rps: {cache_rps} target: 1000")
+    print(f"cache_hit_throughput_rps: {cache_rps} target: 2000")
     return 1 if failed else 0
 
 

@@ -61,13 +61,13 @@ class Translation(BaseModel):
     )
     error: str | None = Field(None, description="Why the item failed (`no_translation: …`); null when ok.")
 
-    _tokens: tuple[int, int] = PrivateAttr(default=(0, 0))
+    _tokens: tuple[int, int] | None = PrivateAttr(default=None)  # None: no deep copy of a default per answer
 
     @property
     def tokens(self) -> tuple[int, int]:
         """(prompt, completion) model tokens this answer cost, as the engine counted them; (0, 0) from the cache
         or where the engine does not count. Not on the wire: the OpenAI-shaped routes report it as `usage`."""
-        return self._tokens
+        return self._tokens or (0, 0)
 
     def costing(self, tokens: tuple[int, int]) -> Translation:
         """This answer, with the tokens it cost."""

@@ -48,7 +48,7 @@ from redtrans.serve.protocol_compat import (
     error_responses,
 )
 from redtrans.serve.service import TranslationService
-from redtrans.serve.watch import unless_disconnected
+from redtrans.serve.watch import translate_for
 from redtrans.text.langid import detect_language
 
 DEEPL = "/v2/translate"
@@ -250,9 +250,7 @@ def build_router(service: TranslationService) -> APIRouter:
         request: Request, items: list[TranslateItem], admitted: float, markup: TagHandling | None = None
     ) -> list[Translation]:
         """The shared middle of both APIs: the service's translations, the outcome kept for the access log."""
-        work = service.translate(TranslateRequest(items=items), admitted, markup=markup)
-        outcome = await unless_disconnected(request, work)
-        request.scope.setdefault("state", {})["outcome"] = outcome
+        outcome = await translate_for(request, service, TranslateRequest(items=items), admitted, markup=markup)
         return outcome.response.translations
 
     async def body_key_caller(request: Request, data: dict[str, Any]) -> None:

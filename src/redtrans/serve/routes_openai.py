@@ -64,7 +64,7 @@ from redtrans.serve.protocol_compat import (
     response_object,
 )
 from redtrans.serve.service import Lines, TranslationService
-from redtrans.serve.watch import unless_disconnected
+from redtrans.serve.watch import translate_for, unless_disconnected
 from redtrans.text.langid import detect_language
 
 PREFIX = "redtrans"
@@ -236,9 +236,8 @@ def build_router(service: TranslationService) -> APIRouter:
         """The translations of `asks` (one request to the service), the outcome kept for the access log."""
         items = [TranslateItem(text=a.text, src=a.src, tgt=a.tgt) for a in asks]
         deadlines = [a.deadline_ms for a in asks if a.deadline_ms]
-        call = service.translate(TranslateRequest(items=items, deadline_ms=min(deadlines, default=None)), admitted)
-        outcome = await unless_disconnected(request, call)
-        request.scope.setdefault("state", {})["outcome"] = outcome
+        body = TranslateRequest(items=items, deadline_ms=min(deadlines, default=None))
+        outcome = await translate_for(request, service, body, admitted)
         return outcome.response.translations
 
     async def stream(request: Request, ask: Ask, admitted: float, shape: StreamShape, include_usage: bool) -> Response:

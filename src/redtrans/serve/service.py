@@ -38,7 +38,7 @@ from redtrans.serve.markup import TagHandling
 from redtrans.serve.metrics import Metrics
 from redtrans.serve.protocol import TranslateItem, TranslateRequest, TranslateResponse, Translation
 from redtrans.serve.ratelimit import RateLimit
-from redtrans.text.langid import detect_language
+from redtrans.text.langid import detect_language, warm_up
 from redtrans.text.profiles import PlatformProfile, load_profile
 from redtrans.text.spans import Core, Span, plan_line, split_emoji, split_lines
 from redtrans.translator import ENGINE_ERROR, Item, Translator, TranslatorConfig
@@ -280,8 +280,13 @@ class TranslationService:
 
         spec = self.config.engine_spec()
         started = time.perf_counter()
+        def load() -> Engine:
+            engine = create_engine(spec)
+            warm_up()  # lingua's Latin-script models, or the first English post waits seconds for them
+            return engine
+
         try:
-            self.engine = await asyncio.get_running_loop().run_in_executor(self._pool, lambda: create_engine(spec))
+            self.engine = await asyncio.get_running_loop().run_in_executor(self._pool, load)
         except Exception as exc:  # noqa: BLE001 - reported on /readyz and in the log, the process stays up
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("engine failed to load", extra=fields(error=self.load_error))
@@ -539,11 +544,53 @@ class TranslationService:
         admitted = time.monotonic() if admitted is None else admitted
         self._ensure_ready()
         work = self._check(request, markup)
-        outcome = await self._run(work, admitted, self._timeout(request.deadline_ms), partial)
+        outcome = self._from_memory(work)
+        if outcome is None:
+            outcome = await self._run(work, admitted, self._timeout(request.deadline_ms), partial)
         failed = [n for n, t in enumerate(outcome.response.translations) if t.status == "failed"]
         if failed and len(failed) == len(work):
             raise no_translation(failed[0], outcome.response.translations[failed[0]].error)
         return outcome
+
+    def translate_from_memory(self, request: TranslateRequest, markup: TagHandling | None = None) -> Outcome | None:
+        """The answer when every text is in the in-memory LRU, at once (no await, no task: the cache-hit path is
+        most of a busy service's requests); None when one is not. Raises what `translate` raises for bad input."""
+        self._ensure_ready()
+        return self._from_memory(self._check(request, markup))
+
+    def _from_memory(self, work: list[Work]) -> Outcome | None:
+        entries = []
+        for w in work:
+            entry = self.cache.get_memory(self._key(w))
+            if entry is None:
+                return None
+            entries.append(entry)
+        texts = [w.item.text for w in work] if self.config.log_text else []
+        tally = Tally(items=len(work), texts=texts, cached=len(work))
+        self.metrics.item("cache").inc(len(work))
+        translations = [self._answer(w, entry, True, None) for w, entry in zip(work, entries, strict=True)]
+        return tally.outcome(translations, self.model)
+
+    def _key(self, w: Work) -> str:
+        return cache_key(w.item.text, w.item.src, w.item.tgt or "", self.model, self._version(w.markup))
+
+    @staticmethod
+    def _answer(w: Work, entry: CacheEntry, cached: bool, detected: bool | None) -> Translation:
+        """The translation of `w` from its entry: the script its target asks for, its markup unfolded."""
+        text = to_chinese_script(entry.translation, w.tag) if w.tag else entry.translation
+        if w.detected is not None:
+            detected = w.detected
+        elif detected is None:
+            detected = w.item.src is None
+        return Translation(
+            id=w.item.id,
+            translation=w.markup.unfold(text, w.original) if w.markup else text,
+            src=entry.src,
+            tgt=w.tag or w.item.tgt or "",
+            detected=detected,
+            flags=entry.flags,
+            cached=cached,
+        )
 
     async def translate_lines(
         self,
@@ -594,7 +641,7 @@ class TranslationService:
         with no usable translation raises 422 `no_translation`, or with `partial` is yielded `status: failed`."""
         deadline = admitted + timeout
         items = [w.item for w in work]
-        keys = [cache_key(w.item.text, w.item.src, w.item.tgt or "", self.model, self._version(w.markup)) for w in work]
+        keys = [self._key(w) for w in work]
         entries: dict[str, CacheEntry] = {}
         failures: dict[str, str] = {}  # key → why it has no usable translation
         tokens: dict[str, tuple[int, int]] = {}  # key → what translating it cost (nothing when cached)
@@ -635,7 +682,7 @@ class TranslationService:
                     raise ServiceError(502, "engine_error", f"the engine failed: {result.error}")
                 item = w.item
                 if key in failures:
-                    self.metrics.items.labels("failed").inc()
+                    self.metrics.item("failed").inc()
                     if not partial:
                         raise no_translation(n, failures[key])
                     yield Translation(
@@ -654,22 +701,8 @@ class TranslationService:
                         error=f"{NO_TRANSLATION}: {failures[key]}",
                     )
                     continue
-                entry = entries[key]
-                self.metrics.items.labels("engine" if key in missing else "cache").inc()
-                text = to_chinese_script(entry.translation, w.tag) if w.tag else entry.translation
-                answer = Translation(
-                    id=item.id,
-                    translation=w.markup.unfold(text, w.original) if w.markup else text,
-                    src=entry.src,
-                    tgt=w.tag or item.tgt or "",
-                    detected=w.detected
-                    if w.detected is not None
-                    else item.src is None
-                    if detected is None
-                    else detected,
-                    flags=entry.flags,
-                    cached=key not in missing,
-                )
+                self.metrics.item("engine" if key in missing else "cache").inc()
+                answer = self._answer(w, entries[key], key not in missing, detected)
                 yield answer.costing(tokens.pop(key, (0, 0)))  # a text asked twice is paid once
 
     async def _next_outcome(

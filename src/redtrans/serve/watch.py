@@ -12,6 +12,9 @@ from typing import TypeVar
 from starlette.requests import Request
 
 from redtrans.serve.errors import ServiceError
+from redtrans.serve.markup import TagHandling
+from redtrans.serve.protocol import TranslateRequest
+from redtrans.serve.service import Outcome, TranslationService
 
 T = TypeVar("T")
 
@@ -35,3 +38,21 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     finally:
         if not task.done():
             task.cancel()
+
+
+async def translate_for(
+    request: Request,
+    service: TranslationService,
+    body: TranslateRequest,
+    admitted: float,
+    *,
+    partial: bool = False,
+    markup: TagHandling | None = None,
+) -> Outcome:
+    """`service.translate(body)` for this request's client: answered at once when every text is in memory (no
+    task, no disconnect watch: nothing is left to cancel), else translated while the client is there."""
+    outcome = service.translate_from_memory(body, markup)
+    if outcome is None:
+        outcome = await unless_disconnected(request, service.translate(body, admitted, partial, markup))
+    request.scope.setdefault("state", {})["outcome"] = outcome
+    return outcome
