@@ -280,6 +280,7 @@ class TranslationService:
 
         spec = self.config.engine_spec()
         started = time.perf_counter()
+
         def load() -> Engine:
             engine = create_engine(spec)
             warm_up()  # lingua's Latin-script models, or the first English post waits seconds for them
