@@ -1,46 +1,141 @@
-"""Rows from where the data lives: JSON Lines, CSV/TSV, Parquet and Hugging Face datasets, one reader for all.
+"""Rows from where the data lives and back: one reader for every input format, one writer for every output.
 
-`open_rows(spec)` names a `RowSource`; iterating it yields ``(number, row)`` like `jsonl.read_jsonl`, and
-`RowSource.where(number)` says where a row is in the user's terms, so every stage's errors keep naming it:
+**Reading.** `open_rows(spec)` names a `RowSource`; iterating it yields ``(number, row)`` like
+`jsonl.read_jsonl`, and `RowSource.where(number)` names a row in the user's terms, so every stage's errors do:
 
 | spec | read by | a row is named |
 |---|---|---|
-| ``posts.jsonl`` (``.json``, ``.ndjson``, other files) | `jsonl.read_jsonl` (as before) | ``posts.jsonl:7`` (a line) |
-| ``posts.csv`` / ``posts.tsv`` | 🤗 ``datasets`` csv (every column a string, empty cells "") | ``posts.csv: row 7`` |
-| ``posts.parquet`` or a folder of ``*.parquet`` | 🤗 ``datasets`` parquet | ``posts.parquet: row 7`` |
-| a folder saved by ``save_to_disk`` | ``datasets.load_from_disk`` | ``ds: row 7`` |
+| ``posts.jsonl`` (``.json``, ``.ndjson``, other files) | `jsonl.read_jsonl` (a UTF-8 BOM is skipped) | ``posts.jsonl:7`` (a line) |
+| ``posts.csv`` / ``posts.tsv`` | the standard library's `csv` (every cell a string, a BOM skipped) | ``posts.csv: row 7`` |
+| ``posts.parquet`` or a folder of ``*.parquet`` | ``pyarrow`` in batches (the ``files`` extra) | ``posts.parquet: row 7`` |
+| a dataset folder this module wrote (``.manifest.json``) | its shards, in the manifest's order | ``out: row 7`` |
+| a folder saved by ``save_to_disk`` | ``datasets.load_from_disk`` (``files`` extra) | ``ds: row 7`` |
 | ``owner/name`` (not a path) | ``datasets.load_dataset`` **offline**: only the local HF cache | ``owner/name: row 7`` |
 
-Rows are numbered from 1 in file order; a CSV's header is not a row (row 7 is the 7th record under it). A
-split is chosen with ``#split`` (``ds#test``, ``owner/name#validation``); a dataset with one split needs none,
-and with several the error lists them. Nothing is downloaded: a Hub id is read with ``HF_HUB_OFFLINE`` and
-``HF_DATASETS_OFFLINE`` set, and a dataset missing from the cache is an InputError that says so.
+Rows are numbered from 1 in file order; a CSV's header is not a row (row 7 is the 7th record under it, blank
+lines skipped). A CSV row with more or fewer cells than the header is an InputError naming ``file:line`` (a
+shifted row would put one column's value in another). A split is chosen with ``#split`` (``ds#test``); a dataset
+with one split needs none, and with several the error lists them. Nothing is downloaded: a Hub id is read with
+``HF_HUB_OFFLINE`` and ``HF_DATASETS_OFFLINE`` set. Values JSON cannot hold are kept as text (timestamps and
+dates in ISO 8601, decimals as written, binary as base64), as every stage journals rows as JSON Lines.
 
-`write_parquet` writes rows (the union of their fields, missing values null) to a Parquet file atomically;
-`translate` uses it to turn its JSONL journal into ``-o out.parquet`` at the end of a run.
+`FieldPath` reads a field by name: ``text`` or, nested, ``translation.zh`` (the 🤗 translation schema); a real
+column whose name contains the dot wins over the nested reading, and ``a\\.b`` names that column only.
+
+**Writing.** `output_format(path)` says what an output path asks for, before any work (InputError otherwise):
+
+| output | format |
+|---|---|
+| ``out.jsonl`` (``.ndjson``) | JSON Lines: the journal itself, appended row by row |
+| ``out.csv`` / ``out.tsv`` | CSV / TSV (lists and objects as JSON text), from the journal |
+| ``out.parquet`` (``.pq``) | one Parquet file, from the journal (``files`` extra) |
+| ``out/``, a name without an extension, or an existing folder | a sharded Parquet dataset (below) |
+
+Anything else (``.json`` included: JSON Lines is ``.jsonl``) is refused. A non-JSONL output is journaled in
+`journal_path(output)` and `export_journal` converts the whole journal when a run ends, streaming in chunks
+with a fixed schema: the caller's column types (e.g. ``flags: list<string>`` whether or not a run flagged
+anything) and, for other columns, the types seen over the whole journal (never ``null``: an all-null column is
+a string column; a column of mixed types is JSON text). The last row of an id wins. The result replaces the
+output atomically (temporary file + `os.replace`).
+
+**Dataset folders** (``-o out/``): ``part-00000.parquet``, ``part-00001.parquet``, … and ``.manifest.json``
+(hidden, so ``datasets.load_dataset("parquet", data_dir="out")`` and ``pyarrow.dataset`` read only the shards).
+Writers of such folders (translate here, the Ray jobs later) use one API: `open_shard` streams a shard to a
+hidden temporary file, `ShardWriter.commit` renames it into place, `write_manifest` records the shards (the
+manifest is the commit point: a shard it does not name is not part of the dataset, and is removed when the
+manifest is written), `read_manifest` reads it back.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import csv
+import datetime as dt
+import decimal
+import json
 import math
 import os
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import regex
 
-from redtrans.errors import InputError
+from redtrans.errors import InputError, MissingExtraError
 from redtrans.jsonl import read_jsonl
 
 Kind = Literal["jsonl", "csv", "parquet", "hf-disk", "hf-hub"]
-TABLE_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+TABLE_SUFFIXES: dict[str, Kind] = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _HUB_ID = regex.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_PARQUET_BATCH = 1024  # rows per batch read from a Parquet file
 
 
+def files_extra(module: str) -> Any:
+    """Import `module` of the ``files`` extra (pyarrow, datasets), or MissingExtraError naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError("files", exc.name or module, "Parquet files and Hugging Face datasets") from None
+
+
+# -- field paths ---------------------------------------------------------------------------------------------
+_UNESCAPED_DOT = regex.compile(r"(?<!\\)\.")
+
+
+@dataclass(frozen=True)
+class FieldPath:
+    """A field named on the command line: ``text``, ``translation.zh`` (nested), ``a\\.b`` (a column "a.b")."""
+
+    spec: str
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return tuple(part.replace("\\.", ".") for part in _UNESCAPED_DOT.split(self.spec))
+
+    @property
+    def nested(self) -> bool:
+        return len(self.parts) > 1
+
+    def get(self, row: Mapping[str, Any]) -> Any:
+        """The value in `row` (None when absent): a column named exactly `spec` first, then the nested path."""
+        if "\\." not in self.spec and self.spec in row:
+            return row[self.spec]
+        value: Any = row
+        for part in self.parts:
+            if not isinstance(value, Mapping) or part not in value:
+                return None
+            value = value[part]
+        return value
+
+    def container_problem(self, row: Mapping[str, Any]) -> str | None:
+        """Why `set` cannot write into `row` (a value on the path that is not an object), or None."""
+        value: Any = row
+        for depth, part in enumerate(self.parts[:-1], start=1):
+            value = value.get(part) if isinstance(value, Mapping) else None
+            if value is not None and not isinstance(value, Mapping):
+                where = ".".join(self.parts[:depth])
+                return f"field {where!r} is {type(value).__name__}, so it cannot hold {self.spec!r}"
+        return None
+
+    def set(self, row: dict[str, Any], value: Any) -> None:
+        """Write `value` at the path, copying the objects on the way (the input row's dicts stay untouched)."""
+        if not self.nested:
+            row[self.parts[0]] = value
+            return
+        target = row
+        for part in self.parts[:-1]:
+            inner = target.get(part)
+            target[part] = dict(inner) if isinstance(inner, Mapping) else {}
+            target = target[part]
+        target[self.parts[-1]] = value
+
+
+# -- reading -------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RowSource:
     """A place rows come from. Iterate it for ``(number, row)``; `where(number)` names a row in errors."""
@@ -66,28 +161,24 @@ class RowSource:
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
         if self.kind == "jsonl":
             yield from read_jsonl(self.path)
-            return
-        dataset = self._load()
-        for number, row in enumerate(dataset, start=1):
-            yield number, {key: _plain(value) for key, value in row.items()}
+        elif self.kind == "csv":
+            yield from _read_csv(Path(self.path))
+        elif self.kind == "parquet":
+            if self.split:
+                raise InputError(f"has no splits; drop #{self.split}", path=self.path)
+            rows = _read_parquet(_parquet_files(Path(self.path)))
+            yield from enumerate(rows, start=1)
+        else:
+            for number, row in enumerate(self._load(), start=1):
+                yield number, _plain(row)
 
     def _load(self) -> Any:
+        files_extra("datasets")
         with _hf_offline():
             import datasets
 
             try:
-                if self.kind == "csv":
-                    loaded = _load_csv(Path(self.path))
-                elif self.kind == "parquet":
-                    p = Path(self.path)
-                    files = sorted(str(f) for f in p.glob("*.parquet")) if p.is_dir() else [str(p)]
-                    loaded = datasets.load_dataset("parquet", data_files=files, split="train")
-                elif self.kind == "hf-disk":
-                    loaded = datasets.load_from_disk(self.path)
-                else:
-                    loaded = datasets.load_dataset(self.path)
-            except InputError:
-                raise
+                loaded = datasets.load_from_disk(self.path) if self.kind == "hf-disk" else datasets.load_dataset(self.path)
             except (FileNotFoundError, ConnectionError) as exc:
                 if self.kind == "hf-hub":
                     raise InputError(
@@ -96,7 +187,7 @@ class RowSource:
                         path=self.path,
                     ) from None
                 raise InputError(f"cannot read: {exc}", path=self.path) from None
-            except Exception as exc:  # pyarrow / pandas parse errors have no common base
+            except Exception as exc:  # datasets' and pyarrow's errors have no common base
                 raise InputError(f"cannot read as {self.kind}: {type(exc).__name__}: {exc}", path=self.path) from None
         return self._pick_split(loaded)
 
@@ -125,16 +216,18 @@ def open_rows(spec: str | Path) -> RowSource:
         text, split = text.rsplit("#", 1)
     path = Path(text).expanduser()
     if path.is_dir():
+        if (path / MANIFEST_NAME).is_file():
+            return RowSource(str(path), "parquet", split)
         if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
             return RowSource(str(path), "hf-disk", split)
-        if any(path.glob("*.parquet")):
+        if any(_visible_parquet(path)):
             return RowSource(str(path), "parquet", split)
         raise InputError(
             "is a folder, but neither a dataset saved with save_to_disk nor a folder of .parquet files", path=path
         )
     kind = TABLE_SUFFIXES.get(path.suffix.lower())
     if path.is_file():
-        return RowSource(str(path), kind or "jsonl", split)  # type: ignore[arg-type]
+        return RowSource(str(path), kind or "jsonl", split)
     if kind is None and path.suffix.lower() not in {".jsonl", ".json", ".ndjson"} and _HUB_ID.match(text):
         return RowSource(text, "hf-hub", split)
     raise InputError(f"input file not found: {path}")
@@ -145,62 +238,93 @@ def read_rows(spec: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     yield from open_rows(spec)
 
 
-def is_parquet_output(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in {".parquet", ".pq"}
-
-
-def journal_path(output: str | Path) -> Path:
-    """Where a non-JSONL output is journaled during a run: ``out.parquet`` → ``out.parquet.journal.jsonl``."""
-    p = Path(output)
-    return p.with_name(p.name + ".journal.jsonl")
-
-
-def write_parquet(rows: Iterable[dict[str, Any]], path: str | Path) -> int:
-    """Write `rows` to `path` (columns: the union of their keys in first-seen order; absent values null), via
-    a temporary file and `os.replace` so a reader never sees half a file. Returns the row count."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rows = list(rows)
-    columns: dict[str, None] = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return len(rows)
-
-
-def _load_csv(path: Path) -> Any:
-    """A CSV/TSV as a Dataset of strings: no type guessing (an id ``007`` stays ``007``, a post ``NA`` stays
-    ``NA``), empty cells ``""``."""
-    import datasets
-
+def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """A CSV/TSV as rows of strings, streamed: no type guessing (an id ``007`` stays ``007``, a post ``NA``
+    stays ``NA``), empty cells ``""``, a UTF-8 BOM (Excel's "CSV UTF-8") skipped; a row whose cell count is not
+    the header's is an InputError naming its line."""
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long posts are the row checks' business, not the parser's
+    line = 0
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            header = next(csv.reader(handle, delimiter=delimiter), None)
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle, delimiter=delimiter, strict=True)
+            header: list[str] | None = None
+            number = 0
+            for record in reader:
+                start, line = line + 1, reader.line_num
+                if not record:
+                    continue  # a blank line
+                if header is None:
+                    if len(set(record)) != len(record):
+                        raise InputError(f"duplicate column names in the header: {record}", path=path, line=start)
+                    header = record
+                    continue
+                number += 1
+                if len(record) != len(header):
+                    raise InputError(
+                        f"row {number} has {len(record)} cells, the header {len(header)} ({', '.join(header)}); "
+                        "quote a cell that holds the delimiter",
+                        path=path,
+                        line=start,
+                    )
+                yield number, dict(zip(header, record, strict=True))
     except UnicodeDecodeError as exc:
         raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=path) from None
-    if not header:
+    except csv.Error as exc:
+        raise InputError(f"not valid CSV: {exc}", path=path, line=line + 1) from None
+    if header is None:
         raise InputError("is empty: a CSV needs a header row naming its columns", path=path)
-    if len(set(header)) != len(header):
-        raise InputError(f"duplicate column names in the header: {header}", path=path)
-    features = datasets.Features({name: datasets.Value("string") for name in header})
-    return datasets.load_dataset(
-        "csv", data_files=[str(path)], split="train", sep=delimiter, features=features, na_filter=False
-    )
+
+
+def _visible_parquet(folder: Path) -> list[Path]:
+    """The Parquet files of a folder that readers see (hidden ``.x`` and ``_x`` files are not data)."""
+    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_")))
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return [path]
+    manifest = read_manifest(path)
+    if manifest is None:
+        return _visible_parquet(path)
+    files = [path / shard.file for shard in manifest.shards]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise InputError(f"incomplete dataset: its manifest names {', '.join(missing)}, which are missing", path=path)
+    return files
+
+
+def _read_parquet(files: Sequence[Path]) -> Iterator[dict[str, Any]]:
+    pq = files_extra("pyarrow.parquet")
+    pa = files_extra("pyarrow")
+    for file in files:
+        try:
+            reader = pq.ParquetFile(file)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"cannot read as Parquet: {exc}", path=file) from None
+        with contextlib.closing(reader):
+            for batch in reader.iter_batches(batch_size=_PARQUET_BATCH):
+                for row in batch.to_pylist():
+                    yield _plain(row)
 
 
 def _plain(value: Any) -> Any:
-    """NaN (pandas' missing value) as None; everything else as it came."""
+    """A value as JSON holds it: NaN → None, timestamps and dates → ISO 8601, decimals → their digits,
+    binary → base64; lists and objects converted inside."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
     if isinstance(value, float) and math.isnan(value):
         return None
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
     return value
 
 
@@ -243,3 +367,403 @@ def _hf_offline() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = old
+
+
+# -- writing -------------------------------------------------------------------------------------------------
+OutputFormat = Literal["jsonl", "csv", "tsv", "parquet", "dataset"]
+OUTPUT_SUFFIXES: dict[str, OutputFormat] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+OUTPUTS_HELP = ".jsonl, .csv, .tsv, .parquet, or a folder (out/: a sharded Parquet dataset)"
+EXPORT_CHUNK = 5000
+"""Rows converted at a time (one Parquet row group): bounds an export's memory whatever the output's size."""
+SHARD_ROWS = 100_000
+"""Rows per shard of a dataset folder written by `export_journal`."""
+
+
+def output_format(path: str | Path) -> OutputFormat:
+    """The format an output path asks for (see the module docstring); InputError, before any work, for a
+    path that names none, or a folder that holds other files."""
+    text, p = str(path), Path(path)
+    if p.is_dir() or (not p.exists() and (text.endswith(("/", os.sep)) or not p.suffix)):
+        if p.is_dir() and any(_foreign_files(p)):
+            raise InputError(
+                "is a folder with other files in it; a dataset output needs a new or empty folder, or one redtrans "
+                f"wrote (found {', '.join(sorted(f.name for f in _foreign_files(p))[:3])})",
+                path=p,
+            )
+        return "dataset"
+    found = OUTPUT_SUFFIXES.get(p.suffix.lower())
+    if found is None:
+        hint = "JSON Lines is .jsonl; " if p.suffix.lower() == ".json" else ""
+        raise InputError(
+            f"cannot write {p.suffix!r} files: {hint}--output takes {OUTPUTS_HELP} "
+            "(end a folder's name with / when it has a dot)",
+            path=p,
+        )
+    if p.parent.exists() and not p.parent.is_dir():
+        raise InputError(f"cannot write {p}: {p.parent} is not a folder")
+    return found
+
+
+def _foreign_files(folder: Path) -> Iterator[Path]:
+    """Files of `folder` that are not a dataset's: anything but shards and hidden files (manifest, journal)."""
+    for entry in folder.iterdir():
+        if entry.name.startswith(".") or (entry.name.startswith("part-") and entry.suffix == ".parquet"):
+            continue
+        yield entry
+
+
+def journal_path(output: str | Path) -> Path:
+    """Where an output is journaled during a run: a JSONL output is its own journal; ``out.parquet`` →
+    ``out.parquet.journal.jsonl`` next to it; a dataset folder ``out/`` → ``out/.journal.jsonl`` inside it."""
+    p = Path(output)
+    fmt = output_format(p)
+    if fmt == "jsonl":
+        return p
+    if fmt == "dataset":
+        return p / ".journal.jsonl"
+    return p.with_name(p.name + ".journal.jsonl")
+
+
+@dataclass
+class _JournalScan:
+    """What the first pass over a journal found: its columns, the line of each id's last row, the types."""
+
+    columns: dict[str, None] = field(default_factory=dict)
+    last_line: dict[str, int] = field(default_factory=dict)
+    types: dict[str, Any] = field(default_factory=dict)  # column → pyarrow type (Parquet outputs only)
+    as_text: set[str] = field(default_factory=set)  # columns whose values have no common type: JSON text
+
+
+def export_journal(
+    journal: str | Path,
+    output: str | Path,
+    types: Mapping[str, str] | None = None,
+    id_key: str | None = "id",
+    shard_rows: int = SHARD_ROWS,
+) -> int:
+    """Write the rows of a JSONL `journal` to `output` in the format its path names (`output_format`); the last
+    row of an id wins (`id_key`; None keeps every row). `types`: column → ``string``, ``int64``, ``float64``,
+    ``bool`` or ``list<string>`` for Parquet outputs (other columns: the type seen over the journal). Streams
+    both passes in chunks of `EXPORT_CHUNK` rows; the output is replaced atomically. Returns the row count."""
+    fmt = output_format(output)
+    if fmt == "jsonl":
+        raise ValueError("a JSONL output is its own journal")
+    scan = _scan_journal(Path(journal), id_key, arrow=fmt in {"parquet", "dataset"}, fixed=types or {})
+    rows = _kept_rows(Path(journal), id_key, scan)
+    if fmt in {"csv", "tsv"}:
+        return _write_csv(rows, list(scan.columns), Path(output), "\t" if fmt == "tsv" else ",")
+    schema = _arrow_schema(scan, types or {})
+    if fmt == "parquet":
+        return _write_parquet_file(_chunks(rows, scan), Path(output), schema)
+    return _write_dataset(_chunks(rows, scan), Path(output), schema, shard_rows)
+
+
+def write_parquet(rows: Iterable[dict[str, Any]], path: str | Path, types: Mapping[str, str] | None = None) -> int:
+    """Write `rows` to one Parquet file (columns: their keys in first-seen order, types as `export_journal`'s)
+    via a temporary file and `os.replace`. Holds the rows in memory: for small tables (tests, suites)."""
+    rows = list(rows)
+    scan = _JournalScan()
+    _observe(scan, rows, True, types or {})
+    return _write_parquet_file(_chunks(iter(rows), scan), Path(path), _arrow_schema(scan, types or {}))
+
+
+def _scan_journal(journal: Path, id_key: str | None, arrow: bool, fixed: Mapping[str, str]) -> _JournalScan:
+    scan = _JournalScan()
+    chunk: list[dict[str, Any]] = []
+    for number, row in read_jsonl(journal):
+        if id_key is not None:
+            scan.last_line[str(row.get(id_key))] = number
+        chunk.append(row)
+        if len(chunk) >= EXPORT_CHUNK:
+            _observe(scan, chunk, arrow, fixed)
+            chunk = []
+    _observe(scan, chunk, arrow, fixed)
+    return scan
+
+
+def _observe(scan: _JournalScan, chunk: list[dict[str, Any]], arrow: bool, fixed: Mapping[str, str]) -> None:
+    """Record the columns of `chunk` and, for Parquet, each column's type (unified with the earlier chunks')."""
+    for row in chunk:
+        scan.columns.update(dict.fromkeys(row))
+    if not arrow or not chunk:
+        return
+    pa = files_extra("pyarrow")
+    for name in scan.columns:
+        if name in fixed or name in scan.as_text:
+            continue
+        try:
+            seen = pa.array([row.get(name) for row in chunk]).type
+            old = scan.types.get(name)
+            scan.types[name] = seen if old is None else _unify(pa, old, seen)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+            scan.as_text.add(name)
+            scan.types.pop(name, None)
+
+
+def _unify(pa: Any, a: Any, b: Any) -> Any:
+    schema = pa.unify_schemas([pa.schema([("c", a)]), pa.schema([("c", b)])], promote_options="permissive")
+    return schema.field("c").type
+
+
+def _kept_rows(journal: Path, id_key: str | None, scan: _JournalScan) -> Iterator[dict[str, Any]]:
+    for number, row in read_jsonl(journal):
+        if id_key is None or scan.last_line.get(str(row.get(id_key))) == number:
+            yield row
+
+
+def _chunks(rows: Iterator[dict[str, Any]], scan: _JournalScan) -> Iterator[list[dict[str, Any]]]:
+    """Rows in chunks of `EXPORT_CHUNK`, with the columns of mixed types turned into JSON text."""
+    chunk: list[dict[str, Any]] = []
+    for row in rows:
+        for name in scan.as_text & row.keys():
+            row[name] = _as_text(row[name])
+        chunk.append(row)
+        if len(chunk) >= EXPORT_CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+_TYPE_NAMES = ("string", "int64", "float64", "bool", "list<string>")
+
+
+def _arrow_type(pa: Any, name: str) -> Any:
+    types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(),
+             "list<string>": pa.list_(pa.string())}  # fmt: skip
+    if name not in types:
+        raise ValueError(f"unknown column type {name!r}: one of {', '.join(_TYPE_NAMES)}")
+    return types[name]
+
+
+def _no_null(pa: Any, type_: Any) -> Any:
+    """`type_` with every ``null`` inside it a string: a column nobody filled loads beside one somebody did."""
+    if pa.types.is_null(type_):
+        return pa.string()
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
+        return pa.list_(_no_null(pa, type_.value_type))
+    if pa.types.is_struct(type_):
+        return pa.struct([pa.field(f.name, _no_null(pa, f.type)) for f in type_])
+    return type_
+
+
+def _arrow_schema(scan: _JournalScan, fixed: Mapping[str, str]) -> Any:
+    pa = files_extra("pyarrow")
+    fields = []
+    for name in scan.columns:
+        if name in fixed:
+            type_ = _arrow_type(pa, fixed[name])
+        elif name in scan.as_text:
+            type_ = pa.string()
+        else:
+            type_ = _no_null(pa, scan.types.get(name, pa.null()))
+        fields.append(pa.field(name, type_))
+    return pa.schema(fields)
+
+
+def _temporary(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{os.getpid()}.tmp")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _write_csv(rows: Iterator[dict[str, Any]], columns: list[str], target: Path, delimiter: str) -> int:
+    tmp = _temporary(target)
+    count = 0
+    try:
+        with tmp.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle, delimiter=delimiter)
+            writer.writerow(columns)
+            for row in rows:
+                writer.writerow([_cell(row.get(name)) for name in columns])
+                count += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
+
+
+def _table(pa: Any, chunk: list[dict[str, Any]], schema: Any) -> Any:
+    return pa.Table.from_pylist(chunk, schema=schema)
+
+
+def _write_parquet_file(chunks: Iterator[list[dict[str, Any]]], target: Path, schema: Any) -> int:
+    pa, pq = files_extra("pyarrow"), files_extra("pyarrow.parquet")
+    tmp = _temporary(target)
+    count = 0
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for chunk in chunks:
+                writer.write_table(_table(pa, chunk, schema))
+                count += len(chunk)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
+
+
+def _write_dataset(chunks: Iterator[list[dict[str, Any]]], folder: Path, schema: Any, shard_rows: int) -> int:
+    folder.mkdir(parents=True, exist_ok=True)
+    shards: list[Shard] = []
+    writer: ShardWriter | None = None
+    try:
+        for chunk in chunks:
+            while chunk:
+                writer = writer or open_shard(folder, len(shards), schema)
+                room = shard_rows - writer.rows
+                writer.write(chunk[:room])
+                chunk = chunk[room:]
+                if writer.rows >= shard_rows:
+                    shards.append(writer.commit())
+                    writer = None
+        if writer is not None or not shards:  # the last, partial shard; an empty dataset keeps its columns
+            writer = writer or open_shard(folder, 0, schema)
+            shards.append(writer.commit())
+            writer = None
+    finally:
+        if writer is not None:
+            writer.abort()
+    write_manifest(folder, shards, schema)
+    return sum(shard.rows for shard in shards)
+
+
+# -- sharded Parquet dataset folders -------------------------------------------------------------------------
+MANIFEST_NAME = ".manifest.json"
+MANIFEST_FORMAT = "redtrans-parquet-dataset/1"
+
+
+def shard_name(index: int) -> str:
+    """``part-00000.parquet`` for shard 0."""
+    return f"part-{index:05d}.parquet"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A committed shard: its file name in the folder and its row count."""
+
+    file: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What `read_manifest` finds: the shards in order, the total, the columns (name → Arrow type as text)."""
+
+    shards: list[Shard]
+    rows: int
+    columns: dict[str, str]
+    created_by: str
+    format: str = MANIFEST_FORMAT
+
+
+class ShardWriter:
+    """One shard of a dataset folder, streamed to a hidden temporary file in it; `commit` closes it and renames
+    it to its shard name, `abort` removes it. Rows are written in row groups as given (`write`)."""
+
+    def __init__(self, folder: str | Path, index: int, schema: Any) -> None:
+        self.folder, self.index, self.schema = Path(folder), index, schema
+        self.path = self.folder / shard_name(index)
+        self._tmp = _temporary(self.path)
+        self._pa, pq = files_extra("pyarrow"), files_extra("pyarrow.parquet")
+        self._writer = pq.ParquetWriter(self._tmp, schema)
+        self.rows = 0
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Append `rows` (dicts; keys the schema lacks are ignored, absent ones null) as one row group."""
+        if rows:
+            self.write_table(_table(self._pa, list(rows), self.schema))
+
+    def write_table(self, table: Any) -> None:
+        """Append a `pyarrow.Table` of the shard's schema."""
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+
+    def commit(self) -> Shard:
+        """Close the file and move it into place (atomic); the shard counts once a manifest names it."""
+        self._writer.close()
+        os.replace(self._tmp, self.path)
+        return Shard(self.path.name, self.rows)
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def open_shard(folder: str | Path, index: int, schema: Any) -> ShardWriter:
+    """A `ShardWriter` for shard `index` (``part-{index:05d}.parquet``) of `folder`, with a `pyarrow.Schema`."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return ShardWriter(folder, index, schema)
+
+
+def write_manifest(folder: str | Path, shards: Sequence[Shard], schema: Any, created_by: str = "") -> Path:
+    """Record `shards` (in reading order) as the dataset of `folder`, atomically, then remove the shard files
+    it does not name (an earlier run's leftovers). Returns the manifest's path."""
+    from redtrans import __version__
+
+    folder = Path(folder)
+    manifest = Manifest(
+        shards=list(shards),
+        rows=sum(s.rows for s in shards),
+        columns={f.name: str(f.type) for f in schema},
+        created_by=created_by or f"redtrans {__version__}",
+    )
+    target = folder / MANIFEST_NAME
+    tmp = _temporary(target)
+    try:
+        tmp.write_text(json.dumps(asdict(manifest), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    named = {s.file for s in shards}
+    for stale in folder.glob("part-*.parquet"):
+        if stale.name not in named:
+            stale.unlink(missing_ok=True)
+    return target
+
+
+def read_manifest(folder: str | Path) -> Manifest | None:
+    """The manifest of a dataset folder, None when it has none; InputError when it cannot be read."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"format {data.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+        return Manifest(
+            shards=[Shard(str(s["file"]), int(s["rows"])) for s in data["shards"]],
+            rows=int(data["rows"]),
+            columns=dict(data["columns"]),
+            created_by=str(data.get("created_by", "")),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"unreadable dataset manifest: {exc}", path=path) from None

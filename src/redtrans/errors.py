@@ -10,6 +10,7 @@ RedtransError              exit 2: the command could not do what was asked; one 
 │   └── SuiteError         a benchmark suite that cannot be found or read
 ├── EngineError            an engine that cannot generate (unreachable endpoint, bad answer, bad options)
 │   └── ModelError         a model that cannot be found, assembled or verified
+├── MissingExtraError      an optional dependency that is not installed: names the extra to install
 ├── RowsFailedError        exit 1: the command ran, but some rows failed (they are retried by a re-run)
 └── ConflictError          exit 1: the command ran, but left conflicting records as they were (it says how to decide)
 ```
@@ -60,6 +61,54 @@ class EngineError(RedtransError, RuntimeError):
 
 class ModelError(EngineError):
     """A model that cannot be found, assembled or verified."""
+
+
+EXTRAS: dict[str, str] = {
+    "xllamacpp": "local",
+    "pyarrow": "files",
+    "datasets": "files",
+    "pandas": "files",
+    "pydantic_settings": "serve",
+    "fastapi": "serve",
+    "fastapi_offline": "serve",
+    "uvicorn": "serve",
+    "prometheus_client": "serve",
+    "limits": "serve",
+    "multipart": "serve",
+    "torch": "train",
+    "transformers": "train",
+    "trl": "train",
+    "peft": "train",
+    "accelerate": "train",
+    "gguf": "train",
+    "tensorboard": "train",
+    "deepspeed": "deepspeed",
+    "argon2": "prefs",
+    "krippendorff": "prefs",
+    "psycopg": "prefs",
+    "sqlalchemy": "prefs",
+}
+"""Top-level module → the extra that installs it (pyproject.toml), for `MissingExtraError.of`. A module two
+extras share (sqlalchemy: serve and prefs) names the one a user is likelier to lack; the message names the
+module too."""
+
+
+class MissingExtraError(RedtransError):
+    """An optional dependency is not installed: one line naming the extra, ``pip install 'redtrans[files]'``."""
+
+    def __init__(self, extra: str, module: str, needed_for: str = "") -> None:
+        self.extra, self.module = extra, module
+        what = f" for {needed_for}" if needed_for else ""
+        super().__init__(
+            f"{module} is not installed: redtrans needs its {extra!r} extra{what}; "
+            f"install it with: pip install 'redtrans[{extra}]'"
+        )
+
+    @classmethod
+    def of(cls, exc: ModuleNotFoundError) -> MissingExtraError | None:
+        """The error for a failed import of a module an extra installs; None for any other module (a bug)."""
+        top = (exc.name or "").split(".")[0]
+        return cls(EXTRAS[top], top) if top in EXTRAS else None
 
 
 class RowsFailedError(RedtransError):

@@ -26,7 +26,8 @@ class JSONLError(InputError):
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line; JSONLError on invalid UTF-8, invalid JSON or a non-object."""
+    """(line number, object) for each non-blank line; JSONLError on invalid UTF-8, invalid JSON or a non-object.
+    A UTF-8 byte order mark at the start of the file is skipped."""
     if Path(path).is_dir():
         raise InputError("is a folder, not a JSONL file", path=path)
     with open(path, "rb") as handle:
@@ -35,6 +36,8 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise JSONLError(path, number, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            if number == 1:
+                line = line.removeprefix("\ufeff")  # a UTF-8 BOM (editors on Windows write one)
             if not line.strip():
                 continue
             try:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from redtrans.cli._app import (
     EngineOpt,
@@ -45,16 +46,37 @@ def translate(
         typer.Option(
             "--output",
             "-o",
-            help="JSONL output (appended; re-runs skip done ids), or .parquet: journaled in OUTPUT.journal.jsonl "
-            "and converted at the end, every row with its status.",
+            help="Output, in the format its name says: .jsonl (appended; re-runs skip done ids); .csv, .tsv, "
+            ".parquet, or a folder (out/: a sharded Parquet dataset), journaled in OUTPUT.journal.jsonl "
+            "(out/.journal.jsonl) and converted at the end, every row with its status. Other names are refused.",
         ),
     ] = None,
-    text_field: Annotated[str, typer.Option(help="Input field (column) holding the text.")] = "text",
+    text_field: Annotated[
+        str,
+        typer.Option(
+            help="Input field (column) holding the text; dotted for a nested field (translation.zh), unless a "
+            "column has that very name; a\\.b names the column 'a.b'."
+        ),
+    ] = "text",
     id_field: Annotated[
         str, typer.Option(help="Input field holding the row id (default: line-N in JSONL, row-N otherwise).")
     ] = "id",
     src_field: Annotated[str, typer.Option(help="Input field holding a per-row source language.")] = "src",
     tgt_field: Annotated[str, typer.Option(help="Input field holding a per-row target language.")] = "tgt",
+    translation_field: Annotated[
+        str,
+        typer.Option(
+            help="Output field for the translation; translation.en writes it into the input's translation object "
+            "(the Hugging Face translation schema)."
+        ),
+    ] = "translation",
+    keep_columns: Annotated[
+        str,
+        typer.Option(
+            help="Input columns output rows keep: all, none, or a comma-separated list; one named like an output "
+            "column (status, flags, …) is kept as input.NAME."
+        ),
+    ] = "all",
     engine: EngineOpt = None,
     model: ModelOpt = None,
     served_model: Annotated[str | None, typer.Option(help="Model name sent to OpenAI-compatible endpoints.")] = None,
@@ -102,7 +124,7 @@ def translate(
     from redtrans.engines.spec import with_default_mode
     from redtrans.errors import ConfigError, EngineError, RowsFailedError
     from redtrans.languages import get_language
-    from redtrans.translate_file import FileFields, check_output_path, translate_file, validate_input
+    from redtrans.translate_file import FileFields, check_output_path, plan_columns, translate_file, validate_input
     from redtrans.translator import Translator, TranslatorConfig
 
     if mode not in {"sns", "plain"}:
@@ -127,12 +149,16 @@ def translate(
     spec = with_default_mode(EngineSpec(kind=engine, model=model, parallel=parallel, served_model=served_model),
                              deterministic)  # fmt: skip
     spec.engine_config()  # engine options checked before any work
-    fields = FileFields(text_field, id_field, src_field, tgt_field)
+    fields = FileFields(text_field, id_field, src_field, tgt_field, translation_field)
     rows = None
+    columns: dict[str, None] = {}
     if input is not None:
         assert output is not None
         check_output_path(output)
-        rows = validate_input(input, fields)  # before loading a model: bad input fails fast
+        rows = validate_input(input, fields, columns)  # before loading a model: bad input fails fast
+        notice = plan_columns(list(columns), fields, keep_columns).notice()
+        if notice:
+            err_console.print(f"[yellow]note:[/] {escape(notice)}", highlight=False, soft_wrap=True)
     with err_console.status("loading model…"):
         eng = create_engine(spec)
     with eng:
@@ -162,7 +188,8 @@ def translate(
                     bar.update(tasks[0], start=done)  # the rate column counts from here (resumed rows excluded)
                 bar.update(tasks[0], completed=done)
 
-            summary = translate_file(translator, input, output, fields, src, tgt, on_progress, rows)
+            summary = translate_file(translator, input, output, fields, src, tgt, on_progress, rows,
+                                     keep_columns, list(columns))  # fmt: skip
         err_console.print(
             f"translated {summary.written} rows ({summary.skipped} already done, "
             f"{summary.flagged} flagged, {summary.failed} failed) → {output}"
