@@ -54,8 +54,8 @@ def test_pinyin_abbreviations() -> None:
     [
         ("zh", "zh", None, None),
         ("zh-TW", "zh", "Hant", "s2twp"),
-        ("zh-Hant", "zh", "Hant", "s2t"),
-        ("zh_hant", "zh", "Hant", "s2t"),
+        ("zh-Hant", "zh", "Hant", "s2tw"),
+        ("zh_hant", "zh", "Hant", "s2tw"),
         ("zh-HK", "zh", "Hant", "s2hk"),
         ("zh-CN", "zh", "Hans", "t2s"),
         ("zh-Hans", "zh", "Hans", "t2s"),

@@ -28,8 +28,9 @@ def translate(
     tgt: Annotated[
         str | None,
         typer.Option(
-            help="Target language (ISO 639-1 or BCP-47: zh-Hant, zh-TW, zh-HK give Traditional Chinese, zh-Hans "
-            "Simplified); default en, or zh when the source is English."
+            help="Target language (ISO 639-1 or BCP-47): zh-Hant gives Traditional Chinese in Taiwan's standard "
+            "characters, zh-TW also Taiwan's wording, zh-HK Hong Kong's characters, zh-Hans Simplified; default en, "
+            "or zh when the source is English."
         ),
     ] = None,
     input: Annotated[
