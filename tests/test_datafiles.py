@@ -237,3 +237,196 @@ def test_bench_runs_on_a_parquet_suite(tmp_path: Path) -> None:
 
     with pytest.raises(SuiteError, match=r"bad.parquet: row 2: field 'source'"):
         load_suite("parquet", str(bad))
+
+
+# -- issue 33: outputs in the format their name says, CSV read as Excel writes it, input columns kept ---------
+def _standin(*args: str) -> subprocess.CompletedProcess[str]:
+    return _cli("translate", "--engine", "standin", "--tgt", "en", *args)
+
+
+def _table_rows(path: Path) -> list[dict[str, Any]]:
+    return [row for _, row in read_rows(path)]
+
+
+def test_each_output_extension_gets_its_format_and_others_are_refused_before_any_work(tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "posts.csv", "id,text\n1,今天好开心\n2,周末去爬山\n")
+    proc = _standin("-i", str(src), "-o", str(tmp_path / "out.csv"))
+    assert proc.returncode == 0, proc.stderr
+    for name in ("out.jsonl", "out.tsv", "out.parquet", "out/"):
+        translate_file(_translator(), src, tmp_path / name, tgt="en")
+    assert [row["id"] for _, row in read_jsonl(tmp_path / "out.jsonl")] == ["1", "2"]
+    csv_text = (tmp_path / "out.csv").read_text(encoding="utf-8")
+    assert csv_text.splitlines()[0].startswith("id,text,translation,src,tgt,flags,")
+    assert (tmp_path / "out.tsv").read_text(encoding="utf-8").splitlines()[0].startswith("id\ttext\ttranslation\t")
+    assert pq.read_table(tmp_path / "out.parquet").column("id").to_pylist() == ["1", "2"]
+    dataset = datasets.load_dataset("parquet", data_dir=str(tmp_path / "out"), split="train")
+    assert dataset["id"] == ["1", "2"] and (tmp_path / "out" / "part-00000.parquet").is_file()
+    # Every output reads back as the same rows (CSV/TSV cells are text: lists as JSON).
+    jsonl_rows = _table_rows(tmp_path / "out.jsonl")
+    for name in ("out.parquet", "out"):  # the same rows; columns no row filled (error, attempts) are null
+        assert [{k: v for k, v in r.items() if v is not None} for r in _table_rows(tmp_path / name)] == jsonl_rows
+    assert [r["translation"] for r in _table_rows(tmp_path / "out.tsv")] == [r["translation"] for r in jsonl_rows]
+    assert _table_rows(tmp_path / "out.csv")[0]["flags"] == "[]"
+    refused = tmp_path / "refused"
+    refused.mkdir()
+    for name, hint in (("out.json", "JSON Lines is .jsonl"), ("out.txt", "--output takes .jsonl, .csv")):
+        proc = _standin("-i", str(src), "-o", str(refused / name))
+        assert proc.returncode == 2 and hint in proc.stderr, proc.stderr
+    assert not list(refused.iterdir())  # nothing written: no output, no journal, no lock
+
+
+def test_a_csv_output_is_journaled_and_resumes(tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "posts.csv", "post\n" + "".join(f"{r['text']}\n" for r in ROWS))
+    out = tmp_path / "out.csv"
+    fields = FileFields(text="post")
+    translate_file(_translator(), src, out, fields, src="zh", tgt="en")
+    journal = journal_path(out)
+    assert journal == tmp_path / "out.csv.journal.jsonl"
+    first = journal.read_text(encoding="utf-8").splitlines()[0]
+    journal.write_text(first + "\n", encoding="utf-8")  # killed after one row
+    out.unlink()
+    again = translate_file(_translator(), src, out, fields, src="zh", tgt="en")
+    assert (again.skipped, again.written) == (1, 2)
+    assert [r["id"] for r in _table_rows(out)] == ["row-1", "row-2", "row-3"]
+
+
+def test_excel_csv_with_a_bom_and_a_bom_jsonl_are_read(tmp_path: Path) -> None:
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes('\ufeffid,text\r\n1,你好\r\n2,"两行\r\n文字"\r\n'.encode())
+    assert _table_rows(excel) == [{"id": "1", "text": "你好"}, {"id": "2", "text": "两行\r\n文字"}]
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_bytes('\ufeff{"id": "1", "text": "你好"}\n'.encode())
+    assert _table_rows(jsonl) == [{"id": "1", "text": "你好"}]
+    proc = _standin("-i", str(excel), "-o", str(tmp_path / "out.jsonl"))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_ragged_csv_row_is_a_file_line_error_not_a_shifted_row(tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "posts.csv", 'id,text\n0,"two\nlines"\n1,hi,extra\n2,ok\n')
+    with pytest.raises(InputError) as info:
+        list(read_rows(src))
+    assert str(info.value).startswith(f"{src}:4: row 2 has 3 cells, the header 2 (id, text)")
+    short = write_csv(tmp_path / "short.tsv", "id\ttext\n1\n")
+    with pytest.raises(InputError, match=r"short.tsv:2: row 1 has 1 cells"):
+        list(read_rows(short))
+    proc = _standin("-i", str(src), "-o", str(tmp_path / "out.jsonl"))
+    assert proc.returncode == 2 and f"{src}:4: row 2 has 3 cells" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out.jsonl").exists()
+
+
+def test_input_columns_are_kept_and_collisions_prefixed(tmp_path: Path) -> None:
+    src = write_csv(
+        tmp_path / "posts.csv", "id,text,likes,user,status\n1,今天好开心,3,amy,draft\n2,周末去爬山,5,bo,live\n"
+    )
+    proc = _standin("-i", str(src), "-o", str(tmp_path / "all.jsonl"))
+    assert proc.returncode == 0, proc.stderr
+    notes = [line for line in proc.stderr.splitlines() if "input." in line]
+    assert len(notes) == 1 and "status → input.status" in notes[0], proc.stderr  # said once, not per row
+    rows = _table_rows(tmp_path / "all.jsonl")
+    assert [(r["likes"], r["user"], r["input.status"], r["status"]) for r in rows] == [
+        ("3", "amy", "draft", "ok"),
+        ("5", "bo", "live", "ok"),
+    ]
+    assert list(rows[0])[:5] == ["id", "text", "translation", "src", "tgt"]
+    translate_file(_translator(), src, tmp_path / "none.jsonl", tgt="en", keep="none")
+    assert not {"likes", "user", "input.status"} & set(_table_rows(tmp_path / "none.jsonl")[0])
+    translate_file(_translator(), src, tmp_path / "some.csv", tgt="en", keep="likes")
+    some = _table_rows(tmp_path / "some.csv")[0]
+    assert "likes" in some and not {"user", "input.status"} & set(some)
+    proc = _standin("-i", str(src), "-o", str(tmp_path / "bad.jsonl"), "--keep-columns", "likes,views")
+    assert proc.returncode == 2 and "'views'" in proc.stderr and not (tmp_path / "bad.jsonl").exists()
+
+
+def test_the_hf_translation_schema_in_and_back_out(tmp_path: Path) -> None:
+    src = tmp_path / "mt.jsonl"
+    src.write_text(
+        json.dumps({"translation": {"zh": "今天好开心", "en": None}, "likes": 3}, ensure_ascii=False) + "\n"
+        + json.dumps({"translation": {"zh": "周末去爬山"}, "likes": 5}, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )  # fmt: skip
+    out = tmp_path / "out"
+    fields = FileFields(text="translation.zh", translation="translation.en")
+    translate_file(_translator(), src, out, fields, src="zh", tgt="en")
+    dataset = datasets.load_dataset("parquet", data_dir=str(out), split="train")
+    assert dataset.features["translation"] == {"zh": datasets.Value("string"), "en": datasets.Value("string")}
+    assert [t["zh"] for t in dataset["translation"]] == ["今天好开心", "周末去爬山"]
+    assert all(t["en"] and t["en"] != t["zh"] for t in dataset["translation"])
+    assert dataset["likes"] == [3, 5] and dataset["text"] == ["今天好开心", "周末去爬山"]
+    # A real column whose name has a dot wins over the nested reading; `a\.b` forces it.
+    dotted = tmp_path / "dotted.jsonl"
+    dotted.write_text(json.dumps({"a.b": "周末去爬山", "a": {"b": "今天好开心"}}, ensure_ascii=False) + "\n",
+                      encoding="utf-8")  # fmt: skip
+    for spec in ("a.b", "a\\.b"):
+        translate_file(_translator(), dotted, tmp_path / f"{len(spec)}.jsonl", FileFields(text=spec), "zh", "en")
+        assert _table_rows(tmp_path / f"{len(spec)}.jsonl")[0]["text"] == "周末去爬山", spec
+    from redtrans.datafiles import FieldPath
+
+    assert FieldPath("a.b").get({"a": {"b": 1}}) == 1 and FieldPath("a\\.b").get({"a": {"b": 1}}) is None
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"translation": "plain", "text": "你好"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match="field 'translation' is str, so it cannot hold 'translation.en'"):
+        validate_input(bad, FileFields(translation="translation.en"))
+
+
+def test_parquet_outputs_have_one_schema_with_or_without_flags(tmp_path: Path) -> None:
+    """A run with no flags used to store flags as list<null>, which cannot be loaded beside a run with flags."""
+    clean, flagged = tmp_path / "clean.parquet", tmp_path / "flagged.parquet"
+    translate_file(_translator(), _rows_file(tmp_path, ROWS[:1]), clean)
+    translate_file(Translator(FailSecond()), _rows_file(tmp_path, ROWS[1:2], "b.jsonl"), flagged)
+    schemas = [pq.read_schema(p) for p in (clean, flagged)]
+    assert schemas[0].field("flags").type == schemas[1].field("flags").type
+    assert str(schemas[0].field("flags").type).startswith("list<") and "null" not in str(schemas[0])
+    both = datasets.load_dataset("parquet", data_files=[str(clean), str(flagged)], split="train")
+    assert both["status"] == ["ok", "failed"]
+
+
+def _rows_file(tmp_path: Path, rows: list[dict[str, Any]], name: str = "a.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_a_dataset_folder_is_sharded_with_a_manifest_and_reads_back(tmp_path: Path) -> None:
+    from redtrans.datafiles import MANIFEST_NAME, export_journal, open_shard, read_manifest, write_manifest
+
+    journal = tmp_path / "journal.jsonl"
+    rows = [{"id": str(i), "text": f"t{i}", "n": i, "tags": ["a"] if i % 2 else []} for i in range(7)]
+    rows.append({"id": "3", "text": "t3 again", "n": 3, "tags": []})  # a later row of an id wins
+    journal.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "ds"
+    (out / "part-00009.parquet").parent.mkdir()
+    (out / "part-00009.parquet").write_bytes(b"left from an earlier run")
+    assert export_journal(journal, out, {"tags": "list<string>"}, shard_rows=3) == 7
+    manifest = read_manifest(out)
+    assert manifest is not None and [(s.file, s.rows) for s in manifest.shards] == [
+        ("part-00000.parquet", 3), ("part-00001.parquet", 3), ("part-00002.parquet", 1)]  # fmt: skip
+    assert manifest.rows == 7 and manifest.columns["tags"] == "list<item: string>"
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST_NAME, *(s.file for s in manifest.shards)]
+    loaded = datasets.load_dataset("parquet", data_dir=str(out), split="train")
+    assert loaded["id"] == ["0", "1", "2", "4", "5", "6", "3"] and loaded["text"][-1] == "t3 again"
+    assert [r["id"] for r in _table_rows(out)] == loaded["id"]  # our reader follows the manifest
+    # The same API for other writers (the Ray jobs): stream a shard, commit it, record it.
+    import pyarrow as pa
+
+    schema = pa.schema([("id", pa.string())])
+    with open_shard(tmp_path / "ray", 0, schema) as shard:
+        shard.write([{"id": "x"}, {"id": "y"}])
+        assert not (tmp_path / "ray" / "part-00000.parquet").exists()  # not in place until committed
+        committed = shard.commit()
+    write_manifest(tmp_path / "ray", [committed], schema)
+    assert [r["id"] for r in _table_rows(tmp_path / "ray")] == ["x", "y"]
+    (tmp_path / "ray" / committed.file).unlink()
+    with pytest.raises(InputError, match="incomplete dataset"):
+        list(read_rows(tmp_path / "ray"))
+
+
+def test_a_folder_with_other_files_is_not_overwritten(tmp_path: Path) -> None:
+    from redtrans.datafiles import output_format
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me", encoding="utf-8")
+    with pytest.raises(InputError, match="other files"):
+        output_format(tmp_path / "mine")
+    assert output_format(tmp_path / "new") == output_format(f"{tmp_path}/v1.2/") == "dataset"
+    with pytest.raises(InputError, match="end a folder's name with /"):
+        output_format(tmp_path / "v1.2")

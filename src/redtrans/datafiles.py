@@ -5,9 +5,9 @@
 
 | spec | read by | a row is named |
 |---|---|---|
-| ``posts.jsonl`` (``.json``, ``.ndjson``, other files) | `jsonl.read_jsonl` (a UTF-8 BOM is skipped) | ``posts.jsonl:7`` (a line) |
-| ``posts.csv`` / ``posts.tsv`` | the standard library's `csv` (every cell a string, a BOM skipped) | ``posts.csv: row 7`` |
-| ``posts.parquet`` or a folder of ``*.parquet`` | ``pyarrow`` in batches (the ``files`` extra) | ``posts.parquet: row 7`` |
+| ``posts.jsonl`` (``.json``, ``.ndjson``, others) | `jsonl.read_jsonl` (a BOM skipped) | ``posts.jsonl:7`` |
+| ``posts.csv`` / ``posts.tsv`` | stdlib `csv` (every cell a string; a BOM skipped) | ``posts.csv: row 7`` |
+| ``posts.parquet``, a folder of ``*.parquet`` | ``pyarrow``, in batches (``files`` extra) | ``posts.parquet: row 7`` |
 | a dataset folder this module wrote (``.manifest.json``) | its shards, in the manifest's order | ``out: row 7`` |
 | a folder saved by ``save_to_disk`` | ``datasets.load_from_disk`` (``files`` extra) | ``ds: row 7`` |
 | ``owner/name`` (not a path) | ``datasets.load_dataset`` **offline**: only the local HF cache | ``owner/name: row 7`` |
@@ -33,9 +33,10 @@ column whose name contains the dot wins over the nested reading, and ``a\\.b`` n
 
 Anything else (``.json`` included: JSON Lines is ``.jsonl``) is refused. A non-JSONL output is journaled in
 `journal_path(output)` and `export_journal` converts the whole journal when a run ends, streaming in chunks
-with a fixed schema: the caller's column types (e.g. ``flags: list<string>`` whether or not a run flagged
-anything) and, for other columns, the types seen over the whole journal (never ``null``: an all-null column is
-a string column; a column of mixed types is JSON text). The last row of an id wins. The result replaces the
+with a fixed schema: the caller's columns, always present, of their fixed types (``flags: list<string>`` and
+``error: string`` whether or not a run flagged or failed anything) and, for other columns, the types seen
+over the whole journal (never ``null``: an all-null column is a string column; a column of mixed types is JSON
+text). The last row of an id wins. The result replaces the
 output atomically (temporary file + `os.replace`).
 
 **Dataset folders** (``-o out/``): ``part-00000.parquet``, ``part-00001.parquet``, … and ``.manifest.json``
@@ -178,7 +179,9 @@ class RowSource:
             import datasets
 
             try:
-                loaded = datasets.load_from_disk(self.path) if self.kind == "hf-disk" else datasets.load_dataset(self.path)
+                loaded = (
+                    datasets.load_from_disk(self.path) if self.kind == "hf-disk" else datasets.load_dataset(self.path)
+                )
             except (FileNotFoundError, ConnectionError) as exc:
                 if self.kind == "hf-hub":
                     raise InputError(
@@ -450,7 +453,9 @@ def export_journal(
 ) -> int:
     """Write the rows of a JSONL `journal` to `output` in the format its path names (`output_format`); the last
     row of an id wins (`id_key`; None keeps every row). `types`: column → ``string``, ``int64``, ``float64``,
-    ``bool`` or ``list<string>`` for Parquet outputs (other columns: the type seen over the journal). Streams
+    ``bool`` or ``list<string>``: these columns come first, in this order, whether or not any row has them (so
+    outputs of different runs have one schema); other columns follow in first-seen order, of the type seen over
+    the journal (Parquet). Streams
     both passes in chunks of `EXPORT_CHUNK` rows; the output is replaced atomically. Returns the row count."""
     fmt = output_format(output)
     if fmt == "jsonl":
@@ -469,13 +474,13 @@ def write_parquet(rows: Iterable[dict[str, Any]], path: str | Path, types: Mappi
     """Write `rows` to one Parquet file (columns: their keys in first-seen order, types as `export_journal`'s)
     via a temporary file and `os.replace`. Holds the rows in memory: for small tables (tests, suites)."""
     rows = list(rows)
-    scan = _JournalScan()
+    scan = _JournalScan(columns=dict.fromkeys(types or {}))
     _observe(scan, rows, True, types or {})
     return _write_parquet_file(_chunks(iter(rows), scan), Path(path), _arrow_schema(scan, types or {}))
 
 
 def _scan_journal(journal: Path, id_key: str | None, arrow: bool, fixed: Mapping[str, str]) -> _JournalScan:
-    scan = _JournalScan()
+    scan = _JournalScan(columns=dict.fromkeys(fixed))
     chunk: list[dict[str, Any]] = []
     for number, row in read_jsonl(journal):
         if id_key is not None:

@@ -107,8 +107,12 @@ class MissingExtraError(RedtransError):
     @classmethod
     def of(cls, exc: ModuleNotFoundError) -> MissingExtraError | None:
         """The error for a failed import of a module an extra installs; None for any other module (a bug)."""
+        import importlib.util
+
         top = (exc.name or "").split(".")[0]
-        return cls(EXTRAS[top], top) if top in EXTRAS else None
+        if top not in EXTRAS or importlib.util.find_spec(top) is not None:
+            return None  # not an extra's module, or one that is installed (a wrong import inside it is a bug)
+        return cls(EXTRAS[top], top)
 
 
 class RowsFailedError(RedtransError):

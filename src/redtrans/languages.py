@@ -14,8 +14,9 @@ and Hong Kong), ``zh-TW`` with Taiwan's phrasing too (``s2twp``: 方便麵 → �
 Kong's (``s2hk``). A simplified character that stands for several traditional ones (干: 乾 dry, 幹 do; 发: 發,
 髮 hair; 面: 面, 麵 noodles; 里: 里, 裡/裏; 台: 臺/台, 颱, 檯/枱) is chosen by OpenCC's phrase dictionaries;
 where those get a common context wrong (頭髮幹了 for "the hair is dry"), a small reviewed table,
-`PHRASE_FIXES`, corrects OpenCC's output afterwards, in each region's characters. sacrebleu's ``zh`` tokenizer splits Traditional characters as it does Simplified ones, so the
-table's one ``zh`` tokenizer serves both.
+`PHRASE_FIXES`, corrects OpenCC's output afterwards, in each region's characters. sacrebleu's ``zh``
+tokenizer splits Traditional characters as it does Simplified ones, so the table's one ``zh`` tokenizer
+serves both.
 """
 
 from __future__ import annotations

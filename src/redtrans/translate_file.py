@@ -36,9 +36,9 @@ from redtrans.translator import Item, Translator
 OUTPUT_COLUMNS: dict[str, str] = {
     "id": "string",
     "text": "string",
+    "translation": "string",
     "src": "string",
     "tgt": "string",
-    "translation": "string",
     "flags": "list<string>",
     "model": "string",
     "prompt_version": "string",
@@ -47,8 +47,8 @@ OUTPUT_COLUMNS: dict[str, str] = {
     "attempts": "int64",
     "retried_for": "list<string>",
 }
-"""The columns a translate row holds besides the input's, with their Parquet types (fixed, so outputs of runs
-with and without flags load together)."""
+"""The columns a translate row holds besides the input's, in order, with their Parquet types: a CSV/Parquet
+output has every one of them whether or not a run flagged or failed anything, so outputs of runs load together."""
 RESERVED_COLUMNS = frozenset(OUTPUT_COLUMNS) | {"key", "settings"}
 """Names an input column cannot keep (it is written as ``input.NAME``): ours, and the resume key's (resume.py)."""
 INPUT_PREFIX = "input."
@@ -109,10 +109,10 @@ class ColumnPlan:
 
     def types(self) -> dict[str, str]:
         """Parquet types of the output's own columns (`OUTPUT_COLUMNS`, the translation where it goes)."""
-        types = {k: v for k, v in OUTPUT_COLUMNS.items() if k != "translation"}
-        if not FieldPath(self.translation).nested:
-            types[FieldPath(self.translation).parts[0]] = "string"
-        return types
+        path = FieldPath(self.translation)
+        if path.nested:
+            return {k: v for k, v in OUTPUT_COLUMNS.items() if k != "translation"}
+        return {(path.parts[0] if k == "translation" else k): v for k, v in OUTPUT_COLUMNS.items()}
 
 
 def plan_columns(columns: Sequence[str], fields: FileFields, keep: str | Sequence[str] = "all") -> ColumnPlan:

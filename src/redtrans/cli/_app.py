@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
 from redtrans.console import err_console, progress_bar
-from redtrans.errors import InputError, RedtransError
+from redtrans.engines.spec import ENGINE_KINDS
+from redtrans.errors import InputError, MissingExtraError, RedtransError
 
 
 class _ErrorBoundary(TyperGroup):
@@ -20,10 +21,31 @@ class _ErrorBoundary(TyperGroup):
         try:
             return super().invoke(ctx)
         except RedtransError as exc:
-            # The message is data (paths, posts, "[q_proj, v_proj]"): escaped, so rich reads no markup in it.
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
+            self._fail(exc)
+        except ModuleNotFoundError as exc:
+            # An optional dependency of an extra the install lacks: one line naming the extra, not a traceback.
+            missing = MissingExtraError.of(exc)
+            if missing is None:
+                raise
+            self._fail(missing)
 
+    @staticmethod
+    def _fail(exc: RedtransError) -> NoReturn:
+        # The message is data (paths, posts, "[q_proj, v_proj]"): escaped, so rich reads no markup in it.
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+PIPED_HELP_WIDTH = 130
+"""Columns of `--help` when stdout is not a terminal: rich fits its panels to 80 columns there and cuts a word
+longer than a cell ("qwen2.5-coder-1.…"); at this width every help text of every command fits whole
+(tests/test_packaging.py). A terminal keeps its own width; a wider COLUMNS wins."""
+if not sys.stdout.isatty():
+    import os
+
+    import typer.rich_utils
+
+    typer.rich_utils.MAX_WIDTH = max(PIPED_HELP_WIDTH, int(os.environ.get("COLUMNS", "0") or 0))
 
 app = typer.Typer(
     name="redtrans",
@@ -63,7 +85,13 @@ models_app = typer.Typer(help="List and prepare the embedded models.", no_args_i
 app.add_typer(models_app, name="models")
 
 EngineOpt = Annotated[
-    str | None, typer.Option("--engine", "-e", help="llamacpp | openai | hf (default: inferred from --model)")
+    str | None,
+    typer.Option(
+        "--engine",
+        "-e",
+        help=f"{' | '.join(ENGINE_KINDS)} (default: inferred from --model; standin is a fast deterministic stand-in "
+        "for tests and measurements)",
+    ),
 ]
 ModelOpt = Annotated[
     str | None,
