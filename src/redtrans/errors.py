@@ -63,34 +63,34 @@ class ModelError(EngineError):
     """A model that cannot be found, assembled or verified."""
 
 
-EXTRAS: dict[str, str] = {
-    "xllamacpp": "local",
-    "pyarrow": "files",
-    "datasets": "files",
-    "pandas": "files",
-    "pydantic_settings": "serve",
-    "fastapi": "serve",
-    "fastapi_offline": "serve",
-    "uvicorn": "serve",
-    "prometheus_client": "serve",
-    "limits": "serve",
-    "multipart": "serve",
-    "torch": "train",
-    "transformers": "train",
-    "trl": "train",
-    "peft": "train",
-    "accelerate": "train",
-    "gguf": "train",
-    "tensorboard": "train",
-    "deepspeed": "deepspeed",
-    "argon2": "prefs",
-    "krippendorff": "prefs",
-    "psycopg": "prefs",
-    "sqlalchemy": "prefs",
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "xllamacpp": ("local",),
+    "pyarrow": ("files",),
+    "datasets": ("files",),
+    "pandas": ("files",),
+    "pydantic_settings": ("serve",),
+    "fastapi": ("serve", "prefs"),
+    "fastapi_offline": ("serve",),
+    "uvicorn": ("serve", "prefs"),
+    "prometheus_client": ("serve",),
+    "limits": ("serve",),
+    "multipart": ("serve", "prefs"),
+    "sqlalchemy": ("prefs", "serve"),
+    "torch": ("train",),
+    "transformers": ("train",),
+    "trl": ("train",),
+    "peft": ("train",),
+    "accelerate": ("train",),
+    "gguf": ("train",),
+    "tensorboard": ("train",),
+    "deepspeed": ("deepspeed",),
+    "argon2": ("prefs",),
+    "krippendorff": ("prefs",),
+    "psycopg": ("prefs",),
 }
-"""Top-level module → the extra that installs it (pyproject.toml), for `MissingExtraError.of`. A module two
-extras share (sqlalchemy: serve and prefs) names the one a user is likelier to lack; the message names the
-module too."""
+"""Top-level module → the extras that install it (pyproject.toml), the likeliest first, for `MissingExtraError.of`."""
+COMMAND_EXTRAS = {"annotate": "prefs", "prefs": "prefs", "serve": "serve"}
+"""The extra a command's modules come from, where a module is in several (fastapi: serve and prefs)."""
 
 
 class MissingExtraError(RedtransError):
@@ -105,14 +105,17 @@ class MissingExtraError(RedtransError):
         )
 
     @classmethod
-    def of(cls, exc: ModuleNotFoundError) -> MissingExtraError | None:
-        """The error for a failed import of a module an extra installs; None for any other module (a bug)."""
+    def of(cls, exc: ModuleNotFoundError, command: str | None = None) -> MissingExtraError | None:
+        """The error for a failed import of a module an extra installs (the `command`'s own extra where the
+        module is in several); None for any other module, or one that is installed (a bug, not an install)."""
         import importlib.util
 
         top = (exc.name or "").split(".")[0]
         if top not in EXTRAS or importlib.util.find_spec(top) is not None:
-            return None  # not an extra's module, or one that is installed (a wrong import inside it is a bug)
-        return cls(EXTRAS[top], top)
+            return None
+        extras = EXTRAS[top]
+        preferred = COMMAND_EXTRAS.get(command or "")
+        return cls(preferred if preferred in extras else extras[0], top)
 
 
 class RowsFailedError(RedtransError):

@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from redtrans.datafiles import FieldPath, RowSource, export_journal, journal_path, open_rows, output_format
+from redtrans.datafiles import (
+    FieldPath,
+    RowSource,
+    export_journal,
+    files_extra,
+    journal_path,
+    open_rows,
+    output_format,
+)
 from redtrans.errors import InputError
 from redtrans.jsonl import JSONLError, JSONLWriter, read_jsonl, retry_pending
 from redtrans.languages import UnknownLanguageError, get_language
@@ -150,9 +158,13 @@ class FileSummary:
     journal: Path | None = None  # the JSONL journal of a CSV/TSV/Parquet/dataset output
 
 
-def check_output_path(path: str | Path) -> None:
-    """An output must name a format we write (`datafiles.output_format`): InputError otherwise, before any work."""
-    output_format(path)
+def check_output_path(path: str | Path) -> str:
+    """The format of an output path (`datafiles.output_format`), checked before any work: InputError for a path
+    that names none, MissingExtraError for a Parquet output without the ``files`` extra."""
+    fmt = output_format(path)
+    if fmt in {"parquet", "dataset"}:
+        files_extra("pyarrow.parquet")
+    return fmt
 
 
 def _row_id(source: RowSource, row: dict[str, Any], fields: FileFields, number: int) -> str:
@@ -259,7 +271,7 @@ def translate_file(
     `validated_rows` / `columns`: the row count and columns from an earlier `validate_input` of this file (saves
     a pass)."""
     fields = fields or FileFields()
-    fmt = output_format(output_path)  # before any work: an output we cannot write is refused first
+    fmt = check_output_path(output_path)  # before any work: an output we cannot write is refused first
     seen_columns: dict[str, None] = {}
     total = validated_rows if validated_rows is not None else validate_input(input_path, fields, seen_columns)
     if columns is None:

@@ -24,7 +24,7 @@ class _ErrorBoundary(TyperGroup):
             self._fail(exc)
         except ModuleNotFoundError as exc:
             # An optional dependency of an extra the install lacks: one line naming the extra, not a traceback.
-            missing = MissingExtraError.of(exc)
+            missing = MissingExtraError.of(exc, ctx.invoked_subcommand)
             if missing is None:
                 raise
             self._fail(missing)
