@@ -158,7 +158,8 @@ class StageProgress(Progress):
         super().stop()
 
 
-def progress_bar(unit: str = "it", interval: float | None = None) -> StageProgress:
+def progress_bar(unit: str = "it", interval: float | None = None, console: Console | None = None) -> StageProgress:
+    """A bar on stderr counting `unit` (lines every `interval` s off a terminal; default `progress_interval()`)."""
     return StageProgress(
         unit,
         TextColumn("[bold]{task.description}"),
@@ -168,7 +169,7 @@ def progress_bar(unit: str = "it", interval: float | None = None) -> StageProgre
         RateColumn(unit),
         TimeElapsedColumn(),
         EtaColumn(),
-        console=err_console,
+        console=console or err_console,
         transient=False,
         interval=interval,
     )
