@@ -1,9 +1,10 @@
 """Reports of a benchmark run: results.json (machine-readable), results.md (terminal/README) and report.html
-(self-contained: inline CSS, SVG charts and a little script; nothing is fetched from a CDN)."""
+(self-contained: inline CSS, SVG charts and a little script; nothing is fetched from a CDN), rendered from the
+Jinja2 template ``templates/report.html`` with autoescaping, so no text of a post can become markup."""
 
 from __future__ import annotations
 
-import html
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -209,39 +210,41 @@ def markdown(results: dict[str, Any], min_slice: int = 1) -> str:
 
 
 # -- HTML -----------------------------------------------------------------------------------------------
-def bar_chart(title: str, groups: list[tuple[str, list[float | None]]], series: list[str], vmax: float) -> str:
-    """A horizontal grouped bar chart as inline SVG: one group per slice, one bar per system."""
+# The page is templates/report.html (Jinja2, autoescaped): the code below only computes what it shows.
+def bar_chart(title: str, groups: list[tuple[str, list[float | None]]], series: list[str], vmax: float) -> dict:
+    """The geometry of a horizontal grouped bar chart (one group per slice, one bar per system) for the
+    template's `chart` macro, which draws it as inline SVG."""
     bar_h, gap, label_w, width = 12, 10, 190, 720
     plot_w = width - label_w - 60
     height = 30 + len(groups) * (len(series) * bar_h + gap) + 20 * ((len(series) + 2) // 3)
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}" width="{width}" '
-        f'height="{height}"><title>{html.escape(title)}</title>',
-        f'<text x="0" y="14" class="ct">{html.escape(title)}</text>',
-    ]
     y = 30
     vmax = vmax or 1.0
+    drawn = []
     for label, values in groups:
-        parts.append(
-            f'<text x="{label_w - 6}" y="{y + len(series) * bar_h / 2 + 4}" text-anchor="end" class="cl">'
-            f"{html.escape(label)}</text>"
-        )
+        group = {"label": label, "x": label_w - 6, "y": y + len(series) * bar_h / 2 + 4, "bars": []}
         for i, value in enumerate(values):
             w = 0 if value is None else max(0.0, min(1.0, value / vmax)) * plot_w
-            color = PALETTE[i % len(PALETTE)]
-            parts.append(
-                f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h - 2}" fill="{color}">'
-                f"<title>{html.escape(series[i])}: {_fmt(value)}</title></rect>"
+            group["bars"].append(
+                {
+                    "x": label_w,
+                    "y": y,
+                    "width": f"{w:.1f}",
+                    "height": bar_h - 2,
+                    "color": PALETTE[i % len(PALETTE)],
+                    "tip": f"{series[i]}: {_fmt(value)}",
+                    "value_x": f"{label_w + w + 4:.1f}",
+                    "value_y": y + bar_h - 3,
+                    "value": _fmt(value, 1),
+                }  # fmt: skip
             )
-            parts.append(f'<text x="{label_w + w + 4:.1f}" y="{y + bar_h - 3}" class="cv">{_fmt(value, 1)}</text>')
             y += bar_h
+        drawn.append(group)
         y += gap
-    for i, name in enumerate(series):
-        lx, ly = (i % 3) * 220, y + 12 + (i // 3) * 20
-        parts.append(f'<rect x="{lx}" y="{ly - 9}" width="10" height="10" fill="{PALETTE[i % len(PALETTE)]}"/>')
-        parts.append(f'<text x="{lx + 14}" y="{ly}" class="cl">{html.escape(name)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    legend = [
+        {"x": (i % 3) * 220, "y": y + 12 + (i // 3) * 20, "color": PALETTE[i % len(PALETTE)], "name": name}
+        for i, name in enumerate(series)
+    ]
+    return {"title": title, "width": width, "height": height, "groups": drawn, "legend": legend}
 
 
 # Fonts named for the text a report shows, so Chinese and emoji render as glyphs rather than boxes on a
@@ -291,52 +294,48 @@ _SCRIPT = """
 """
 
 
-def _table(head: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
-    out = ["<table><thead><tr>", *(f"<th>{html.escape(h)}</th>" for h in head), "</tr></thead><tbody>"]
-    for row in rows:
-        cells = [
-            f'<td class="n">{html.escape(c)}</td>' if i >= numeric_from else f"<td>{html.escape(c)}</td>"
-            for i, c in enumerate(row)
-        ]
-        out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
-    return "".join(out)
+@functools.cache
+def _template() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        keep_trailing_newline=True,
+    )
+    return env.get_template("report.html")
 
 
 def html_report(results: dict[str, Any], worst: int = 50, min_slice: int = 1) -> str:
+    """The self-contained HTML report (templates/report.html)."""
     systems = [s["name"] for s in results["systems"]]
-    suite = results["suite"]
     main = _main_slices(results, min_slice)
     tags = _tag_slices(results, min_slice)
-    body = [f"<h1>redtrans bench · {html.escape(suite['name'])}</h1>", f"<p>{html.escape(_suite_line(results))}"]
-    if suite["license"]:
-        body.append(
-            f' · data license <a href="{html.escape(suite["license_url"])}">{html.escape(suite["license"])}</a>'
-        )
-    body.append(f" · created {html.escape(results['created'])}</p>")
-    body += [f'<p class="note">{html.escape(n)}</p>' for n in suite["notes"]]
-
-    body.append("<h2>Scores per direction and category</h2>")
-    body.append(
-        _table(
-            ["slice", "n"] + [f"{n} {m}" for n in systems for m in ("BLEU (0–1)", "BLEU", "chrF++")],
-            [
-                [sl["key"], str(sl["n"])]
-                + [
-                    _fmt(sl["scores"][n][k], d)
-                    for n in systems
-                    for k, d in (("bleu", 4), ("bleu_100", 2), ("chrf++", 2))
-                ]
-                for sl in main
-            ],
-        )
-    )
+    context: dict[str, Any] = {
+        "suite": results["suite"],
+        "suite_line": _suite_line(results),
+        "created": results["created"],
+        "systems": systems,
+        "css": _CSS,
+        "script": _SCRIPT,
+    }
+    context["scores"] = {
+        "head": ["slice", "n"] + [f"{n} {m}" for n in systems for m in ("BLEU (0–1)", "BLEU", "chrF++")],
+        "rows": [
+            [sl["key"], str(sl["n"])]
+            + [_fmt(sl["scores"][n][k], d) for n in systems for k, d in (("bleu", 4), ("bleu_100", 2), ("chrf++", 2))]
+            for sl in main
+        ],
+    }
+    charts = []
     for metric, title in (("bleu_100", "BLEU (0–100)"), ("chrf++", "chrF++")):
         groups = [(sl["key"], [sl["scores"][n][metric] for n in systems]) for sl in main]
         top = max([v for _, vs in groups for v in vs if v is not None] + [1.0])
-        body.append(bar_chart(f"{title} per slice", groups, systems, top * 1.1))
+        charts.append(bar_chart(f"{title} per slice", groups, systems, top * 1.1))
+    context["score_charts"] = charts
 
-    body.append("<h2>SNS fidelity and output failures</h2>")
     rows = []
     for sl in [s for s in results["slices"] if s["group"] == "direction"]:
         for n in systems:
@@ -348,51 +347,48 @@ def html_report(results: dict[str, Any], worst: int = 50, min_slice: int = 1) ->
                 + ([_fmt(sc.get("neural"), 4)] if "neural" in sc else [])
             )
     neural_head = ["neural"] if any("neural" in sc for sl in main for sc in sl["scores"].values()) else []
-    body.append(
-        _table(
-            ["slice", "system", "fidelity (n)", "emoji", "markup", "mentions", "URLs", "lines"]
-            + ["wrong lang", "empty", "copy", "s/segment (timed)"]
-            + neural_head,
-            rows,
-            numeric_from=2,
-        )
-    )
+    context["fidelity"] = {
+        "head": ["slice", "system", "fidelity (n)", "emoji", "markup", "mentions", "URLs", "lines"]
+        + ["wrong lang", "empty", "copy", "s/segment (timed)"]
+        + neural_head,
+        "rows": rows,
+    }
+    context["phenomena"] = None
     if tags:
-        body.append("<h2>Phenomenon slices</h2>")
-        body.append(
-            _table(
-                ["slice", "n"] + [f"{n} {m}" for n in systems for m in ("BLEU", "chrF++", "fidelity")],
-                [
-                    [sl["key"], str(sl["n"])]
-                    + [
-                        v
-                        for n in systems
-                        for v in (
-                            _fmt(sl["scores"][n]["bleu_100"]),
-                            _fmt(sl["scores"][n]["chrf++"]),
-                            _pct(sl["scores"][n]["fidelity"]),
-                        )
-                    ]
-                    for sl in tags
-                ],
-            )
-        )
+        phenomena: dict[str, Any] = {
+            "head": ["slice", "n"] + [f"{n} {m}" for n in systems for m in ("BLEU", "chrF++", "fidelity")],
+            "rows": [
+                [sl["key"], str(sl["n"])]
+                + [
+                    v
+                    for n in systems
+                    for v in (
+                        _fmt(sl["scores"][n]["bleu_100"]),
+                        _fmt(sl["scores"][n]["chrf++"]),
+                        _pct(sl["scores"][n]["fidelity"]),
+                    )
+                ]  # fmt: skip
+                for sl in tags
+            ],
+            "charts": [],
+        }
         groups = [
             (
                 sl["key"],
                 [None if sl["scores"][n]["fidelity"] is None else 100 * sl["scores"][n]["fidelity"] for n in systems],
-            )
+            )  # fmt: skip
             for sl in tags
             if sl["scores"][systems[0]]["fidelity_n"]
         ]
         if groups:
-            body.append(bar_chart("SNS fidelity (%) per phenomenon", groups, systems, 100.0))
+            phenomena["charts"].append(bar_chart("SNS fidelity (%) per phenomenon", groups, systems, 100.0))
         groups = [(sl["key"], [sl["scores"][n]["chrf++"] for n in systems]) for sl in tags]
         top = max([v for _, vs in groups for v in vs if v is not None] + [1.0])
-        body.append(bar_chart("chrF++ per phenomenon", groups, systems, top * 1.1))
+        phenomena["charts"].append(bar_chart("chrF++ per phenomenon", groups, systems, top * 1.1))
+        context["phenomena"] = phenomena
 
+    context["significance"] = None
     if results["significance"]:
-        body.append("<h2>Significance (paired bootstrap)</h2>")
         rows = []
         for key, sig in results["significance"].items():
             for name, metrics in sig["systems"].items():
@@ -404,49 +400,35 @@ def html_report(results: dict[str, Any], worst: int = 50, min_slice: int = 1) ->
                     else:
                         test = [str(sig["changed"][name]), _fmt(r["p_value"], 4)]
                     rows.append([key, name, metric, _fmt(r["score"]), f"{_fmt(r['mean'])} ± {_fmt(r['ci95'])}", *test])
-        body.append(
-            _table(
-                ["slice", "system", "metric", "score", "mean ± 95% CI", "segments differing", "p"], rows, numeric_from=3
-            )
-        )
+        context["significance"] = {
+            "head": ["slice", "system", "metric", "score", "mean ± 95% CI", "segments differing", "p"],
+            "rows": rows,
+        }
 
-    body.append(f"<h2>Worst segments (lowest sentence chrF++, {worst} per system)</h2>")
-    options = "".join(f'<option value="{html.escape(n)}">{html.escape(n)}</option>' for n in systems)
-    body.append(
-        '<p><input id="wfilter" type="search" placeholder="filter…"> '
-        f'<select id="wsystem"><option value="">all systems</option>{options}</select> '
-        '<span id="wcount" class="note"></span></p>'
-    )
-    rows_html = []
+    worst_rows = []
     for n in systems:
         ranked = sorted(results["segments"], key=lambda seg: (seg["systems"][n]["chrf++"], seg["id"]))[:worst]
         for seg in ranked:
             entry = seg["systems"][n]
-            rows_html.append(
-                f'<tr data-system="{html.escape(n)}"><td>{html.escape(n)}</td>'
-                f'<td>{html.escape(seg["id"])}<br><span class="tag">{html.escape(seg["direction"])} · '
-                f"{html.escape(seg['category'])}<br>{html.escape(' '.join(seg['tags']))}</span></td>"
-                f"<td>{html.escape(seg['source'])}</td><td>{html.escape(seg['reference'])}</td>"
-                f"<td>{html.escape(entry['hypothesis'])}</td>"
-                f'<td class="n">{entry["chrf++"]:.1f}</td>'
-                f"<td>{html.escape(', '.join(entry['flags']))}</td></tr>"
+            worst_rows.append(
+                {
+                    "system": n,
+                    "id": seg["id"],
+                    "direction": seg["direction"],
+                    "category": seg["category"],
+                    "tags": " ".join(seg["tags"]),
+                    "source": seg["source"],
+                    "reference": seg["reference"],
+                    "hypothesis": entry["hypothesis"],
+                    "chrf": f"{entry['chrf++']:.1f}",
+                    "flags": ", ".join(entry["flags"]),
+                }  # fmt: skip
             )
-    body.append(
-        '<table id="worst"><thead><tr><th>system</th><th>segment</th><th>source</th><th>reference</th>'
-        "<th>hypothesis</th><th>chrF++</th><th>flags</th></tr></thead><tbody>" + "".join(rows_html) + "</tbody></table>"
-    )
-    body.append("<h2>Systems and signatures</h2>")
-    body.append(
-        _table(
-            ["system", "configuration", "engine"],
-            [
-                [s["name"], json.dumps(s["config"], ensure_ascii=False), json.dumps(s["engine"])]
-                for s in results["systems"]
-            ],
-            numeric_from=9,
-        )
-    )
-    sigs = sorted(
+    context["worst"] = {"per_system": worst, "rows": worst_rows}
+    context["system_rows"] = [
+        [s["name"], json.dumps(s["config"], ensure_ascii=False), json.dumps(s["engine"])] for s in results["systems"]
+    ]
+    context["signatures"] = sorted(
         {
             sc[k]
             for sl in results["slices"]
@@ -454,17 +436,8 @@ def html_report(results: dict[str, Any], worst: int = 50, min_slice: int = 1) ->
             for k in ("bleu_signature", "chrf_signature")
         }
     )
-    body.append("<p>" + "<br>".join(f"<code>{html.escape(s)}</code>" for s in sigs) + "</p>")
-    body.append(
-        f'<p class="note">{html.escape(results["metrics"]["chrf++"])}. {html.escape(results["metrics"]["text"])}.</p>'
-    )
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>redtrans bench · {html.escape(suite['name'])}</title>"
-        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head><body>'
-        + "".join(body)
-        + f"<script>{_SCRIPT}</script></body></html>\n"
-    )
+    context["metrics_note"] = f"{results['metrics']['chrf++']}. {results['metrics']['text']}."
+    return str(_template().render(context))
 
 
 def write_reports(results: dict[str, Any], out: Path, worst: int = 50, min_slice: int = 1) -> dict[str, Path]:
