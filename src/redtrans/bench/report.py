@@ -211,7 +211,9 @@ def markdown(results: dict[str, Any], min_slice: int = 1) -> str:
 
 # -- HTML -----------------------------------------------------------------------------------------------
 # The page is templates/report.html (Jinja2, autoescaped): the code below only computes what it shows.
-def bar_chart(title: str, groups: list[tuple[str, list[float | None]]], series: list[str], vmax: float) -> dict:
+def bar_chart(
+    title: str, groups: list[tuple[str, list[float | None]]], series: list[str], vmax: float
+) -> dict[str, Any]:
     """The geometry of a horizontal grouped bar chart (one group per slice, one bar per system) for the
     template's `chart` macro, which draws it as inline SVG."""
     bar_h, gap, label_w, width = 12, 10, 190, 720
@@ -221,10 +223,11 @@ def bar_chart(title: str, groups: list[tuple[str, list[float | None]]], series: 
     vmax = vmax or 1.0
     drawn = []
     for label, values in groups:
-        group = {"label": label, "x": label_w - 6, "y": y + len(series) * bar_h / 2 + 4, "bars": []}
+        bars: list[dict[str, Any]] = []
+        drawn.append({"label": label, "x": label_w - 6, "y": y + len(series) * bar_h / 2 + 4, "bars": bars})
         for i, value in enumerate(values):
             w = 0 if value is None else max(0.0, min(1.0, value / vmax)) * plot_w
-            group["bars"].append(
+            bars.append(
                 {
                     "x": label_w,
                     "y": y,
@@ -238,7 +241,6 @@ def bar_chart(title: str, groups: list[tuple[str, list[float | None]]], series: 
                 }  # fmt: skip
             )
             y += bar_h
-        drawn.append(group)
         y += gap
     legend = [
         {"x": (i % 3) * 220, "y": y + 12 + (i // 3) * 20, "color": PALETTE[i % len(PALETTE)], "name": name}
