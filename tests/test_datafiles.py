@@ -430,3 +430,34 @@ def test_a_folder_with_other_files_is_not_overwritten(tmp_path: Path) -> None:
     assert output_format(tmp_path / "new") == output_format(f"{tmp_path}/v1.2/") == "dataset"
     with pytest.raises(InputError, match="end a folder's name with /"):
         output_format(tmp_path / "v1.2")
+
+
+def test_an_export_streams_any_journal_into_one_schema(tmp_path: Path) -> None:
+    """Arrow's JSON reader does the conversion (no Python objects per row); what it cannot take as is, a column
+    of mixed types, a later row of an id, a line longer than its block, a column of empty objects, is handled."""
+    from redtrans.datafiles import export_journal
+
+    journal = tmp_path / "journal.jsonl"
+    rows = [
+        {"id": "a", "n": 1, "mixed": 1, "empty": {}, "big": 2**70, "long": "长" * 200_000, "nested": {"x": [1]}},
+        {"id": "b", "n": 2.5, "mixed": "two", "empty": {}, "big": None, "long": "", "nested": {"y": "z"}},
+        {"id": "a", "n": 3, "mixed": [3], "empty": None, "big": 1, "long": "short", "nested": None},
+    ]
+    journal.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "out.parquet"
+    assert export_journal(journal, out, {"id": "string", "flags": "list<string>"}) == 2
+    table = pq.read_table(out)
+    assert table.column_names == ["id", "flags", "n", "mixed", "empty", "big", "long", "nested"]
+    assert str(table.schema.field("n").type) == "double" and str(table.schema.field("flags").type).startswith("list")
+    assert {name: str(table.schema.field(name).type) for name in ("mixed", "empty", "big")} == dict.fromkeys(
+        ("mixed", "empty", "big"), "string"
+    )  # no common type: JSON text
+    got = {row["id"]: row for row in table.to_pylist()}
+    assert got["b"]["mixed"] == "two" and got["a"]["mixed"] == "[3]" and got["a"]["n"] == 3.0  # a's last row
+    assert got["b"]["long"] == "" and got["a"]["long"] == "short" and got["b"]["flags"] is None
+    assert got["b"]["nested"] == {"x": None, "y": "z"} and got["b"]["empty"] == "{}"
+    assert not list(tmp_path.glob(".*.tmp"))  # the normalized copy is gone
+    long_only = tmp_path / "long.jsonl"
+    long_only.write_text(json.dumps({"id": "x", "text": "长" * 200_000}, ensure_ascii=False) + "\n", "utf-8")
+    assert export_journal(long_only, tmp_path / "long.parquet") == 1  # a line longer than Arrow's default block
+    assert len(pq.read_table(tmp_path / "long.parquet").column("text")[0].as_py()) == 200_000

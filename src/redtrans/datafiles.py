@@ -434,14 +434,82 @@ def journal_path(output: str | Path) -> Path:
     return p.with_name(p.name + ".journal.jsonl")
 
 
+class _Mixed(Exception):
+    """A column's values have no common type (it is written as JSON text)."""
+
+
+_TYPE_NAMES = ("string", "int64", "float64", "bool", "list<string>")
+_INT64 = range(-(2**63), 2**63)
+
+
+def _kind(value: Any) -> Any:
+    """The type of a JSON value, as `_merge` combines them: ``null``, ``bool``, ``int``, ``float``, ``str``,
+    ``("list", item)``, ``("struct", {field: kind})``; _Mixed for what no Arrow column holds."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        if value not in _INT64:
+            raise _Mixed
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, list):
+        item: Any = "null"
+        for inner in value:
+            item = _merge(item, _kind(inner))
+        return ("list", item)
+    if isinstance(value, dict):
+        return ("struct", {str(k): _kind(v) for k, v in value.items()})
+    raise _Mixed
+
+
+def _merge(a: Any, b: Any) -> Any:
+    """The kind that holds both (null within anything, int within float, lists and structs inside); _Mixed."""
+    if a == b or b == "null":
+        return a
+    if a == "null":
+        return b
+    if isinstance(a, str) and isinstance(b, str):
+        if {a, b} == {"int", "float"}:
+            return "float"
+        raise _Mixed
+    if isinstance(a, tuple) and isinstance(b, tuple) and a[0] == b[0] == "list":
+        return ("list", _merge(a[1], b[1]))
+    if isinstance(a, tuple) and isinstance(b, tuple) and a[0] == b[0] == "struct":
+        fields = dict(a[1])
+        for name, kind in b[1].items():
+            fields[name] = _merge(fields.get(name, "null"), kind)
+        return ("struct", fields)
+    raise _Mixed
+
+
 @dataclass
 class _JournalScan:
-    """What the first pass over a journal found: its columns, the line of each id's last row, the types."""
+    """What the first pass over a journal found: its columns and their kinds, the line of each id's last row."""
 
     columns: dict[str, None] = field(default_factory=dict)
-    last_line: dict[str, int] = field(default_factory=dict)
-    types: dict[str, Any] = field(default_factory=dict)  # column → pyarrow type (Parquet outputs only)
+    kinds: dict[str, Any] = field(default_factory=dict)
     as_text: set[str] = field(default_factory=set)  # columns whose values have no common type: JSON text
+    last_line: dict[str, int] = field(default_factory=dict)
+    rows: int = 0
+    longest: int = 0  # bytes of the longest line
+
+    def observe(self, row: dict[str, Any], fixed: Mapping[str, str]) -> None:
+        self.rows += 1
+        for name, value in row.items():
+            if name not in self.columns:
+                self.columns[name] = None
+            if name in fixed or name in self.as_text:
+                continue
+            try:
+                self.kinds[name] = _merge(self.kinds.get(name, "null"), _kind(value))
+            except _Mixed:
+                self.as_text.add(name)
+                self.kinds.pop(name, None)
 
 
 def export_journal(
@@ -455,95 +523,111 @@ def export_journal(
     row of an id wins (`id_key`; None keeps every row). `types`: column → ``string``, ``int64``, ``float64``,
     ``bool`` or ``list<string>``: these columns come first, in this order, whether or not any row has them (so
     outputs of different runs have one schema); other columns follow in first-seen order, of the type seen over
-    the journal (Parquet). Streams
-    both passes in chunks of `EXPORT_CHUNK` rows; the output is replaced atomically. Returns the row count."""
+    the journal. A first pass in Python finds columns, types and each id's last row; the second streams:
+    CSV/TSV row by row, Parquet through pyarrow's JSON reader in blocks (Arrow builds the columns, no Python
+    objects per row). The output is replaced atomically. Returns the row count."""
     fmt = output_format(output)
     if fmt == "jsonl":
         raise ValueError("a JSONL output is its own journal")
-    scan = _scan_journal(Path(journal), id_key, arrow=fmt in {"parquet", "dataset"}, fixed=types or {})
-    rows = _kept_rows(Path(journal), id_key, scan)
+    journal, fixed = Path(journal), dict(types or {})
+    scan = _scan_journal(journal, id_key, fixed)
     if fmt in {"csv", "tsv"}:
+        rows = _kept_rows(journal, id_key, scan)
         return _write_csv(rows, list(scan.columns), Path(output), "\t" if fmt == "tsv" else ",")
-    schema = _arrow_schema(scan, types or {})
-    if fmt == "parquet":
-        return _write_parquet_file(_chunks(rows, scan), Path(output), schema)
-    return _write_dataset(_chunks(rows, scan), Path(output), schema, shard_rows)
+    schema = _arrow_schema(scan, fixed)
+    with _arrow_ready(journal, id_key, scan) as source:
+        batches = _json_batches(source, schema, scan.longest)
+        if fmt == "parquet":
+            return _write_parquet_file(batches, Path(output), schema)
+        return _write_dataset(batches, Path(output), schema, shard_rows)
 
 
 def write_parquet(rows: Iterable[dict[str, Any]], path: str | Path, types: Mapping[str, str] | None = None) -> int:
     """Write `rows` to one Parquet file (columns: their keys in first-seen order, types as `export_journal`'s)
     via a temporary file and `os.replace`. Holds the rows in memory: for small tables (tests, suites)."""
-    rows = list(rows)
-    scan = _JournalScan(columns=dict.fromkeys(types or {}))
-    _observe(scan, rows, True, types or {})
-    return _write_parquet_file(_chunks(iter(rows), scan), Path(path), _arrow_schema(scan, types or {}))
-
-
-def _scan_journal(journal: Path, id_key: str | None, arrow: bool, fixed: Mapping[str, str]) -> _JournalScan:
+    pa = files_extra("pyarrow")
+    rows, fixed = list(rows), dict(types or {})
     scan = _JournalScan(columns=dict.fromkeys(fixed))
-    chunk: list[dict[str, Any]] = []
-    for number, row in read_jsonl(journal):
+    for row in rows:
+        scan.observe(row, fixed)
+    schema = _arrow_schema(scan, fixed)
+    table = pa.Table.from_pylist([_texts(row, scan.as_text) for row in rows], schema=schema)
+    return _write_parquet_file(iter([table]), Path(path), schema)
+
+
+def _journal_lines(journal: Path) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """(line number, bytes, row) of each non-blank line of a journal (`read_jsonl`'s numbering)."""
+    with journal.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except ValueError as exc:
+                raise InputError(f"journal line is not JSON: {exc}", path=journal, line=number) from None
+            yield number, len(raw), row
+
+
+def _scan_journal(journal: Path, id_key: str | None, fixed: Mapping[str, str]) -> _JournalScan:
+    scan = _JournalScan(columns=dict.fromkeys(fixed))
+    for number, size, row in _journal_lines(journal):
+        scan.longest = max(scan.longest, size)
         if id_key is not None:
             scan.last_line[str(row.get(id_key))] = number
-        chunk.append(row)
-        if len(chunk) >= EXPORT_CHUNK:
-            _observe(scan, chunk, arrow, fixed)
-            chunk = []
-    _observe(scan, chunk, arrow, fixed)
+        scan.observe(row, fixed)
     return scan
 
 
-def _observe(scan: _JournalScan, chunk: list[dict[str, Any]], arrow: bool, fixed: Mapping[str, str]) -> None:
-    """Record the columns of `chunk` and, for Parquet, each column's type (unified with the earlier chunks')."""
-    for row in chunk:
-        scan.columns.update(dict.fromkeys(row))
-    if not arrow or not chunk:
-        return
-    pa = files_extra("pyarrow")
-    for name in scan.columns:
-        if name in fixed or name in scan.as_text:
-            continue
-        try:
-            seen = pa.array([row.get(name) for row in chunk]).type
-            old = scan.types.get(name)
-            scan.types[name] = seen if old is None else _unify(pa, old, seen)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
-            scan.as_text.add(name)
-            scan.types.pop(name, None)
-
-
-def _unify(pa: Any, a: Any, b: Any) -> Any:
-    schema = pa.unify_schemas([pa.schema([("c", a)]), pa.schema([("c", b)])], promote_options="permissive")
-    return schema.field("c").type
-
-
 def _kept_rows(journal: Path, id_key: str | None, scan: _JournalScan) -> Iterator[dict[str, Any]]:
-    for number, row in read_jsonl(journal):
+    for number, _, row in _journal_lines(journal):
         if id_key is None or scan.last_line.get(str(row.get(id_key))) == number:
             yield row
 
 
-def _chunks(rows: Iterator[dict[str, Any]], scan: _JournalScan) -> Iterator[list[dict[str, Any]]]:
-    """Rows in chunks of `EXPORT_CHUNK`, with the columns of mixed types turned into JSON text."""
-    chunk: list[dict[str, Any]] = []
-    for row in rows:
-        for name in scan.as_text & row.keys():
-            row[name] = _as_text(row[name])
-        chunk.append(row)
-        if len(chunk) >= EXPORT_CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def _texts(row: dict[str, Any], as_text: set[str]) -> dict[str, Any]:
+    """`row` with the values of `as_text` columns as JSON text (strings stay as they are)."""
+    for name in as_text & row.keys():
+        value = row[name]
+        row[name] = value if value is None or isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return row
 
 
-def _as_text(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
+@contextlib.contextmanager
+def _arrow_ready(journal: Path, id_key: str | None, scan: _JournalScan) -> Iterator[Path]:
+    """The journal itself when Arrow's JSON reader can read it as is; else a temporary copy (hidden, next to
+    it, removed after) with only each id's last row and mixed-type columns as JSON text."""
+    superseded = id_key is not None and len(scan.last_line) < scan.rows
+    if not superseded and not scan.as_text:
+        yield journal
+        return
+    tmp = _temporary(journal)
+    try:
+        with tmp.open("w", encoding="utf-8") as out:
+            for row in _kept_rows(journal, id_key, scan):
+                out.write(json.dumps(_texts(row, scan.as_text), ensure_ascii=False) + "\n")
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-_TYPE_NAMES = ("string", "int64", "float64", "bool", "list<string>")
+def _json_batches(source: Path, schema: Any, longest: int) -> Iterator[Any]:
+    """Record batches of at least `EXPORT_CHUNK` rows (one Parquet row group each) read by Arrow from JSONL."""
+    pa, pj = files_extra("pyarrow"), files_extra("pyarrow.json")
+    reader = pj.open_json(
+        source,
+        # A block must hold the longest line whole; a small block keeps the reader's memory small.
+        read_options=pj.ReadOptions(block_size=max(1 << 18, longest + 1), use_threads=False),
+        parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
+    )
+    pending, rows = [], 0
+    for batch in reader:
+        pending.append(batch)
+        rows += batch.num_rows
+        if rows >= EXPORT_CHUNK:
+            yield pa.Table.from_batches(pending, schema=schema).combine_chunks()
+            pending, rows = [], 0
+    if pending:
+        yield pa.Table.from_batches(pending, schema=schema).combine_chunks()
 
 
 def _arrow_type(pa: Any, name: str) -> Any:
@@ -554,15 +638,16 @@ def _arrow_type(pa: Any, name: str) -> Any:
     return types[name]
 
 
-def _no_null(pa: Any, type_: Any) -> Any:
-    """`type_` with every ``null`` inside it a string: a column nobody filled loads beside one somebody did."""
-    if pa.types.is_null(type_):
-        return pa.string()
-    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
-        return pa.list_(_no_null(pa, type_.value_type))
-    if pa.types.is_struct(type_):
-        return pa.struct([pa.field(f.name, _no_null(pa, f.type)) for f in type_])
-    return type_
+def _kind_type(pa: Any, kind: Any) -> Any:
+    """The Arrow type of a `_kind` (a column nobody filled, or a list of nothing, holds strings)."""
+    if isinstance(kind, tuple) and kind[0] == "list":
+        return pa.list_(_kind_type(pa, kind[1]))
+    if isinstance(kind, tuple):
+        if not kind[1]:
+            raise _Mixed  # only empty objects: Parquet has no struct without fields
+        return pa.struct([pa.field(name, _kind_type(pa, inner)) for name, inner in kind[1].items()])
+    names = {"null": pa.string(), "str": pa.string(), "bool": pa.bool_(), "int": pa.int64(), "float": pa.float64()}
+    return names[kind]
 
 
 def _arrow_schema(scan: _JournalScan, fixed: Mapping[str, str]) -> Any:
@@ -571,10 +656,12 @@ def _arrow_schema(scan: _JournalScan, fixed: Mapping[str, str]) -> Any:
     for name in scan.columns:
         if name in fixed:
             type_ = _arrow_type(pa, fixed[name])
-        elif name in scan.as_text:
-            type_ = pa.string()
         else:
-            type_ = _no_null(pa, scan.types.get(name, pa.null()))
+            try:
+                type_ = pa.string() if name in scan.as_text else _kind_type(pa, scan.kinds.get(name, "null"))
+            except _Mixed:
+                scan.as_text.add(name)
+                type_ = pa.string()
         fields.append(pa.field(name, type_))
     return pa.schema(fields)
 
@@ -609,36 +696,32 @@ def _write_csv(rows: Iterator[dict[str, Any]], columns: list[str], target: Path,
     return count
 
 
-def _table(pa: Any, chunk: list[dict[str, Any]], schema: Any) -> Any:
-    return pa.Table.from_pylist(chunk, schema=schema)
-
-
-def _write_parquet_file(chunks: Iterator[list[dict[str, Any]]], target: Path, schema: Any) -> int:
-    pa, pq = files_extra("pyarrow"), files_extra("pyarrow.parquet")
+def _write_parquet_file(tables: Iterator[Any], target: Path, schema: Any) -> int:
+    pq = files_extra("pyarrow.parquet")
     tmp = _temporary(target)
     count = 0
     try:
         with pq.ParquetWriter(tmp, schema) as writer:
-            for chunk in chunks:
-                writer.write_table(_table(pa, chunk, schema))
-                count += len(chunk)
+            for table in tables:
+                writer.write_table(table)
+                count += table.num_rows
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     return count
 
 
-def _write_dataset(chunks: Iterator[list[dict[str, Any]]], folder: Path, schema: Any, shard_rows: int) -> int:
+def _write_dataset(tables: Iterator[Any], folder: Path, schema: Any, shard_rows: int) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     shards: list[Shard] = []
     writer: ShardWriter | None = None
     try:
-        for chunk in chunks:
-            while chunk:
+        for table in tables:
+            while table.num_rows:
                 writer = writer or open_shard(folder, len(shards), schema)
                 room = shard_rows - writer.rows
-                writer.write(chunk[:room])
-                chunk = chunk[room:]
+                writer.write_table(table.slice(0, room))
+                table = table.slice(room)
                 if writer.rows >= shard_rows:
                     shards.append(writer.commit())
                     writer = None
@@ -697,10 +780,12 @@ class ShardWriter:
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         """Append `rows` (dicts; keys the schema lacks are ignored, absent ones null) as one row group."""
         if rows:
-            self.write_table(_table(self._pa, list(rows), self.schema))
+            self.write_table(self._pa.Table.from_pylist(list(rows), schema=self.schema))
 
     def write_table(self, table: Any) -> None:
-        """Append a `pyarrow.Table` of the shard's schema."""
+        """Append a `pyarrow.Table` of the shard's schema (empty tables write nothing)."""
+        if not table.num_rows:
+            return
         self._writer.write_table(table)
         self.rows += table.num_rows
 
