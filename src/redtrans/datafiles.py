@@ -49,6 +49,7 @@ manifest is written), `read_manifest` reads it back.
 
 from __future__ import annotations
 
+import array
 import base64
 import contextlib
 import csv
@@ -383,8 +384,10 @@ OUTPUT_SUFFIXES: dict[str, OutputFormat] = {
     ".pq": "parquet",
 }
 OUTPUTS_HELP = ".jsonl, .csv, .tsv, .parquet, or a folder (out/: a sharded Parquet dataset)"
-EXPORT_CHUNK = 5000
+EXPORT_CHUNK = 2000
 """Rows converted at a time (one Parquet row group): bounds an export's memory whatever the output's size."""
+_JSON_BLOCK = 1 << 16
+"""Bytes Arrow's JSON reader parses at a time (more for a longer line): its memory grows with the block."""
 SHARD_ROWS = 100_000
 """Rows per shard of a dataset folder written by `export_journal`."""
 
@@ -494,7 +497,8 @@ class _JournalScan:
     columns: dict[str, None] = field(default_factory=dict)
     kinds: dict[str, Any] = field(default_factory=dict)
     as_text: set[str] = field(default_factory=set)  # columns whose values have no common type: JSON text
-    last_line: dict[str, int] = field(default_factory=dict)
+    id_hashes: array.array = field(default_factory=lambda: array.array("q"))  # 8 bytes a row, not a set of ids
+    last_line: dict[str, int] | None = None  # the last line of each id that has several (`_find_superseded`)
     rows: int = 0
     longest: int = 0  # bytes of the longest line
 
@@ -570,17 +574,37 @@ def _journal_lines(journal: Path) -> Iterator[tuple[int, int, dict[str, Any]]]:
 
 def _scan_journal(journal: Path, id_key: str | None, fixed: Mapping[str, str]) -> _JournalScan:
     scan = _JournalScan(columns=dict.fromkeys(fixed))
-    for number, size, row in _journal_lines(journal):
+    for _, size, row in _journal_lines(journal):
         scan.longest = max(scan.longest, size)
         if id_key is not None:
-            scan.last_line[str(row.get(id_key))] = number
+            scan.id_hashes.append(hash(str(row.get(id_key))))
         scan.observe(row, fixed)
+    if id_key is not None:
+        _find_superseded(journal, id_key, scan)
     return scan
+
+
+def _find_superseded(journal: Path, id_key: str, scan: _JournalScan) -> None:
+    """`scan.last_line` for the ids written more than once (a later row supersedes an earlier one), found by
+    sorting the rows' id hashes (numpy, 8 bytes a row), then reading the journal again for those ids only."""
+    import numpy as np
+
+    hashes = np.sort(np.frombuffer(scan.id_hashes, dtype=np.int64))
+    scan.id_hashes = array.array("q")
+    repeated = set(hashes[1:][hashes[1:] == hashes[:-1]].tolist())
+    if not repeated:
+        return
+    scan.last_line = {}
+    for number, _, row in _journal_lines(journal):
+        row_id = str(row.get(id_key))
+        if hash(row_id) in repeated:
+            scan.last_line[row_id] = number
 
 
 def _kept_rows(journal: Path, id_key: str | None, scan: _JournalScan) -> Iterator[dict[str, Any]]:
     for number, _, row in _journal_lines(journal):
-        if id_key is None or scan.last_line.get(str(row.get(id_key))) == number:
+        last = None if id_key is None or scan.last_line is None else scan.last_line.get(str(row.get(id_key)))
+        if last is None or last == number:
             yield row
 
 
@@ -596,8 +620,7 @@ def _texts(row: dict[str, Any], as_text: set[str]) -> dict[str, Any]:
 def _arrow_ready(journal: Path, id_key: str | None, scan: _JournalScan) -> Iterator[Path]:
     """The journal itself when Arrow's JSON reader can read it as is; else a temporary copy (hidden, next to
     it, removed after) with only each id's last row and mixed-type columns as JSON text."""
-    superseded = id_key is not None and len(scan.last_line) < scan.rows
-    if not superseded and not scan.as_text:
+    if scan.last_line is None and not scan.as_text:
         yield journal
         return
     tmp = _temporary(journal)
@@ -616,18 +639,24 @@ def _json_batches(source: Path, schema: Any, longest: int) -> Iterator[Any]:
     reader = pj.open_json(
         source,
         # A block must hold the longest line whole; a small block keeps the reader's memory small.
-        read_options=pj.ReadOptions(block_size=max(1 << 18, longest + 1), use_threads=False),
+        read_options=pj.ReadOptions(block_size=max(_JSON_BLOCK, longest + 1), use_threads=False),
         parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
+        memory_pool=_memory_pool(),
     )
     pending, rows = [], 0
     for batch in reader:
         pending.append(batch)
         rows += batch.num_rows
         if rows >= EXPORT_CHUNK:
-            yield pa.Table.from_batches(pending, schema=schema).combine_chunks()
+            yield pa.Table.from_batches(pending, schema=schema)
             pending, rows = [], 0
     if pending:
-        yield pa.Table.from_batches(pending, schema=schema).combine_chunks()
+        yield pa.Table.from_batches(pending, schema=schema)
+
+
+def _memory_pool() -> Any:
+    """malloc's pool rather than Arrow's default (mimalloc), which keeps what a streamed export frees."""
+    return files_extra("pyarrow").system_memory_pool()
 
 
 def _arrow_type(pa: Any, name: str) -> Any:
@@ -701,7 +730,7 @@ def _write_parquet_file(tables: Iterator[Any], target: Path, schema: Any) -> int
     tmp = _temporary(target)
     count = 0
     try:
-        with pq.ParquetWriter(tmp, schema) as writer:
+        with pq.ParquetWriter(tmp, schema, memory_pool=_memory_pool()) as writer:
             for table in tables:
                 writer.write_table(table)
                 count += table.num_rows
@@ -774,7 +803,7 @@ class ShardWriter:
         self.path = self.folder / shard_name(index)
         self._tmp = _temporary(self.path)
         self._pa, pq = files_extra("pyarrow"), files_extra("pyarrow.parquet")
-        self._writer = pq.ParquetWriter(self._tmp, schema)
+        self._writer = pq.ParquetWriter(self._tmp, schema, memory_pool=_memory_pool())
         self.rows = 0
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
