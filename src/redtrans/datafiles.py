@@ -384,9 +384,9 @@ OUTPUT_SUFFIXES: dict[str, OutputFormat] = {
     ".pq": "parquet",
 }
 OUTPUTS_HELP = ".jsonl, .csv, .tsv, .parquet, or a folder (out/: a sharded Parquet dataset)"
-EXPORT_CHUNK = 2000
+EXPORT_CHUNK = 1000
 """Rows converted at a time (one Parquet row group): bounds an export's memory whatever the output's size."""
-_JSON_BLOCK = 1 << 16
+_JSON_BLOCK = 1 << 15
 """Bytes Arrow's JSON reader parses at a time (more for a longer line): its memory grows with the block."""
 SHARD_ROWS = 100_000
 """Rows per shard of a dataset folder written by `export_journal`."""

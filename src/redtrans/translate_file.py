@@ -6,7 +6,7 @@ Parquet, a dataset folder (ours or saved with ``save_to_disk``) or a Hub id alre
 whatever the format, nested ones included (``--text-field translation.zh``: the 🤗 translation schema). A row
 without an id is ``line-N`` (JSONL) or ``row-N`` (other formats).
 
-Output rows are ours (`OUTPUT_COLUMNS`: id, text, src, tgt, translation, flags, model, prompt_version, status,
+Output rows are ours (`OUTPUT_COLUMNS`: id, text, translation, src, tgt, flags, model, prompt_version, status,
 and error/attempts on failed rows) plus the input's own columns (`ColumnPlan`: all by default, none, or a list);
 an input column whose name is one of ours is kept as ``input.NAME``. The translation can be written into a
 nested field instead (``--translation-field translation.en``), which writes the 🤗 translation schema back.
