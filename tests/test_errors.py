@@ -125,10 +125,11 @@ def test_served_model_without_an_endpoint() -> None:
     assert_one_line_error(proc, 2, "served")
 
 
-def test_output_pointing_at_a_folder(tmp_path: Path) -> None:
+def test_output_pointing_at_a_folder_of_other_files(tmp_path: Path) -> None:
+    """A folder output is a sharded Parquet dataset (tests/test_datafiles.py); one holding other files is refused."""
     src = write_rows(tmp_path / "in.jsonl", [{"id": "1", "text": "你好"}])
     proc = run_cli("translate", "-i", str(src), "-o", str(tmp_path), "--tgt", "en")
-    assert_one_line_error(proc, 2, "folder")
+    assert_one_line_error(proc, 2, "folder with other files")
 
 
 def test_a_csv_given_as_jsonl(tmp_path: Path) -> None:
