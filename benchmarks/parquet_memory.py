@@ -19,6 +19,9 @@ pandas (the 251 MB). CSV is now read with the standard library and the JSONL pat
 conversion can avoid. The lever (streaming instead of building the table in memory) is judged where it acts:
 ``parquet / jsonl+pyarrow``, the same libraries on both sides. Both ratios and the absolute peak are printed.
 
+Streaming is also shown directly: `export_journal` alone, in a fresh process, on journals of 50k and 200k
+translated rows (made up here): its peak RSS above the process's after imports is (nearly) the same at both.
+
 Targets: Parquet's peak ≤ 1.2 × the ``jsonl+pyarrow`` run's and ≤ 300 MB. Headline (last line):
 ``parquet_vs_jsonl_peak_rss: RATIO target: 1.2`` (against ``jsonl+pyarrow``); exit 1 when a target is missed.
 
@@ -76,6 +79,39 @@ def peak_rss_mb(output: Path, posts: Path, preload: bool = False) -> tuple[float
     return usage.ru_maxrss / 1024, seconds  # ru_maxrss is in KiB on Linux
 
 
+EXPORT_ONLY = """
+import json, random, sys
+from pathlib import Path
+rows, folder = int(sys.argv[1]), Path(sys.argv[2])
+journal = folder / f"journal{rows}.jsonl"
+rng = random.Random(0)
+posts = ["今天的奶茶也太好喝了吧", "周末去爬山，累瘫了🏔️"]
+with journal.open("w", encoding="utf-8") as out:
+    for i in range(rows):
+        row = {"id": f"p{i}", "text": "，".join(rng.choice(posts) for _ in range(rng.randint(1, 4))),
+               "translation": "a good day " * rng.randint(1, 6), "src": "zh", "tgt": "en", "flags": [],
+               "model": "standin-1", "prompt_version": "rt-prompt-2", "status": "ok", "likes": str(i % 10000),
+               "user": f"user{i % 999}"}
+        out.write(json.dumps(row, ensure_ascii=False) + "\\n")
+import pyarrow.parquet, pyarrow.json
+from redtrans.datafiles import export_journal
+from redtrans.translate_file import OUTPUT_COLUMNS
+def rss(key):
+    return int(Path("/proc/self/status").read_text().split(key + ":")[1].split()[0]) / 1024
+base = rss("VmRSS")
+Path("/proc/self/clear_refs").write_text("5")
+export_journal(journal, folder / f"out{rows}.parquet", OUTPUT_COLUMNS)
+print(rss("VmHWM") - base)
+"""
+
+
+def export_growth_mb(rows: int, folder: Path) -> float:
+    """Peak RSS of `export_journal` alone above the process's after imports, on a journal of `rows` rows."""
+    proc = subprocess.run([sys.executable, "-c", EXPORT_ONLY, str(rows), str(folder)], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    return float(proc.stdout.strip())
+
+
 def count_rows(output: Path) -> int:
     if output.suffix == ".jsonl":
         with output.open(encoding="utf-8") as handle:
@@ -105,6 +141,8 @@ def main() -> int:
                 return 1
             results[name] = peak
             print(f"{name:14} peak RSS {peak:7.1f} MB  ({seconds:.1f} s, {rows} rows)")
+        growth = {rows: export_growth_mb(rows, folder) for rows in (50_000, 200_000)}
+        print(f"export_journal alone: +{growth[50_000]:.1f} MB on 50k rows, +{growth[200_000]:.1f} MB on 200k rows")
     literal = results["parquet"] / results["jsonl"]
     ratio = results["parquet"] / results["jsonl+pyarrow"]
     ok = ratio <= RATIO_TARGET and results["parquet"] <= PEAK_TARGET_MB
