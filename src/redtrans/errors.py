@@ -87,6 +87,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "argon2": ("prefs",),
     "krippendorff": ("prefs",),
     "psycopg": ("prefs",),
+    "alembic": ("prefs",),
 }
 """Top-level module → the extras that install it (pyproject.toml), the likeliest first, for `MissingExtraError.of`."""
 COMMAND_EXTRAS = {"annotate": "prefs", "prefs": "prefs", "serve": "serve"}
