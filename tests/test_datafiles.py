@@ -297,6 +297,9 @@ def test_excel_csv_with_a_bom_and_a_bom_jsonl_are_read(tmp_path: Path) -> None:
     jsonl = tmp_path / "bom.jsonl"
     jsonl.write_bytes('\ufeff{"id": "1", "text": "你好"}\n'.encode())
     assert _table_rows(jsonl) == [{"id": "1", "text": "你好"}]
+    named_json = tmp_path / "posts.json"  # an input named .json is still read as JSON Lines
+    named_json.write_bytes(jsonl.read_bytes())
+    assert _table_rows(named_json) == [{"id": "1", "text": "你好"}]
     proc = _standin("-i", str(excel), "-o", str(tmp_path / "out.jsonl"))
     assert proc.returncode == 0, proc.stderr
 
