@@ -145,8 +145,7 @@ def test_hints_appear_in_the_prompt_after_the_stable_system_prompt(tmp_path) -> 
     path.write_text(FIXTURE, encoding="utf-8")
     engine = PseudoTranslator()
     Translator(engine, TranslatorConfig(termbases=[str(path)])).translate_text("这家店绝绝子，yyds", "en", "zh")
-    (request,) = engine.requests
-    messages = request.messages
+    messages = engine.requests[0].messages  # (the stand-in leaves "yyds" as it is: a strict retry follows)
     assert messages[0] == {"role": "system", "content": prompts.system_prompt("zh", "en")}
     assert messages[1]["role"] == "system" and messages[-1] == {"role": "user", "content": "这家店绝绝子，yyds"}
     assert '"绝绝子": amazing → "amazing"' in messages[1]["content"]

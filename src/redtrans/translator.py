@@ -25,9 +25,10 @@ from redtrans.engines.base import Engine, GenRequest, GenResult
 from redtrans.errors import InputError
 from redtrans.languages import LANGUAGES, chinese_script, default_target, get_language, to_chinese_script
 from redtrans.text import checks
-from redtrans.text.langid import detect_language, letter_share
+from redtrans.text.langid import detect_language, script_counts, script_of, segment_language, writes
 from redtrans.text.profiles import PlatformProfile, load_profile
 from redtrans.text.spans import (
+    MARKER,
     AlignmentError,
     Core,
     LinePlan,
@@ -39,6 +40,7 @@ from redtrans.text.spans import (
     split_emoji,
     split_lines,
 )
+from redtrans.text.termbase import builtin_termbase
 
 ENGINE_ERROR = checks.ENGINE_ERROR
 UNTRANSLATED_MARKUP = "untranslated_markup"
@@ -96,6 +98,8 @@ class Result:
     """Model tokens this item cost, as the engine reported them (0 where it does not); for serve's `usage`,
     not written to rows."""
     completion_tokens: int = 0
+    copied: list[int] = field(default_factory=list)
+    """Line numbers (from 1) whose text was copied as it is, being already in the target language."""
 
     @property
     def ok(self) -> bool:
@@ -104,10 +108,9 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         del data["prompt_tokens"], data["completion_tokens"]
-        if data["error"] is None:
-            del data["error"]
-        if not data["retried_for"]:
-            del data["retried_for"]
+        for key in ("error", "retried_for", "copied"):
+            if not data[key]:
+                del data[key]
         return data
 
 
@@ -167,8 +170,15 @@ class _Segment:
 @dataclass
 class _Plan:
     item: Item
-    src: str
-    lines: list[LinePlan] | None  # None: copy the text unchanged
+    src: str  # the post's source language (given or detected): the fallback of its segments
+    lines: list[LinePlan] | None  # None: copy the text unchanged (nothing in it to translate)
+    sources: list[str | None] = field(default_factory=list)  # per line: its core's source language, None = none/copied
+    copied: list[int] = field(default_factory=list)  # line numbers (from 1) whose core is copied as it is
+
+
+def is_acronym(term: str) -> bool:
+    """An all-caps tag or acronym (``ICE``, ``OOTD``, ``NBA2K``): kept as written in every language."""
+    return sum(c.isupper() for c in term) >= 2 and not any(c.islower() for c in term)
 
 
 @dataclass
@@ -254,6 +264,7 @@ class Translator:
                 engine, self.config.candidates, self.config.candidate_temperature, self.config.seed
             )
         self.engine_seconds = 0.0  # wall time spent inside engine.generate, for overhead accounting
+        self._kept_words: dict[tuple[str, str], frozenset[str]] = {}
 
     @classmethod
     def for_planning(cls, config: TranslatorConfig | None = None) -> Translator:
@@ -364,15 +375,20 @@ class Translator:
         segments: list[_Segment] = []
         needed_by: dict[tuple[str, str, str, str], set[int]] = {}
         for index, plan in enumerate(plans):
-            for line in plan.lines or []:
+            tgt = plan.item.target
+            for line, line_src in zip(plan.lines or [], plan.sources, strict=True):
                 for piece in line.pieces:
                     if isinstance(piece, Core):
-                        segments.append(_Segment(index, piece, plan.src, plan.item.target))
+                        assert line_src is not None, "a line keeps its Core only when it is translated"
+                        segments.append(_Segment(index, piece, line_src, tgt))
                     spans = piece.spans if isinstance(piece, Core) else [piece] if isinstance(piece, Span) else []
                     for span in spans:
+                        if span.rule is None:
+                            continue
                         term = split_emoji(span.inner)[1]
-                        if span.rule is not None and self._needs_translation(term, plan.src, plan.item.target):
-                            needed_by.setdefault((term, span.rule.kind, plan.src, plan.item.target), set()).add(index)
+                        term_src = self._term_source(term, line_src or plan.src, tgt)
+                        if term_src is not None:
+                            needed_by.setdefault((term, span.rule.kind, term_src, tgt), set()).add(index)
         return segments, needed_by
 
     def requests_for(self, item: Item) -> list[GenRequest]:
@@ -549,27 +565,82 @@ class Translator:
         segment.first_flags = list(first_flags)
 
     def _plan(self, item: Item) -> _Plan:
+        """Each line's source language (`_segment_source`, the post's language as the fallback): a line already
+        in the target language is copied as written, the others are translated from their own language."""
         src = item.src or self.detect(item.text, item.target)
-        if src == item.target:
-            return _Plan(item, src, None)
-        lines = []
-        for raw in split_lines(item.text):
-            plan = plan_line(raw, self.profile)
-            core = plan.core
-            if core is not None and not self._needs_translation(core.text, src, item.target):
+        tgt = item.target
+        plan = _Plan(item, src, [])
+        assert plan.lines is not None
+        work = False  # anything to send to the engine: a segment or a markup term
+        for number, raw in enumerate(split_lines(item.text), 1):
+            line = plan_line(raw, self.profile)
+            core = line.core
+            line_src = None if core is None else self._segment_source(core.masked, src, tgt)
+            if core is not None and line_src is None:
                 # Already in the target language (code-mixed posts): keep it as written.
-                plan.pieces = [core.text if p is core else p for p in plan.pieces]
-            lines.append(plan)
-        return _Plan(item, src, lines)
+                line.pieces = [core.text if p is core else p for p in line.pieces]
+                plan.copied.append(number)
+            spans = [p for p in line.pieces if isinstance(p, Span)] + (core.spans if core and line_src else [])
+            terms = [split_emoji(s.inner)[1] for s in spans if s.rule is not None]
+            work = work or line_src is not None or any(self._term_source(t, line_src or src, tgt) for t in terms)
+            plan.lines.append(line)
+            plan.sources.append(line_src)
+        if not work:
+            plan.lines, plan.sources = None, []
+        return plan
 
-    @staticmethod
-    def _needs_translation(text: str, src: str, tgt: str) -> bool:
-        if not has_letters(text):
-            return False
-        src_script, tgt_script = get_language(src).script, get_language(tgt).script
-        if src_script == tgt_script:
-            return True
-        return letter_share(text, src_script) > 0 or letter_share(text, tgt_script) == 0
+    def _segment_source(self, text: str, fallback: str, tgt: str) -> str | None:
+        """The language to translate `text` (a line's core with ⟨n⟩ markers, or a markup term) from, or None when
+        it is already in the target language and is copied as it is.
+
+        A segment is copied only when it is wholly in the target language: its own language is the target
+        (`langid.segment_language`: detected per segment, with `fallback`, the post's language, for a segment
+        too short to tell), it has no letters of a script the target does not write, and none of its words would
+        be flagged `untranslated` were it an answer (ordinary English words in a Chinese line, "yyds" in an
+        English one). A code-mixed segment is translated from the language of its foreign part: "这个 app 的 UI
+        design 真的 very nice" into English from Chinese, "今天真的 so happy" into Chinese from English."""
+        bare = MARKER.sub(" ", text)
+        if not has_letters(bare):
+            return None
+        candidates = self.config.languages or list(LANGUAGES)
+        lang = segment_language(bare, fallback, tgt, candidates)
+        if lang != tgt:
+            return lang
+        foreign = self._foreign_language(bare, fallback, tgt, candidates)
+        return foreign if foreign != tgt else None
+
+    def _foreign_language(self, text: str, fallback: str, tgt: str, candidates: list[str]) -> str | None:
+        """The language of what in `text` (detected as `tgt`) is not in `tgt`, or None when nothing is."""
+        counts = script_counts(text)
+        # Letters of a script the target does not write (Latin in a Chinese text is judged by its words, below).
+        other = {script for script in counts if script != "Latin" and not writes(tgt, script)}
+        # Two letters, or one Han/Hangul character (a word): a lone kana is more often a kaomoji's (ツ) than Japanese.
+        if sum(counts[s] for s in other) >= 2 or any(counts[s] for s in other & {"Han", "Hangul"}):
+            rest = "".join(ch if script_of(ch) in other else " " for ch in text)
+            return detect_language(rest, candidates) or fallback
+        if get_language(tgt).script == "Latin":
+            if "zh" in candidates and checks.untranslated_words(text, text, "zh", tgt):
+                return "zh"  # Chinese-internet Latin: "this song is yyds"
+            return None
+        words_lang = checks.words_language(fallback)
+        if checks.untranslated_words(text, text, fallback, tgt, self._kept(words_lang, tgt)):
+            return words_lang
+        return None
+
+    def _term_source(self, term: str, fallback: str, tgt: str) -> str | None:
+        """The language to translate a markup term (hashtag word, topic, sticker name) from, or None to keep it:
+        acronyms and all-caps tags (``#ICE``, ``#OOTD``) stay as written in every language."""
+        return None if is_acronym(term) else self._segment_source(term, fallback, tgt)
+
+    def _kept(self, src: str, tgt: str) -> frozenset[str]:
+        """Words the term bases (the configured ones and the shipped one) keep as written from `src` into `tgt`:
+        never flagged `untranslated`. The shipped base counts whether or not its hints are on, so turning hints
+        on changes nothing for a post they have nothing for."""
+        key = (src, tgt)
+        if key not in self._kept_words:
+            bases = [b for b in (self.prompts.termbase, builtin_termbase()) if b is not None]
+            self._kept_words[key] = frozenset(w for base in bases for w in base.kept_words(src, tgt))
+        return self._kept_words[key]
 
     def _accept(self, segment: _Segment, out: GenResult) -> None:
         segment.tokens = (segment.tokens[0] + out.prompt_tokens, segment.tokens[1] + out.completion_tokens)
@@ -579,7 +650,8 @@ class Translator:
             return
         segment.error = None
         text = checks.clean_output(out.text, segment.core.masked)
-        flags = checks.check_output(text, segment.core.masked, segment.src, segment.tgt, len(segment.core.spans))
+        flags = checks.check_output(text, segment.core.masked, segment.src, segment.tgt, len(segment.core.spans),
+                                    self._kept(checks.words_language(segment.src), segment.tgt))  # fmt: skip
         if out.finish_reason == "length":
             flags.append(checks.TRUNCATED)
         segment.output, segment.flags = text, flags
@@ -594,11 +666,12 @@ class Translator:
             return None
         return text
 
-    def _render(self, span: Span, terms: dict, src: str, tgt: str, flags: set[str]) -> str:
+    def _render(self, span: Span, terms: dict, fallback: str, tgt: str, flags: set[str]) -> str:
         if span.rule is None:
             return span.text
         lead, term, trail = split_emoji(span.inner)
-        if not self._needs_translation(term, src, tgt):
+        src = self._term_source(term, fallback, tgt)
+        if src is None:
             return span.rule.render(span.inner, tgt)
         translated = terms.get((term, span.rule.kind, src, tgt))
         if translated is None:
@@ -613,23 +686,25 @@ class Translator:
         if plan.lines is None:
             # Nothing to translate (already in the target language); a script asked for still applies.
             copied = to_chinese_script(item.text, item.script_tag)
-            return Result(item.id, item.text, copied, plan.src, item.script_tag or item.target, [], self.model)
+            return Result(item.id, item.text, copied, plan.src, item.script_tag or item.target, [], self.model,
+                          copied=plan.copied)  # fmt: skip
         flags: set[str] = set()
         retried_for: set[str] = set()
         failures: list[str] = []
         queue = iter(segments)
         spaced = get_language(item.target).spaced
         lines_out: list[str] = []
-        for line in plan.lines:
+        for line, line_src in zip(plan.lines, plan.sources, strict=True):
             parts: list[str] = []
+            fallback = line_src or plan.src
             for piece in line.pieces:
                 if isinstance(piece, str):
                     parts.append(piece)
                 elif isinstance(piece, Span):
-                    parts.append(self._render(piece, terms, plan.src, item.target, flags))
+                    parts.append(self._render(piece, terms, fallback, item.target, flags))
                 else:
                     segment = next(queue)
-                    rendered = [self._render(s, terms, plan.src, item.target, flags) for s in piece.spans]
+                    rendered = [self._render(s, terms, fallback, item.target, flags) for s in piece.spans]
                     text, missing = restore_markers(segment.output, piece.spans, rendered)
                     if missing:
                         # The model dropped a span: put it back at the end of the segment, flagged.
@@ -656,7 +731,7 @@ class Translator:
         tgt = item.script_tag or item.target
         result = Result(item.id, item.text, translation, plan.src, tgt, sorted(flags), self.model,
                         retried_for=sorted(retried_for), prompt_tokens=prompt_tokens,
-                        completion_tokens=completion_tokens)  # fmt: skip
+                        completion_tokens=completion_tokens, copied=plan.copied)  # fmt: skip
         if failures:
             result.status, result.error = "failed", "; ".join(failures)
         return result

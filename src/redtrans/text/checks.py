@@ -7,10 +7,15 @@ once (constrained to the target's script, or with a stricter prompt) and flags w
 
 from __future__ import annotations
 
+import math
+import threading
+from collections.abc import Collection
+from functools import cache
+
 import regex
 
 from redtrans.languages import get_language
-from redtrans.text.langid import letter_share, script_counts
+from redtrans.text.langid import is_pinyin_abbreviation, letter_share, script_counts
 from redtrans.text.spans import MARKER
 
 # Flags a result can carry (empty = clean).
@@ -22,9 +27,11 @@ TRUNCATED = "truncated"  # hit the token limit
 RETRIED = "retried"
 LENGTH_RATIO = "length_ratio"  # far shorter or longer than a translation of the source can be
 REFUSAL = "refusal"  # assistant talk instead of a translation ("I'm sorry, but I can't…", "As an AI…")
+REPLY = "reply"  # the model answered the post (sympathy, advice, an offer of help, a question back) instead
+UNTRANSLATED = "untranslated"  # source words left as they are ("氛围非常 immaculate", "低-key", "truly yyds")
 ENGINE_ERROR = "engine_error"  # the engine gave no answer (error, timeout, an upstream answer that is not one)
 
-FAILING = frozenset({ENGINE_ERROR, EMPTY, ECHO, REFUSAL})
+FAILING = frozenset({ENGINE_ERROR, EMPTY, ECHO, REFUSAL, REPLY})
 """Flags that leave no usable translation: a segment that still has one after its retry fails its row. The
 other flags (a re-inserted span, a partly wrong language, an odd length, a truncation with text) are quality
 flags on a usable answer: the row is done, and flagged."""
@@ -110,14 +117,153 @@ def is_refusal(output: str, source: str) -> bool:
     )
 
 
-def check_output(output: str, source: str, src: str, tgt: str, n_markers: int) -> list[str]:
-    """Flags for a cleaned segment translation (markers still in place)."""
+# Assistant replies: the model answering the post instead of translating it ("I'm sorry to hear that you're
+# feeling this way… Is there anything specific you'd like to talk about?"). Each family is (what the answer
+# says, what the post would have to say for a translation to say it): a reply counts only when the post has
+# nothing of its family, so "I'm sorry to hear that" translated from "听到这个消息我很难过" is not one.
+_REPLY_FAMILIES: tuple[tuple[regex.Pattern[str], regex.Pattern[str]], ...] = tuple(
+    (regex.compile(answer, regex.IGNORECASE), regex.compile(post, regex.IGNORECASE))
+    for answer, post in [
+        (  # sympathy addressed to the poster
+            r"\b(?:i'?m|i am) (?:so |really |very |truly )?sorry (?:to hear|that you|you(?:'re| are| feel)|for your)"
+            r"|\bsorry to hear\b|\bit (?:sounds|seems) like you(?:'re| are| have| feel)"
+            r"|\bi (?:can |completely |totally )?understand (?:how|that|what|why) you"
+            r"|\bthat (?:sounds|must be|must feel) (?:really |so |very )?(?:hard|tough|difficult|frustrating|painful"
+            r"|overwhelming|rough)|\bi(?:'m| am) here (?:for you|to (?:help|listen|support))"
+            r"|(?:很|非常|真的)?(?:抱歉|遗憾|难过)(?:地)?(?:听到|得知)|听到(?:你|这)[^。！？!?]{0,12}(?:难过|遗憾|抱歉|心疼)"
+            r"|听起来你|我(?:能|可以|完全|非常)?理解你(?:的感受|的心情|现在|为什么)|我(?:会)?(?:一直)?在这里(?:陪|倾听|支持|帮)",
+            r"sorry|hear|sound|seem|understand|here for|抱歉|遗憾|难过|听到|听说|听起来|理解|陪|心疼",
+        ),
+        (  # an offer of help or advice the post did not ask for
+            r"\b(?:is there anything|if there(?:'s| is) anything)\b[^.?!]{0,40}"
+            r"\b(?:i can|you(?:'d| would) like|you want|to talk)\b|\bhow (?:can|may) i (?:help|assist)\b"
+            r"|\bdon'?t hesitate to (?:reach|ask|contact)"
+            r"|\bfeel free to (?:ask|share|reach|talk|let me)|\blet me know if (?:you|there)"
+            r"|\bi(?:'d| would) be (?:happy|glad) to (?:help|assist|listen|talk)|\bi hope (?:this|that|my answer) helps"
+            r"|\b(?:consider|try) (?:reaching out|talking) to\b"
+            r"|\bseek(?:ing)? (?:professional|medical) (?:help|support)"
+            r"|有什么(?:我)?(?:可以|能)(?:帮|为你)|如果你(?:需要|想)(?:聊聊|倾诉|帮助|找人|谈谈)|请随时(?:告诉|联系|找)我"
+            r"|希望(?:这|以上|我的回答)(?:些)?(?:内容)?(?:对你)?(?:有所)?帮助|(?:寻求|联系)(?:专业|心理)(?:人士|医生|咨询|帮助)",
+            r"help|assist|hesitate|feel free|let me know|happy to|glad to|reach out|professional|talk to"
+            r"|帮|随时|告诉我|专业|联系|咨询|聊|倾诉",
+        ),
+        (  # a question back to the poster, where the post asked none
+            r"\b(?:would you like|do you want|can you tell me|could you (?:tell|share|provide|clarify|explain)"
+            r"|what (?:would|do|did) you|have you (?:tried|considered|thought)|are you (?:looking|asking))\b[^?]*\?"
+            r"|你(?:想|愿意|要不要|需要)(?:和我|跟我)?(?:聊聊|谈谈|说说)[^？?]*[？?]|(?:能|可以)(?:告诉|跟)我[^？?]*[？?]"
+            r"|你(?:有没有|是否)(?:试过|考虑过|想过)[^？?]*[？?]",
+            r"[?？]|吗|呢|么|什么|怎么|为什么|为啥|谁|哪|几|多少|是不是|有没有|能不能|要不要|可不可以",
+        ),
+    ]
+)
+
+
+def is_reply(output: str, source: str) -> bool:
+    """True when `output` answers `source` instead of translating it, in English or Chinese: sympathy addressed
+    to the poster, an offer of help or advice, or a question back when the post asked none — each only when
+    the post itself says nothing of the kind (checked against the source)."""
+    text = MARKER.sub("", output)
+    return any(answer.search(text) and not post.search(source) for answer, post in _REPLY_FAMILIES)
+
+
+# -- words left untranslated ---------------------------------------------------------------------------------
+COMMON_ZIPF = 3.0
+"""An "ordinary word" of a language: at least once per million words of its text (wordfreq's Zipf scale, 3)."""
+LOANWORD_ZIPF_GAP = 1.0
+"""A word that the target language's text uses at least a tenth as often as the source language's (1.0 on the
+Zipf scale) is a loanword of the target written as is — `app` (en 4.9, zh 4.8), `vlog`, `UI`, `wifi`, `diy`,
+`cosplay` in Chinese — and is never flagged; `nice` (5.4 vs 3.5), `anymore` (4.9 vs 1.8) or `immaculate` are."""
+_LATIN_WORD = regex.compile(r"(?<![\p{Latin}\p{N}_'])\p{Latin}+(?:'\p{Latin}+)?(?![\p{Latin}\p{N}_])")
+_LATIN_TOKEN = regex.compile(r"[\p{Latin}\p{N}]+")
+_ZIPF_FLOOR = 1e-7  # frequencies below Zipf 2 are not kept: nothing is compared below COMMON_ZIPF - gap
+_zipf_lock = threading.Lock()
+
+
+@cache
+def _zipf(lang: str) -> dict[str, float]:
+    """Zipf frequencies of the Latin-script words in `lang`'s text (wordfreq's best list; {} for a language
+    wordfreq has no list of). Loaded once per language (about 1 s and 10 MB for English)."""
+    from wordfreq import available_languages, get_frequency_dict
+
+    with _zipf_lock:
+        if lang not in available_languages("best"):
+            return {}
+        latin = regex.compile(r"^[\p{Latin}']+$")
+        frequencies = get_frequency_dict(lang, "best")
+        return {w: round(math.log10(f) + 9, 2) for w, f in frequencies.items() if f >= _ZIPF_FLOOR and latin.match(w)}
+
+
+def words_language(src: str) -> str:
+    """The language whose word list judges Latin words in a `src` text: `src` when it is written in Latin,
+    else English (the Latin words of a Chinese or Japanese post are English far more often than not)."""
+    return src if get_language(src).script == "Latin" else "en"
+
+
+def untranslated_words(output: str, source: str, src: str, tgt: str, keep: Collection[str] = ()) -> list[str]:
+    """Words of `source` left as they are in `output`, a translation from `src` into `tgt` (markers ignored).
+
+    - Latin words, when the target is written in another script or is another Latin-script language: an
+      all-lowercase word of `output` that is a word of `source` (or part of one: the "key" of "低-key" for
+      "lowkey") and an ordinary word of the source's language (`COMMON_ZIPF`, wordfreq's lists), unless the
+      target's own text uses it as a loanword (`LOANWORD_ZIPF_GAP`), it is in `keep` (terms the term base keeps
+      as written) or every use of it in `source` is in capitals (an acronym). Capitalised words are names or
+      brands; protected spans, hashtags and mentions are markers here and never seen. Into a Latin-script target
+      from another script (Chinese into English), Latin words of the source are names, brands and loanwords the
+      translation may keep, so only the next rule applies.
+    - Chinese-internet Latin ("yyds", "xswl", "2333", `langid.PINYIN_ABBREVIATIONS`) of the source left in a
+      translation into a Latin-script language other than Chinese: "truly yyds", "LMAO, xswl".
+    """
+    bare, source = MARKER.sub(" ", output), MARKER.sub(" ", source)
+    tgt_script = get_language(tgt).script
+    found: list[str] = []
+    if tgt_script == "Latin":
+        source_tokens = {t.lower() for t in _LATIN_TOKEN.findall(source)}
+        for token in _LATIN_TOKEN.findall(bare):
+            if is_pinyin_abbreviation(token) and token.lower() in source_tokens and token not in found:
+                found.append(token)
+    if tgt_script == "Latin" and get_language(src).script != "Latin":
+        return found
+    lang = words_language(src)
+    source_words, target_words = _zipf(lang), _zipf(tgt)
+    if not source_words or (not target_words and tgt_script == "Latin"):
+        return found  # no list to tell ordinary words or loanwords by
+    written = _LATIN_WORD.findall(source)
+    lowered = {w.lower() for w in written if not (len(w) > 1 and w.isupper())}
+    kept = {k.casefold() for k in keep}
+    for word in _LATIN_WORD.findall(bare):
+        if len(word) < 2 or not word.islower() or word in found or word in kept:
+            continue
+        if word not in lowered and not (len(word) >= 3 and any(_affix(word, w) for w in lowered)):
+            continue
+        zipf = source_words.get(word, 0.0)
+        if zipf >= COMMON_ZIPF and target_words.get(word, 0.0) < zipf - LOANWORD_ZIPF_GAP:
+            found.append(word)
+    return found
+
+
+def _affix(part: str, word: str) -> bool:
+    """`part` begins or ends `word` and is shorter: half a word translated ("低-key" of "lowkey")."""
+    return len(word) > len(part) and (word.startswith(part) or word.endswith(part))
+
+
+def warm_up(pairs: Collection[tuple[str, str]] = (("en", "zh"),)) -> None:
+    """Load the word lists the `untranslated` check needs for these (src, tgt) pairs now, not on the first answer."""
+    for src, tgt in pairs:
+        _zipf(words_language(src))
+        _zipf(tgt)
+
+
+def check_output(output: str, source: str, src: str, tgt: str, n_markers: int, keep: Collection[str] = ()) -> list[str]:
+    """Flags for a cleaned segment translation (markers still in place). `keep`: words the term base says
+    to keep as written in `tgt` (never `untranslated`)."""
     flags: list[str] = []
     bare = MARKER.sub("", output)
     if not bare.strip() and regex.search(r"\p{L}", MARKER.sub("", source)):
         return [EMPTY]
     if is_refusal(bare, MARKER.sub("", source)):
         return [REFUSAL]
+    if is_reply(bare, MARKER.sub("", source)):
+        return [REPLY]
     found = {int(m.group(1)) for m in MARKER.finditer(output)}
     if any(n not in found for n in range(1, n_markers + 1)):
         flags.append(MISSING_SPAN)
@@ -125,6 +271,8 @@ def check_output(output: str, source: str, src: str, tgt: str, n_markers: int) -
         flags.append(ECHO)
     elif wrong_script(bare, src, tgt):
         flags.append(WRONG_LANGUAGE)
+    elif src != tgt and untranslated_words(output, source, src, tgt, keep):
+        flags.append(UNTRANSLATED)
     source_units, output_units = length_units(MARKER.sub("", source)), length_units(bare)
     if (source_units >= 8 and output_units < 0.4 * source_units) or (
         output_units >= 20 and output_units > 3.5 * source_units

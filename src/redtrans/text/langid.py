@@ -71,6 +71,11 @@ def script_counts(text: str) -> Counter[str]:
     return counts
 
 
+def script_of(char: str) -> str | None:
+    """The script (of those counted here) of one character, or None (digits, punctuation, emoji, others)."""
+    return next((name for name, pattern in _SCRIPTS.items() if pattern.match(char)), None)
+
+
 def letter_share(text: str, script: str) -> float:
     """Share of the text's letters (of the scripts we know) that belong to `script`."""
     counts = script_counts(text)
@@ -106,6 +111,62 @@ def detect_language(text: str, candidates: Iterable[str] | None = None) -> str |
         if matches:
             return sorted(matches)[0]
     return None
+
+
+SHORT_SEGMENT_WORDS = 3.0
+"""Below this many words' worth of letters (`word_units`) a segment is too short for lingua to tell the languages
+of one script apart ("lol same", "ok", "ciao bella"): `segment_language` then takes the post's language."""
+
+
+def word_units(text: str) -> float:
+    """Words' worth of letters: 5 letters of an alphabet (Latin, Cyrillic, Arabic, Thai, Hangul jamo) make a word,
+    and so do 1.5 characters of Chinese or Japanese (Han, kana) or 2.5 Hangul syllables."""
+    counts = script_counts(text)
+    cjk = counts["Han"] + counts["Kana"]
+    alphabet = sum(n for script, n in counts.items() if script not in {"Han", "Kana", "Hangul"})
+    return alphabet / 5 + cjk / 1.5 + counts["Hangul"] / 2.5
+
+
+def writes(lang: str, script: str) -> bool:
+    """True when `lang` is written in `script` (Japanese in Han and kana)."""
+    own = LANGUAGES[lang].script
+    return own == script or (own == "Japanese" and script in {"Han", "Kana"})
+
+
+def main_script(text: str) -> str | None:
+    """The script most of `text`'s letters are in, Han weighted ×2 as in `detect_language`; any kana → Kana."""
+    counts = script_counts(text)
+    if not counts:
+        return None
+    if counts["Kana"]:
+        return "Kana"
+    weighted = Counter({k: v * (2 if k == "Han" else 1) for k, v in counts.items()})
+    return weighted.most_common(1)[0][0]
+
+
+def segment_language(text: str, fallback: str, tgt: str, candidates: Iterable[str] | None = None) -> str:
+    """The source language of one segment (a line of a post) for the translator.
+
+    The rule: the segment's own language (`detect_language`), except when the segment has fewer than
+    `SHORT_SEGMENT_WORDS` words' worth of letters (`word_units`) *and* its script alone does not name the
+    language (several candidates write it, and it is not Chinese-internet Latin): then the post's language
+    (`fallback`, given or detected for the whole post) when that language writes the segment's script, else
+    the target when it does, else the detector's answer. So "lol same" in an English post stays English,
+    "ok" in a Chinese post translated into English is English (and copied), while "冲！" or "yyds" in an
+    English post is Chinese whatever its length: a script or an abbreviation is evidence, a short word is not."""
+    allowed = set(candidates) if candidates else set(LANGUAGES)
+    detected = detect_language(text, allowed)
+    if detected is None:
+        return fallback
+    if word_units(text) >= SHORT_SEGMENT_WORDS or _pinyin_dominates(text, script_counts(text)):
+        return detected
+    script = main_script(text)
+    if script is None or sum(writes(c, script) for c in allowed) < 2:
+        return detected  # the script decides
+    for lang in (fallback, tgt):
+        if writes(lang, script):
+            return lang
+    return detected
 
 
 def _pinyin_dominates(text: str, counts: Counter[str]) -> bool:

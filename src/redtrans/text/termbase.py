@@ -464,6 +464,19 @@ class TermBase:
         hints = sorted(chosen.values(), key=lambda h: h.start)
         return hints if limit is None else hints[:limit]
 
+    def kept_words(self, src: str, tgt: str) -> frozenset[str]:
+        """Latin words (case-folded) of the `src` expressions this base renders in `tgt` as they are written
+        (en ``emo`` → zh ``emo``): a translation that keeps them has not left them untranslated."""
+        words: set[str] = set()
+        for entry in self.entries:
+            if entry.lang != src:
+                continue
+            renderings = {_fold(r.text) for r in entry.translations.get(tgt, ())}
+            for surface in entry.surfaces:
+                if _fold(surface) in renderings:
+                    words.update(w.casefold() for w in regex.findall(r"\p{Latin}+", surface))
+        return frozenset(words)
+
     def surfaces(self, lang: str | None = None) -> list[str]:
         """Every literal surface form (of `lang`), for tagging."""
         return [s for e in self.entries if lang in (None, e.lang) for s in e.surfaces]
