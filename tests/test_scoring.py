@@ -78,3 +78,15 @@ def test_paired_bootstrap_signatures() -> None:
     sigs, table = scoring.paired_bootstrap([("ref", refs), ("hyp", [h for _, _, h in ZH_EN])], refs, "en", n_samples=50)
     assert "tok:13a" in sigs["bleu"] and "bs:50" in sigs["bleu"]
     assert table["ref"]["bleu"].score == pytest.approx(100.0) and table["hyp"]["bleu"].p_value is not None
+
+
+def test_paired_bootstrap_gives_the_interval_of_the_difference() -> None:
+    """Non-inferiority is read off the low end of the 95% interval of (system − baseline), from the same
+    resamples as the test: an interval around the real difference, below zero for a worse system."""
+    refs = [r for _, r, _ in ZH_EN] * 4
+    hyps = [h for _, _, h in ZH_EN] * 4
+    _, table = scoring.paired_bootstrap([("ref", refs), ("hyp", hyps)], refs, "en", n_samples=200)
+    assert table["ref"]["chrf++"].difference is None  # the baseline itself
+    low, high = table["hyp"]["chrf++"].difference or (0.0, 0.0)
+    real = scoring.corpus_scores(hyps, refs, "en").chrf - 100.0
+    assert low <= real <= high < 0

@@ -117,6 +117,9 @@ class PairedResult:
     mean: float | None
     ci: float | None
     p_value: float | None
+    difference: tuple[float, float] | None = None
+    """The 95% interval of the difference to the baseline (this system − baseline), from the same resamples:
+    its lower end ≥ −margin is what a non-inferiority claim needs ("not worse by more than the margin")."""
 
 
 def paired_bootstrap(
@@ -142,6 +145,7 @@ def paired_bootstrap(
             n_samples=n_samples,
         )
         signatures, table = test()
+        intervals = _difference_intervals(systems, [flat(r) for r in references], tgt, n_samples, seed)
     finally:
         if previous is None:
             os.environ.pop("SACREBLEU_SEED", None)
@@ -155,6 +159,33 @@ def paired_bootstrap(
             result = table[metric_name][row]
             assert not isinstance(result, str)
             key = "bleu" if metric_name.upper().startswith("BLEU") else "chrf++"
-            out[str(name)][key] = PairedResult(key, result.score, result.mean, result.ci, result.p_value)
+            interval = intervals.get(str(name), {}).get(key)
+            out[str(name)][key] = PairedResult(key, result.score, result.mean, result.ci, result.p_value, interval)
     sigs = {("bleu" if k.upper().startswith("BLEU") else "chrf++"): str(v) for k, v in signatures.items()}
     return sigs, out
+
+
+def _difference_intervals(
+    systems: Sequence[tuple[str, Sequence[str]]], references: Sequence[str], tgt: str, n_samples: int, seed: int
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """95% percentile intervals of each system's score minus the baseline's (the first), BLEU and chrF++, over the
+    resamples sacrebleu's paired bootstrap draws with the same seed (`numpy.random.default_rng(seed).choice`), from
+    the segment statistics sacrebleu's metrics extract for its own test."""
+    import numpy as np
+
+    n = len(references)
+    if n == 0 or len(systems) < 2:
+        return {}
+    idxs = np.random.default_rng(seed).choice(n, size=(n_samples, n), replace=True)
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for key, metric in (("bleu", bleu_metric(tgt)), ("chrf++", chrf_metric())):
+
+        def resampled(hyps: Sequence[str], metric: Any = metric) -> Any:
+            stats = np.array(metric._extract_corpus_statistics(hyps, [references]), dtype="float32")
+            return np.array([metric._compute_score_from_stats(sample.sum(0)).score for sample in stats[idxs]])
+
+        base = resampled(systems[0][1])
+        for name, hyps in systems[1:]:
+            low, high = np.percentile(resampled(hyps) - base, [2.5, 97.5])
+            out.setdefault(name, {})[key] = (float(low), float(high))
+    return out

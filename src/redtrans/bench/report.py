@@ -197,7 +197,9 @@ def markdown(results: dict[str, Any], min_slice: int = 1) -> str:
                                  "segments (no difference to test)")  # fmt: skip
                     continue
                 parts = [
-                    f"{m} {_fmt(r['score'])} (μ {_fmt(r['mean'])} ± {_fmt(r['ci95'])}, p = {_fmt(r['p_value'], 4)})"
+                    f"{m} {_fmt(r['score'])} (μ {_fmt(r['mean'])} ± {_fmt(r['ci95'])}, p = {_fmt(r['p_value'], 4)}"
+                    + (f"; Δ 95% [{_fmt(r['diff_ci95'][0])}, {_fmt(r['diff_ci95'][1])}]" if r.get("diff_ci95") else "")
+                    + ")"
                     for m, r in metrics.items()
                 ]
                 differ = f"{changed} of {sig['n']} segments differ"

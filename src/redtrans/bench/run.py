@@ -406,6 +406,8 @@ def run_bench(
                             "mean": None if r.mean is None else round(float(r.mean), 4),
                             "ci95": None if r.ci is None else round(float(r.ci), 4),
                             "p_value": None if r.p_value is None else round(float(r.p_value), 4),
+                            # 95% interval of (system − baseline): its low end is the non-inferiority margin test.
+                            "diff_ci95": None if r.difference is None else [round(v, 4) for v in r.difference],
                         }
                         for metric, r in metrics.items()
                     }
