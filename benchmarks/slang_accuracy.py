@@ -3,10 +3,10 @@
 **Slang** (`benchmarks/data/slang-dev.jsonl`, hand-written, schema and provenance in `benchmarks/data/README.md`):
 every post carries its slang items, each with the renderings that are right (`accept`) and the literal ones that
 are wrong (`wrong`). An item is right when the translation contains an `accept` string and no `wrong` string
-(case-insensitive; into English on word boundaries, an `accept` string matching as the start of a word so that
-"obsess" matches "obsessed"; into Chinese as substrings) and does not keep the term as written unless the term
-is itself accepted. A post is right when all its items are; a failed row is wrong. Systems, all on the same
-model and decoding mode:
+and does not keep the term as written unless the term is itself accepted (matching as the README says:
+case-insensitive, a phrase starting with an ASCII letter or digit must start a word and may end inside one, so
+"obsess" matches "obsessed"; Chinese as substrings). A post is right when all its items are; a failed row is
+wrong. Systems, all on the same model and decoding mode:
 
 - ``default``: what `redtrans translate` does with no options (`TranslatorConfig()`);
 - ``termbase``: + the shipped term base's hints (``--termbase builtin``);
@@ -22,9 +22,10 @@ directions together); exits 1 below it.
 **Code-mixed** (``--codemixed``, `benchmarks/data/codemixed.jsonl`: posts mixing lines of each language and mixed
 lines, each annotated by hand with the spans a translation must not contain as written, `must_translate`, and
 those it may keep): judged against the annotation, not by the translator's own checks. Two counts: posts with a
-must-translate span in a line the translator *copied* (a logic guarantee: target 0), and posts whose answer
-still holds a must-translate span as written (the model's part: target ≤ 5%), failed rows counted as misses.
-Last line ``codemixed_left_untranslated: X target: 0.05``; exits 1 when either target is missed.
+source line that holds a must-translate span and comes back unchanged (a logic guarantee: target 0), and posts
+whose answer still holds a must-translate span as written, or into English any CJK character outside `may_keep`
+(the model's part: target ≤ 5%), failed rows counted as misses. Last line
+``codemixed_left_untranslated: X target: 0.05``; exits 1 when either target is missed.
 
 Rows are cached under ``--cache`` (default ``runs/slang_accuracy``) by `resume.resume_key` (id, text and
 languages, model and settings), so an interrupted run resumes where it stopped.
@@ -52,7 +53,6 @@ import regex
 from redtrans.engines import EngineSpec, create_engine
 from redtrans.engines.base import Engine, GenRequest, GenResult
 from redtrans.engines.spec import with_default_mode
-from redtrans.languages import get_language
 from redtrans.prompts import PROMPT_VERSION
 from redtrans.resume import resume_key, settings_digest
 from redtrans.text import checks, langid
@@ -68,56 +68,79 @@ SYSTEMS: dict[str, dict[str, Any]] = {
 }
 
 
-# -- scoring --------------------------------------------------------------------------------------------------
-def _spaced(tgt: str) -> bool:
-    return get_language(tgt).spaced
+# -- scoring (the rules of benchmarks/data/README.md) ---------------------------------------------------------
+def _normal(text: str) -> str:
+    return text.casefold().replace("\u2019", "'").replace("\u2018", "'")
 
 
-def contains(translation: str, phrase: str, tgt: str, prefix: bool = False) -> bool:
-    """`phrase` in `translation`, case-insensitive: in a spaced language on word boundaries (with `prefix`, the
-    phrase may end inside a word: "obsess" in "obsessed"), else as a substring. Latin phrases in an unspaced
-    target (an English term left in Chinese) are matched on Latin word boundaries."""
-    text, needle = translation.casefold(), phrase.casefold().strip()
+def contains(text: str, phrase: str) -> bool:
+    """The dev set's matching rule: case-insensitive, typographic apostrophes normalised; a phrase beginning with
+    an ASCII letter or digit must start a word (no ASCII letter or digit before it) and may end inside one
+    ("obsess" matches "obsessed"); any other phrase (Chinese) is a plain substring."""
+    haystack, needle = _normal(text), _normal(phrase).strip()
     if not needle:
         return False
-    latin = bool(regex.match(r"[\p{Latin}\p{N}]", needle))
-    if not _spaced(tgt) and not latin:
-        return needle in text
-    before = r"(?<![\p{L}\p{N}])" if regex.match(r"[\p{L}\p{N}]", needle) else ""
-    after = "" if prefix or not regex.search(r"[\p{L}\p{N}]$", needle) else r"(?![\p{Latin}\p{N}])"
-    return bool(regex.search(before + regex.escape(needle) + after, text))
+    if not regex.match(r"[A-Za-z0-9]", needle):
+        return needle in haystack
+    return bool(regex.search(r"(?<![A-Za-z0-9])" + regex.escape(needle), haystack))
 
 
-def item_right(translation: str, item: dict[str, Any], tgt: str) -> bool:
-    """One slang item of a post (the dev set's scoring rule, benchmarks/data/README.md)."""
-    accepted = any(contains(translation, a, tgt, prefix=True) for a in item["accept"])
-    wrong = any(contains(translation, w, tgt) for w in item.get("wrong", []))
+def contains_word(text: str, phrase: str) -> bool:
+    """The code-mixed set's rule for English spans in a Chinese answer: whole words, case-insensitive."""
+    return bool(regex.search(r"(?<![A-Za-z])" + regex.escape(_normal(phrase).strip()) + r"(?![A-Za-z])", _normal(text)))
+
+
+def item_right(translation: str, item: dict[str, Any]) -> bool:
+    """One slang item: an `accept` string, no `wrong` string, and not the term as written unless it is accepted."""
+    accepted = any(contains(translation, a) for a in item["accept"])
+    wrong = any(contains(translation, w) for w in item.get("wrong", []))
     term = item["term"]
-    kept = contains(translation, term, tgt) and not any(a.casefold() == term.casefold() for a in item["accept"])
-    return accepted and not wrong and not kept
+    term_ok = any(_normal(a) == _normal(term) for a in item["accept"]) or not contains(translation, term)
+    return accepted and not wrong and term_ok
 
 
 def post_right(result: dict[str, Any], row: dict[str, Any]) -> bool:
     if result.get("status") != "ok":
         return False
-    return all(item_right(result["translation"], item, row["tgt"]) for item in row["slang"])
+    return all(item_right(result["translation"], item) for item in row["slang"])
+
+
+_CJK = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}]")
+
+
+def _in_answer(answer: str, span: str, tgt: str) -> bool:
+    return span in answer if tgt == "en" else contains_word(answer, span)
 
 
 def left_untranslated(result: dict[str, Any], row: dict[str, Any]) -> list[str]:
-    """The must-translate spans of a code-mixed post still in its answer as written (all of them if it failed)."""
+    """What of a code-mixed post's must-translate text its answer still holds (everything if the row failed):
+    the spans as written, and into English any CJK character outside the `may_keep` spans (the annotation's
+    intent, "no CJK character survives", which whole-span matching alone would miss)."""
     if result.get("status") != "ok":
         return list(row["must_translate"])
-    return [span for span in row["must_translate"] if contains(result["translation"], span, row["tgt"])]
+    answer = result["translation"]
+    left = [span for span in row["must_translate"] if _in_answer(answer, span, row["tgt"])]
+    if row["tgt"] == "en":
+        rest = answer
+        for keep in sorted(row.get("may_keep", []), key=len, reverse=True):
+            rest = rest.replace(keep, " ")
+        left += [ch for ch in dict.fromkeys(_CJK.findall(rest)) if not any(ch in span for span in left)]
+    return left
 
 
 def copied_untranslated(result: dict[str, Any], row: dict[str, Any]) -> list[str]:
-    """Must-translate spans in a line the translator copied as it is (the logic's part; must be none)."""
+    """Source lines holding a must-translate span that appear unchanged in the answer (the logic's part: none),
+    also those the result itself reports as copied (`copied`)."""
+    if result.get("status") != "ok":
+        return []
+    answer_lines = {line.strip() for line in result["translation"].split("\n")}
     lines = row["text"].split("\n")
+    reported = {lines[n - 1] for n in result.get("copied", [])}
     return [
-        span
-        for number in result.get("copied", [])
-        for span in row["must_translate"]
-        if contains(lines[number - 1], span, row["tgt"])
+        line
+        for line in lines
+        if (line.strip() in answer_lines or line in reported)
+        and any(_in_answer(line, span, row["tgt"]) for span in row["must_translate"])
     ]
 
 

@@ -8,8 +8,11 @@ Latin word → "字"), or a scripted engine where a check needs a given first an
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -205,16 +208,38 @@ def test_unhinted_posts_are_byte_identical_with_the_term_base_on() -> None:
 CODEMIXED = ROOT / "benchmarks" / "data" / "codemixed.jsonl"
 
 
+def _benchmark() -> Any:
+    """benchmarks/slang_accuracy.py as a module (its scoring rules)."""
+    spec = importlib.util.spec_from_file_location("slang_accuracy", ROOT / "benchmarks" / "slang_accuracy.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.skipif(not CODEMIXED.exists(), reason="benchmarks/data/codemixed.jsonl is not in this checkout")
 def test_no_must_translate_segment_of_the_codemixed_set_is_copied() -> None:
+    """Judged against the hand annotation: no source line holding a must-translate span comes back unchanged,
+    whatever the model answers (the stand-in changes every line it is sent)."""
+    bench = _benchmark()
     rows = [json.loads(line) for line in CODEMIXED.read_text(encoding="utf-8").splitlines() if line.strip()]
     translator = Translator(PseudoTranslator())
+    copied = 0
     for row in rows:
         result = translator.translate_text(row["text"], row["tgt"], row.get("src"))
-        lines = row["text"].split("\n")
-        for number in result.copied:
-            line = lines[number - 1]
-            assert not [span for span in row["must_translate"] if span in line], (row["id"], line)
+        assert bench.copied_untranslated(result.to_dict(), row) == [], row["id"]
+        copied += bool(result.copied)
+    assert copied >= 15  # lines wholly in the target language are still copied
+
+
+def test_slang_scoring_rule() -> None:
+    bench = _benchmark()
+    item = {"term": "绝绝子", "accept": ["amazing", "obsess"], "wrong": ["child"]}
+    assert bench.item_right("It's amazing", item) and bench.item_right("I'm obsessed", item)
+    assert not bench.item_right("amazing child", item) and not bench.item_right("so 绝绝子, amazing", item)
+    assert not bench.item_right("unamazing", item)  # an ASCII phrase starts a word
+    assert bench.item_right("NPC 本人", {"term": "NPC", "accept": ["NPC"], "wrong": []})
 
 
 # -- serve's streaming route follows the same rule ----------------------------------------------------------

@@ -623,7 +623,7 @@ class Translator:
                 return "zh"  # Chinese-internet Latin: "this song is yyds"
             return None
         words_lang = checks.words_language(fallback)
-        if checks.untranslated_words(text, text, fallback, tgt, self._kept(words_lang, tgt)):
+        if checks.untranslated_words(text, text, fallback, tgt, self._kept(words_lang, tgt), sentence_initial=True):
             return words_lang
         return None
 

@@ -175,6 +175,7 @@ Zipf scale) is a loanword of the target written as is — `app` (en 4.9, zh 4.8)
 `cosplay` in Chinese — and is never flagged; `nice` (5.4 vs 3.5), `anymore` (4.9 vs 1.8) or `immaculate` are."""
 _LATIN_WORD = regex.compile(r"(?<![\p{Latin}\p{N}_'])\p{Latin}+(?:'\p{Latin}+)?(?![\p{Latin}\p{N}_])")
 _LATIN_TOKEN = regex.compile(r"[\p{Latin}\p{N}]+")
+_INITIAL = regex.compile(r"(?:^|[.!?。！？:：]\s*)[\"'“‘(（]?(\p{Lu}\p{Ll}+)(?![\p{Latin}\p{N}])")
 _ZIPF_FLOOR = 1e-7  # frequencies below Zipf 2 are not kept: nothing is compared below COMMON_ZIPF - gap
 _zipf_lock = threading.Lock()
 
@@ -199,7 +200,9 @@ def words_language(src: str) -> str:
     return src if get_language(src).script == "Latin" else "en"
 
 
-def untranslated_words(output: str, source: str, src: str, tgt: str, keep: Collection[str] = ()) -> list[str]:
+def untranslated_words(
+    output: str, source: str, src: str, tgt: str, keep: Collection[str] = (), sentence_initial: bool = False
+) -> list[str]:
     """Words of `source` left as they are in `output`, a translation from `src` into `tgt` (markers ignored).
 
     - Latin words, when the target is written in another script or is another Latin-script language: an
@@ -212,6 +215,10 @@ def untranslated_words(output: str, source: str, src: str, tgt: str, keep: Colle
       translation may keep, so only the next rule applies.
     - Chinese-internet Latin ("yyds", "xswl", "2333", `langid.PINYIN_ABBREVIATIONS`) of the source left in a
       translation into a Latin-script language other than Chinese: "truly yyds", "LMAO, xswl".
+
+    `sentence_initial` also judges a capitalised word that starts a sentence ("Reminder：明天…") by its
+    lowercase form: the translator's test of whether a line is already in the target language uses it (a name
+    there costs a model call at worst), the check of answers does not (a name there would be a false flag).
     """
     bare, source = MARKER.sub(" ", output), MARKER.sub(" ", source)
     tgt_script = get_language(tgt).script
@@ -230,7 +237,9 @@ def untranslated_words(output: str, source: str, src: str, tgt: str, keep: Colle
     written = _LATIN_WORD.findall(source)
     lowered = {w.lower() for w in written if not (len(w) > 1 and w.isupper())}
     kept = {k.casefold() for k in keep}
-    for word in _LATIN_WORD.findall(bare):
+    initial = {m.group(1) for m in _INITIAL.finditer(bare)} if sentence_initial else set()
+    for written_word in _LATIN_WORD.findall(bare):
+        word = written_word.lower() if written_word in initial else written_word
         if len(word) < 2 or not word.islower() or word in found or word in kept:
             continue
         if word not in lowered and not (len(word) >= 3 and any(_affix(word, w) for w in lowered)):
