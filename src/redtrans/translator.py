@@ -623,7 +623,8 @@ class Translator:
                 return "zh"  # Chinese-internet Latin: "this song is yyds"
             return None
         words_lang = checks.words_language(fallback)
-        if checks.untranslated_words(text, text, fallback, tgt, self._kept(words_lang, tgt), sentence_initial=True):
+        kept = functools.partial(self._kept, words_lang, tgt)
+        if checks.untranslated_words(text, text, fallback, tgt, kept, sentence_initial=True):
             return words_lang
         return None
 
@@ -650,8 +651,8 @@ class Translator:
             return
         segment.error = None
         text = checks.clean_output(out.text, segment.core.masked)
-        flags = checks.check_output(text, segment.core.masked, segment.src, segment.tgt, len(segment.core.spans),
-                                    self._kept(checks.words_language(segment.src), segment.tgt))  # fmt: skip
+        kept = functools.partial(self._kept, checks.words_language(segment.src), segment.tgt)
+        flags = checks.check_output(text, segment.core.masked, segment.src, segment.tgt, len(segment.core.spans), kept)
         if out.finish_reason == "length":
             flags.append(checks.TRUNCATED)
         segment.output, segment.flags = text, flags

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from functools import cache
 
 import regex
@@ -177,20 +177,21 @@ _LATIN_WORD = regex.compile(r"(?<![\p{Latin}\p{N}_'])\p{Latin}+(?:'\p{Latin}+)?(
 _LATIN_TOKEN = regex.compile(r"[\p{Latin}\p{N}]+")
 _INITIAL = regex.compile(r"(?:^|[.!?。！？:：]\s*)[\"'“‘(（]?(\p{Lu}\p{Ll}+)(?![\p{Latin}\p{N}])")
 _ZIPF_FLOOR = 1e-7  # frequencies below Zipf 2 are not kept: nothing is compared below COMMON_ZIPF - gap
-_zipf_lock = threading.Lock()
+_zipf_lock = threading.RLock()
 
 
 @cache
-def _zipf(lang: str) -> dict[str, float]:
-    """Zipf frequencies of the Latin-script words in `lang`'s text (wordfreq's best list; {} for a language
-    wordfreq has no list of). Loaded once per language (about 1 s and 10 MB for English)."""
+def _zipf(lang: str, wordlist: str) -> dict[str, float]:
+    """Zipf frequencies of the Latin-script words in `lang`'s text from one of wordfreq's lists ({} for a language
+    it has no list of): ``small`` (words at Zipf ≥ 3, enough to tell an ordinary word; about 0.1 s to load) or
+    ``best`` (down to Zipf 2, for the loanword test; about 1–2 s). Each is loaded once, when first needed."""
     from wordfreq import available_languages, get_frequency_dict
 
     with _zipf_lock:
-        if lang not in available_languages("best"):
-            return {}
+        if lang not in available_languages(wordlist):
+            return {} if wordlist == "best" else _zipf(lang, "best")
         latin = regex.compile(r"^[\p{Latin}']+$")
-        frequencies = get_frequency_dict(lang, "best")
+        frequencies = get_frequency_dict(lang, wordlist)
         return {w: round(math.log10(f) + 9, 2) for w, f in frequencies.items() if f >= _ZIPF_FLOOR and latin.match(w)}
 
 
@@ -201,7 +202,12 @@ def words_language(src: str) -> str:
 
 
 def untranslated_words(
-    output: str, source: str, src: str, tgt: str, keep: Collection[str] = (), sentence_initial: bool = False
+    output: str,
+    source: str,
+    src: str,
+    tgt: str,
+    keep: Collection[str] | Callable[[], Collection[str]] = (),
+    sentence_initial: bool = False,
 ) -> list[str]:
     """Words of `source` left as they are in `output`, a translation from `src` into `tgt` (markers ignored).
 
@@ -209,8 +215,9 @@ def untranslated_words(
       all-lowercase word of `output` that is a word of `source` (or part of one: the "key" of "低-key" for
       "lowkey") and an ordinary word of the source's language (`COMMON_ZIPF`, wordfreq's lists), unless the
       target's own text uses it as a loanword (`LOANWORD_ZIPF_GAP`), it is in `keep` (terms the term base keeps
-      as written) or every use of it in `source` is in capitals (an acronym). Capitalised words are names or
-      brands; protected spans, hashtags and mentions are markers here and never seen. Into a Latin-script target
+      as written; a callable is called only when a word needs it) or every use of it in `source` is in capitals
+      (an acronym). Capitalised words are names or brands; protected spans, hashtags and mentions are markers
+      here and never seen. Into a Latin-script target
       from another script (Chinese into English), Latin words of the source are names, brands and loanwords the
       translation may keep, so only the next rule applies.
     - Chinese-internet Latin ("yyds", "xswl", "2333", `langid.PINYIN_ABBREVIATIONS`) of the source left in a
@@ -230,23 +237,30 @@ def untranslated_words(
                 found.append(token)
     if tgt_script == "Latin" and get_language(src).script != "Latin":
         return found
-    lang = words_language(src)
-    source_words, target_words = _zipf(lang), _zipf(tgt)
-    if not source_words or (not target_words and tgt_script == "Latin"):
-        return found  # no list to tell ordinary words or loanwords by
     written = _LATIN_WORD.findall(source)
     lowered = {w.lower() for w in written if not (len(w) > 1 and w.isupper())}
-    kept = {k.casefold() for k in keep}
     initial = {m.group(1) for m in _INITIAL.finditer(bare)} if sentence_initial else set()
+    candidates: list[str] = []  # lowercase words of the source, in order, each once
     for written_word in _LATIN_WORD.findall(bare):
         word = written_word.lower() if written_word in initial else written_word
-        if len(word) < 2 or not word.islower() or word in found or word in kept:
+        if len(word) < 2 or not word.islower() or word in candidates or word in found:
             continue
-        if word not in lowered and not (len(word) >= 3 and any(_affix(word, w) for w in lowered)):
-            continue
-        zipf = source_words.get(word, 0.0)
-        if zipf >= COMMON_ZIPF and target_words.get(word, 0.0) < zipf - LOANWORD_ZIPF_GAP:
-            found.append(word)
+        if word in lowered or (len(word) >= 3 and any(_affix(word, w) for w in lowered)):
+            candidates.append(word)
+    if not candidates:
+        return found
+    # The word lists (and the term base) load only when a candidate needs them.
+    source_words = _zipf(words_language(src), "small")
+    common = [w for w in candidates if source_words.get(w, 0.0) >= COMMON_ZIPF]
+    if not common:
+        return found
+    target_words = _zipf(tgt, "best")
+    if not target_words:
+        return found  # no list to tell the target's loanwords by
+    left = [w for w in common if target_words.get(w, 0.0) < source_words[w] - LOANWORD_ZIPF_GAP]
+    if left:
+        kept = {k.casefold() for k in (keep() if callable(keep) else keep)}
+        found += [w for w in left if w not in kept]
     return found
 
 
@@ -258,11 +272,18 @@ def _affix(part: str, word: str) -> bool:
 def warm_up(pairs: Collection[tuple[str, str]] = (("en", "zh"),)) -> None:
     """Load the word lists the `untranslated` check needs for these (src, tgt) pairs now, not on the first answer."""
     for src, tgt in pairs:
-        _zipf(words_language(src))
-        _zipf(tgt)
+        _zipf(words_language(src), "small")
+        _zipf(tgt, "best")
 
 
-def check_output(output: str, source: str, src: str, tgt: str, n_markers: int, keep: Collection[str] = ()) -> list[str]:
+def check_output(
+    output: str,
+    source: str,
+    src: str,
+    tgt: str,
+    n_markers: int,
+    keep: Collection[str] | Callable[[], Collection[str]] = (),
+) -> list[str]:
     """Flags for a cleaned segment translation (markers still in place). `keep`: words the term base says
     to keep as written in `tgt` (never `untranslated`)."""
     flags: list[str] = []
