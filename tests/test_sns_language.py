@@ -269,3 +269,15 @@ def test_serve_streaming_translates_each_line_from_its_own_language(tmp_path: Pa
     lines = "".join(pieces).split("\n")
     assert lines[0] == "Brunch with my sisters today"  # English into English: copied
     assert lines[1] != "姐妹们冲！" and "姐" not in lines[1]  # Chinese into English: translated
+
+
+def test_the_term_base_default_is_one_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 4's switch: every entry point builds its `TranslatorConfig` from `DEFAULT_TERMBASES`."""
+    import redtrans.translator as translator_module
+
+    assert TranslatorConfig().termbases == list(translator_module.DEFAULT_TERMBASES)
+    monkeypatch.setattr(translator_module, "DEFAULT_TERMBASES", ("builtin",))
+    assert TranslatorConfig().termbases == ["builtin"]
+    engine = PseudoTranslator()
+    Translator(engine).translate_text("这家店绝绝子", "en", "zh")
+    assert engine.requests[0].messages is not None and engine.requests[0].messages[1]["role"] == "system"

@@ -114,6 +114,14 @@ class Result:
         return data
 
 
+DEFAULT_TERMBASES: tuple[str, ...] = ()
+"""The term bases every entry point (translate, bench's `default`, serve, sample) uses unless told otherwise.
+Issue 29's rule turns the shipped base on (``("builtin",)``) when it raises slang accuracy on the slang dev set by
+≥ 15 points in each direction and the low end of the 95% paired-bootstrap interval of the chrF++ difference on
+RedTrans-Bench's 600-item sample is ≥ −0.5 in each direction (docs/quality.md); flipping it changes what the
+model is sent, so `prompts.PROMPT_VERSION` moves with it. Posts without a hint are byte-identical either way."""
+
+
 @dataclass
 class TranslatorConfig:
     """How the pipeline treats SNS text."""
@@ -131,10 +139,9 @@ class TranslatorConfig:
     """Candidate source languages for detection; None = every language in the table."""
     max_tokens: int = 1024
     """Upper bound of generated tokens for one segment."""
-    termbases: list[str] = field(default_factory=list)
+    termbases: list[str] = field(default_factory=lambda: list(DEFAULT_TERMBASES))
     """Slang/meme term bases whose entries found in a segment become prompt hints, merged in order (the
-    user's first; ``builtin`` = the shipped base); [] = no hints (the default until its quality gain is
-    measured above run-to-run spread: docs/quality.md)."""
+    user's first; ``builtin`` = the shipped base); [] = no hints. Default: `DEFAULT_TERMBASES`."""
     max_hints: int = 4
     """At most this many term-base hints per segment."""
     examples: str | None = None
