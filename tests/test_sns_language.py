@@ -86,12 +86,12 @@ def test_a_post_given_in_the_target_language_still_has_its_foreign_lines_transla
         ("ciao bella", "zh", "en", "en"),
         ("冲！", "en", "en", "zh"),  # a script decides whatever the length
         ("yyds", "en", "en", "zh"),  # and so does Chinese-internet Latin
-        ("Obrigada pela dica, amei demais esse lugar", "en", "zh", "pt"),  # long enough to be its own
+        ("Obrigada pela dica, amei demais esse lugar", "zh", "en", "pt"),  # long enough to be its own
+        # Into a target of another script, a line in the post's script is in the post's language (no lingua).
+        ("Obrigada pela dica, amei demais esse lugar", "en", "zh", "en"),
     ],
 )
-def test_segment_language_falls_back_to_the_post_below_three_words(
-    segment: str, fallback: str, tgt: str, expected: str
-) -> None:
+def test_segment_language_rule(segment: str, fallback: str, tgt: str, expected: str) -> None:
     assert segment_language(segment, fallback, tgt) == expected
 
 

@@ -147,22 +147,32 @@ def main_script(text: str) -> str | None:
 def segment_language(text: str, fallback: str, tgt: str, candidates: Iterable[str] | None = None) -> str:
     """The source language of one segment (a line of a post) for the translator.
 
-    The rule: the segment's own language (`detect_language`), except when the segment has fewer than
-    `SHORT_SEGMENT_WORDS` words' worth of letters (`word_units`) *and* its script alone does not name the
-    language (several candidates write it, and it is not Chinese-internet Latin): then the post's language
-    (`fallback`, given or detected for the whole post) when that language writes the segment's script, else
-    the target when it does, else the detector's answer. So "lol same" in an English post stays English,
-    "ok" in a Chinese post translated into English is English (and copied), while "冲！" or "yyds" in an
-    English post is Chinese whatever its length: a script or an abbreviation is evidence, a short word is not."""
+    The rule, in order:
+
+    1. Chinese-internet Latin ("yyds", "xswl 😂") is Chinese, whatever the length.
+    2. A segment whose main script the target does not write and the post's language (`fallback`, given or
+       detected for the whole post) does is in the post's language: a Latin line of an English post translated
+       into Chinese is English. The segment is translated either way; telling English from French there would
+       change only the prompt's wording, at the price of loading lingua's models.
+    3. Otherwise the segment's own language (`detect_language`) — except when it has fewer than
+       `SHORT_SEGMENT_WORDS` words' worth of letters (`word_units`) and several candidates write its script:
+       then the post's language when it writes the script, else the target when it does, else the detector's
+       answer. So "lol same" in an English post stays English, "ok" in a Chinese post translated into English is
+       English (and copied), while "冲！" in an English post is Chinese whatever its length."""
     allowed = set(candidates) if candidates else set(LANGUAGES)
+    counts = script_counts(text)
+    if "zh" in allowed and _pinyin_dominates(text, counts):
+        return "zh"
+    script = main_script(text)
+    if script is None:
+        return fallback
+    if not writes(tgt, script) and writes(fallback, script) and fallback in allowed:
+        return fallback
     detected = detect_language(text, allowed)
     if detected is None:
         return fallback
-    if word_units(text) >= SHORT_SEGMENT_WORDS or _pinyin_dominates(text, script_counts(text)):
-        return detected
-    script = main_script(text)
-    if script is None or sum(writes(c, script) for c in allowed) < 2:
-        return detected  # the script decides
+    if word_units(text) >= SHORT_SEGMENT_WORDS or sum(writes(c, script) for c in allowed) < 2:
+        return detected  # long enough, or the script decides
     for lang in (fallback, tgt):
         if writes(lang, script):
             return lang
