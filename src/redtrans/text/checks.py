@@ -217,9 +217,8 @@ def untranslated_words(
       target's own text uses it as a loanword (`LOANWORD_ZIPF_GAP`), it is in `keep` (terms the term base keeps
       as written; a callable is called only when a word needs it) or every use of it in `source` is in capitals
       (an acronym). Capitalised words are names or brands; protected spans, hashtags and mentions are markers
-      here and never seen. Into a Latin-script target
-      from another script (Chinese into English), Latin words of the source are names, brands and loanwords the
-      translation may keep, so only the next rule applies.
+      here and never seen. Into a Latin-script target from another script (Chinese into English), Latin words
+      of the source are names, brands and loanwords the translation may keep, so only the next rule applies.
     - Chinese-internet Latin ("yyds", "xswl", "2333", `langid.PINYIN_ABBREVIATIONS`) of the source left in a
       translation into a Latin-script language other than Chinese: "truly yyds", "LMAO, xswl".
 
