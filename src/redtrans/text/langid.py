@@ -168,15 +168,12 @@ def segment_language(text: str, fallback: str, tgt: str, candidates: Iterable[st
         return fallback
     if not writes(tgt, script) and writes(fallback, script) and fallback in allowed:
         return fallback
-    detected = detect_language(text, allowed)
-    if detected is None:
-        return fallback
-    if word_units(text) >= SHORT_SEGMENT_WORDS or sum(writes(c, script) for c in allowed) < 2:
-        return detected  # long enough, or the script decides
-    for lang in (fallback, tgt):
-        if writes(lang, script):
-            return lang
-    return detected
+    if word_units(text) < SHORT_SEGMENT_WORDS and sum(writes(c, script) for c in allowed) >= 2:
+        # Too short for the detector to tell the languages of its script apart (asked only when needed).
+        for lang in (fallback, tgt):
+            if writes(lang, script):
+                return lang
+    return detect_language(text, allowed) or fallback
 
 
 def _pinyin_dominates(text: str, counts: Counter[str]) -> bool:
