@@ -139,7 +139,10 @@ class Engine(ABC):
     chat: bool = True  # accepts chat messages; False = completion prompts only (base models)
     parallelism: int = 1  # how many requests it decodes together; callers size batches by it
     supports_grammar: bool = False  # honours GenRequest.grammar (constrained decoding)
-    deterministic: bool = False  # byte-identical output whatever else is queued (one sequence at a time)
+    deterministic: bool = False  # byte-identical output whatever else is queued
+    deterministic_decoding: ClassVar[str | None] = None
+    """How the kind decodes in its deterministic mode (None: it has none). Recorded with results and binding bench
+    caches: two schemes give different outputs for the same request (llamacpp: ``prefix-restore-1t``)."""
     supports_submit: bool = False  # `submit` runs requests independently (slots): follow-ups need no new round
 
     @abstractmethod
@@ -165,8 +168,11 @@ class Engine(ABC):
 
     def describe(self) -> dict[str, Any]:
         """What produced a result, for provenance in outputs and reports."""
-        return {"engine": self.name, "model": self.model, "chat": self.chat, "parallelism": self.parallelism,
-                "deterministic": self.deterministic}  # fmt: skip
+        described = {"engine": self.name, "model": self.model, "chat": self.chat, "parallelism": self.parallelism,
+                     "deterministic": self.deterministic}  # fmt: skip
+        if self.deterministic and self.deterministic_decoding:
+            described["decoding"] = self.deterministic_decoding
+        return described
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the model / connections."""

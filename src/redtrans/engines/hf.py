@@ -33,7 +33,8 @@ class HFConfig(StageConfig):
     """cpu, cuda, cuda:1, … ; auto = cuda when available."""
     deterministic: bool = False
     """Batches of one (padding and batch size change the numerics of the others): byte-identical greedy output
-    whatever else is queued. Overrides batch_size."""
+    whatever else is queued, on the same device, dtype and library versions. Slow on a GPU (one sequence per
+    forward pass); see the module docstring for what is and is not promised. Overrides batch_size."""
 
 
 def _load_causal_lm(path: str, dtype: Any, device: str) -> tuple[Any, Any]:
@@ -54,6 +55,7 @@ class HFEngine(Engine):
     name = "hf"
     config_class = HFConfig
     spec_fields = {"model": "model", "parallel": "batch_size", "deterministic": "deterministic"}
+    deterministic_decoding = "batch-of-one"
 
     def __init__(self, config: HFConfig | None = None, **overrides: Any) -> None:
         import torch

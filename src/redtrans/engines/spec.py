@@ -2,8 +2,8 @@
 
 The CLI, serve, bench, sampling and SFT evaluation all describe an engine with an `EngineSpec` and call
 `create_engine(spec)`; none maps engine options by itself. `parallel` has one meaning for every kind: how
-many requests the engine generates together (llama.cpp slots, requests in flight to an OpenAI-compatible
-fleet, the hf engine's batch size). Kinds are looked up lazily by name (like sacrebleu's tokenizers), so
+many requests the engine generates at once (llama.cpp contexts in the deterministic mode or slots in the
+throughput mode, requests in flight to an OpenAI-compatible fleet, the hf engine's batch size). Kinds are looked up lazily by name (like sacrebleu's tokenizers), so
 the core imports no native or torch code until an engine is built; `register_engine` adds one.
 """
 
@@ -72,16 +72,18 @@ class EngineSpec(StageConfig):
     """Registry name (qwen2.5-coder-1.5b, qwen2.5-coder-0.5b, gemma3-270m), a .gguf path, a model or adapter
     directory, or OpenAI-compatible endpoints (`http://a:8000/v1,http://b:8000/v1`). None = the kind's default."""
     parallel: int | None = Field(default=None, ge=1)
-    """Requests generated together: llama.cpp parallel slots, requests in flight to the endpoints (openai),
-    batch size (hf). None = the engine's default."""
+    """Requests generated at once. llamacpp: independent single-thread contexts in the deterministic mode (default:
+    the usable cores; outputs do not depend on it), parallel slots of one context in the throughput mode (default
+    4); openai: requests in flight to the endpoints; hf: batch size (its throughput mode). None = the default."""
     served_model: str | None = None
     """Model name sent to OpenAI-compatible endpoints (what `vllm serve` calls it); openai only."""
     deterministic: bool | None = None
-    """Byte-identical output for the same input, model, settings and PROMPT_VERSION on this machine, whatever
-    else is queued: one sequence is decoded at a time and every prompt is computed whole (batches of other sizes
-    round differently; docs/determinism.md).
-    llamacpp and hf only (a remote batcher decides for openai). None = off; `redtrans translate` and `redtrans
-    bench` turn it on unless a parallelism is asked for (`with_default_mode`)."""
+    """Byte-identical output for the same input, model, settings and PROMPT_VERSION on the same build and
+    instruction set, whatever else is queued (batches of other sizes round differently; docs/determinism.md).
+    llamacpp: each request's numbers are a function of the request alone (its system prompt computed once and
+    restored, one thread per context), so outputs depend neither on `parallel` nor on the core count; hf: batches
+    of one. Not openai (a remote batcher decides). None = off; `redtrans translate` and `redtrans bench` turn it
+    on (`with_default_mode`)."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Further fields of the engine's own config (LlamaCppConfig, OpenAIConfig, HFConfig, StandInConfig), e.g.
     `n_threads`, `timeout_s`, `base_model`. A field that `model`/`parallel`/`served_model` sets is refused here."""
@@ -101,10 +103,10 @@ class EngineSpec(StageConfig):
                 f"the {kind} engine cannot promise deterministic output (a remote batcher decides what is decoded "
                 "together); leave deterministic off for it"
             )
-        if self.deterministic and self.parallel is not None and self.parallel > 1:
+        if self.deterministic and kind not in PARALLEL_DETERMINISTIC_KINDS and (self.parallel or 1) > 1:
             raise ConfigError(
-                f"deterministic mode decodes one sequence at a time; parallel={self.parallel} is the throughput "
-                "mode (outputs may then vary between runs): give one or the other"
+                f"the {kind} engine's deterministic mode decodes one sequence at a time; parallel={self.parallel} is "
+                "its throughput mode (outputs may then vary between runs): give one or the other"
             )
         if kind == "openai" and self.model is not None and not is_endpoint(self.model):
             raise ConfigError(
@@ -146,6 +148,26 @@ class EngineSpec(StageConfig):
                   "deterministic": self.deterministic or None}  # fmt: skip
         return {k: v for k, v in values.items() if v is not None}
 
+    def decoding(self) -> str | None:
+        """How this spec decodes in its deterministic mode (`Engine.deterministic_decoding`, e.g. llamacpp's
+        ``prefix-restore-1t``); None in the throughput mode. Two schemes give different outputs."""
+        spec = self.resolved()
+        assert spec.kind is not None
+        return engine_class(spec.kind).deterministic_decoding if spec.deterministic else None
+
+    def identity(self) -> dict[str, Any]:
+        """What outputs made with this spec depend on (bench binds its caches to it): the resolved fields, with
+        the deterministic scheme (`decoding`), and without `parallel` where outputs do not depend on it (the
+        deterministic mode of llamacpp: independent contexts)."""
+        spec = self.resolved()
+        identity = spec.model_dump(mode="json")
+        decoding = spec.decoding()
+        if decoding is not None:
+            identity["decoding"] = decoding
+            if spec.kind in PARALLEL_DETERMINISTIC_KINDS:
+                identity["parallel"] = None
+        return identity
+
     def key(self) -> str:
         """A stable identity (engines with equal keys are interchangeable: stages share one loaded model)."""
         return self.resolved().model_dump_json()
@@ -159,17 +181,24 @@ class EngineSpec(StageConfig):
 
 
 DETERMINISTIC_KINDS = frozenset({"llamacpp", "hf", "standin"})
-"""Engine kinds that can decode byte-identically run after run (in-process, one sequence at a time)."""
+"""Engine kinds that can decode byte-identically run after run (in-process)."""
+
+PARALLEL_DETERMINISTIC_KINDS = frozenset({"llamacpp", "standin"})
+"""Deterministic kinds whose `parallel` keeps the mode (llamacpp: that many independent contexts); for the others
+(hf) a parallelism above one is the throughput mode."""
 
 
 def with_default_mode(spec: EngineSpec, deterministic: bool | None = None) -> EngineSpec:
     """`spec` with the mode `redtrans translate` and `redtrans bench` use: deterministic when asked (True), off
-    when asked (False); by default (None) on for the kinds that can give it unless a parallelism is set (the
-    throughput mode: ``--parallel N``, or the engine's own option such as ``n_parallel``)."""
+    when asked (False); by default (None) on for the kinds that can give it — for hf only while no parallelism is
+    set (its ``--parallel N`` is the batched throughput mode); llamacpp's ``--parallel N`` is N contexts."""
     if spec.deterministic is not None:
         return spec
     if deterministic is None:
-        deterministic = spec.resolved().kind in DETERMINISTIC_KINDS and spec.asked_parallelism() is None
+        kind = spec.resolved().kind
+        deterministic = kind in DETERMINISTIC_KINDS and (
+            kind in PARALLEL_DETERMINISTIC_KINDS or spec.asked_parallelism() is None
+        )
     return spec.model_copy(update={"deterministic": deterministic})
 
 

@@ -108,6 +108,7 @@ class StandInEngine(Engine):
     name = "standin"
     config_class = StandInConfig
     spec_fields = {"model": "model", "parallel": "parallelism", "deterministic": "deterministic"}
+    deterministic_decoding = "standin"
 
     def __init__(self, config: StandInConfig | None = None, **overrides: Any) -> None:
         self.config = config or StandInConfig(**overrides)
