@@ -563,7 +563,7 @@ def test_a_lever_system_reuses_the_baselines_rows_where_it_sends_the_same_reques
     cached = bench("reused", {})
     assert [s["engine"]["from_cache"] for s in cached["systems"]] == [True, True]
     markdown = (tmp_path / "reused" / "results.md").read_text(encoding="utf-8")
-    assert "Decoding: base: deterministic; tb: deterministic." in markdown
+    assert "Decoding: base: deterministic (standin); tb: deterministic (standin)." in markdown
     # the throughput mode read from the cache: the report names the parallelism the spec asks for
     fast = [
         with_mode(parse_system(s), None)

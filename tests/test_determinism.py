@@ -26,10 +26,16 @@ from tests.conftest import shared_file
 
 
 # -- the mode: who can give it, and when it is on -----------------------------------------------------------
-def test_deterministic_by_default_for_in_process_engines_unless_parallel_is_given() -> None:
+def test_deterministic_by_default_for_in_process_engines_and_parallel_means_contexts() -> None:
     assert with_default_mode(EngineSpec(model="qwen2.5-coder-0.5b")).deterministic is True
-    assert with_default_mode(EngineSpec(model="qwen2.5-coder-0.5b", parallel=4)).deterministic is False
-    assert with_default_mode(EngineSpec(model="q", options={"n_parallel": 4})).deterministic is False
+    # llamacpp's --parallel N is N single-thread contexts: the mode stays deterministic ...
+    assert with_default_mode(EngineSpec(model="qwen2.5-coder-0.5b", parallel=4)).deterministic is True
+    assert with_default_mode(EngineSpec(model="q", options={"n_parallel": 4})).deterministic is True
+    config = EngineSpec(model="qwen2.5-coder-0.5b", deterministic=True, parallel=4).engine_config()
+    assert (config.deterministic, config.n_parallel) == (True, 4)  # type: ignore[attr-defined]
+    # ... while hf's --parallel N is its batched throughput mode.
+    assert with_default_mode(EngineSpec(kind="hf", model="m", parallel=4)).deterministic is False
+    assert with_default_mode(EngineSpec(kind="hf", model="m")).deterministic is True
     assert with_default_mode(EngineSpec(model="http://127.0.0.1:9/v1")).deterministic is False
     assert with_default_mode(EngineSpec(model="qwen2.5-coder-0.5b"), False).deterministic is False
 
@@ -38,9 +44,36 @@ def test_engines_that_cannot_promise_it_refuse_it() -> None:
     with pytest.raises(ConfigError, match="cannot promise deterministic"):
         EngineSpec(model="http://127.0.0.1:9/v1", deterministic=True).engine_config()
     with pytest.raises(ConfigError, match="one sequence at a time"):
-        EngineSpec(model="qwen2.5-coder-0.5b", deterministic=True, parallel=4).engine_config()
+        EngineSpec(kind="hf", model="m", deterministic=True, parallel=4).engine_config()
+    # Outputs would depend on the thread count: the deterministic mode runs one per context.
+    with pytest.raises(ConfigError, match="one thread per context"):
+        EngineSpec(model="qwen2.5-coder-0.5b", deterministic=True, options={"n_threads": 2}).engine_config()
     config = EngineSpec(model="qwen2.5-coder-0.5b", deterministic=True).engine_config()
     assert config.deterministic is True  # type: ignore[attr-defined]
+
+
+def test_the_mode_is_part_of_a_bench_cache_binding(tmp_path: Path) -> None:
+    """A cache binds to the deterministic scheme (`decoding`), not to the number of contexts (outputs do not depend
+    on it); a cache of round 2's deterministic mode (every prompt computed whole) is refused, not reused."""
+    from redtrans.bench.systems import SystemSpecError, check_cache_config
+
+    system = with_mode(parse_system("default"), None)
+    config = system.config()
+    assert config["engine"]["decoding"] == "prefix-restore-1t" and config["engine"]["parallel"] is None
+    assert with_mode(parse_system("name=default,parallel=2"), None).config() == config
+    throughput = with_mode(parse_system("default"), False).config()
+    assert "decoding" not in throughput["engine"] and throughput != config
+    binding = tmp_path / "hyps" / "default.config.json"
+    check_cache_config(binding, config)
+    check_cache_config(binding, config)  # the same mode: the cache is kept
+    old = {**config, "engine": {k: v for k, v in config["engine"].items() if k != "decoding"}}
+    binding.write_text(json.dumps(old), encoding="utf-8")  # as round 2 wrote it
+    with pytest.raises(SystemSpecError, match="another deterministic mode \\(whole-prompt"):
+        check_cache_config(binding, config)
+    hf = with_mode(parse_system("name=h,engine=hf,model=/m"), None).config()
+    binding.write_text(json.dumps({**hf, "engine": {k: v for k, v in hf["engine"].items() if k != "decoding"}}))
+    check_cache_config(binding, hf)  # hf's batches of one did not change: its old caches stay valid
+    assert json.loads(binding.read_text())["engine"]["decoding"] == "batch-of-one"
 
 
 # -- the refusal check ----------------------------------------------------------------------------------------

@@ -402,8 +402,8 @@ class Translator:
         """Every request the pipeline may send for `item`: each segment's first request and its strict retry,
         then one per markup term (a retry under a grammar is the first request plus a grammar of the languages).
 
-        On a deterministic engine (one sequence at a time, every prompt computed whole) an item's result is a
-        function of these requests alone, so two configurations that give an item equal lists give it the same
+        On a deterministic engine (`Engine.deterministic`: what a request's numbers go through depends on the
+        request alone) an item's result is a function of these requests alone, so two configurations that give an item equal lists give it the same
         result: `redtrans bench` reuses a baseline's row on that ground."""
         item = self.resolve_languages(item)
         if self.config.mode == "plain":

@@ -161,7 +161,7 @@ def markdown(results: dict[str, Any], min_slice: int = 1) -> str:
         if "deterministic" in engine:
             parallelism = engine.get("parallelism")
             mode = (
-                "deterministic"
+                "deterministic" + (f" ({engine['decoding']})" if engine.get("decoding") else "")
                 if engine["deterministic"]
                 else "throughput" + (f" (parallelism {parallelism})" if parallelism else "")
             )

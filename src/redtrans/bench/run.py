@@ -138,6 +138,8 @@ def _collect(
     if engine_spec.deterministic is not None:  # the cache is bound to the spec, so its rows were made in this mode
         describe["deterministic"] = engine_spec.deterministic
         describe["parallelism"] = engine_spec.asked_parallelism()
+        if engine_spec.decoding() is not None:
+            describe["decoding"] = engine_spec.decoding()
     if done < len(suite.segments):  # the model is loaded only when something is left to translate
         from redtrans.console import progress_bar
 

@@ -35,7 +35,7 @@ from redtrans.bench.suites import Segment
 from redtrans.config import validate_config
 from redtrans.engines import Engine, EngineSpec, create_engine, engine_class
 from redtrans.engines.models import DEFAULT_MODEL
-from redtrans.engines.spec import infer_kind, with_default_mode
+from redtrans.engines.spec import PARALLEL_DETERMINISTIC_KINDS, infer_kind, with_default_mode
 from redtrans.errors import ConfigError, InputError
 from redtrans.jsonl import JSONLWriter, read_jsonl, repair_tail, retry_pending, stamp_attempts
 from redtrans.translator import Item, Translator, TranslatorConfig
@@ -86,7 +86,7 @@ class SystemSpec:
         if self.kind == "outputs":
             return {"name": self.name, "kind": "outputs", "outputs": self.outputs}
         config = {"name": self.name, "kind": "engine", "mode": self.mode, "profile": self.profile,
-                  "engine": self.engine_spec().resolved().model_dump(mode="json")}  # fmt: skip
+                  "engine": self.engine_spec().identity()}  # fmt: skip
         if self.levers:  # only when set, so the bindings of systems without levers stay as they were
             config["translator"] = dict(self.levers)
         return config
@@ -229,9 +229,24 @@ def prompt_version(spec: SystemSpec) -> str:
     return "plain" if spec.mode == "plain" else prompts.PROMPT_VERSION
 
 
+_LEGACY_DECODING = {"llamacpp": "whole-prompt", "hf": "batch-of-one", "standin": "standin"}
+"""The deterministic scheme of bindings written before they named one (`EngineSpec.decoding`). llamacpp's was
+round 2's (one slot, every prompt computed whole on all cores): its outputs differ from today's, so its caches
+are not reused; the other kinds' schemes did not change."""
+
+
 def _upgrade_legacy_config(stored: dict[str, Any]) -> dict[str, Any]:
-    """A cache binding written before systems held an `EngineSpec` (top-level ``engine``/``model``/``options``,
-    parallelism as the engine's own option) in today's form, so an unchanged system keeps its cache."""
+    """A cache binding in an older form, in today's (`SystemSpec.config`), so an unchanged system keeps its cache:
+    a deterministic engine without its `decoding` gets the scheme of its time (`_LEGACY_DECODING`); one written
+    before systems held an `EngineSpec` (top-level ``engine``/``model``/``options``, parallelism as the engine's
+    own option) is rebuilt."""
+    engine = stored.get("engine")
+    if isinstance(engine, dict) and engine.get("deterministic") and "decoding" not in engine:
+        kind = engine.get("kind")
+        engine = {**engine, "decoding": _LEGACY_DECODING.get(str(kind), "unknown")}
+        if kind in PARALLEL_DETERMINISTIC_KINDS:
+            engine["parallel"] = None
+        return {**stored, "engine": engine}
     if stored.get("kind") != "engine" or "options" not in stored or "model" not in stored:
         return stored
     options = dict(stored.get("options") or {})
@@ -249,7 +264,7 @@ def _upgrade_legacy_config(stored: dict[str, Any]) -> dict[str, Any]:
     except ConfigError:
         return stored  # not a configuration this version can build: stays different
     return {"name": stored.get("name"), "kind": "engine", "mode": stored.get("mode"),
-            "profile": stored.get("profile"), "engine": engine.model_dump(mode="json")}  # fmt: skip
+            "profile": stored.get("profile"), "engine": engine.identity()}  # fmt: skip
 
 
 def check_cache_config(config_path: Path, config: dict[str, Any]) -> None:
@@ -264,6 +279,14 @@ def check_cache_config(config_path: Path, config: dict[str, Any]) -> None:
             raise SystemSpecError(f"{config_path}: not the JSON this cache was bound with ({exc}); remove it "
                                   "together with its hypotheses, or use another --out folder") from None  # fmt: skip
         upgraded = _upgrade_legacy_config(stored) if isinstance(stored, dict) else stored
+        if upgraded != config and _decoding_differs(upgraded, config):
+            raise SystemSpecError(
+                f"the cached hypotheses in {config_path.parent} for system {config['name']!r} were made in another "
+                f"deterministic mode ({upgraded['engine']['decoding']}; this version decodes with "
+                f"{config['engine']['decoding']}, whose outputs differ): use another --out folder, or remove "
+                f"{config_path} and {config_path.parent / config_path.name.removesuffix('.config.json')}.jsonl "
+                "to translate them again"
+            )
         if upgraded != config:
             raise SystemSpecError(
                 f"the cached hypotheses in {config_path.parent} for system {config['name']!r} were made with "
@@ -273,6 +296,16 @@ def check_cache_config(config_path: Path, config: dict[str, Any]) -> None:
             return
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def _decoding_differs(stored: Any, config: dict[str, Any]) -> bool:
+    """Whether two bindings differ in the deterministic scheme alone."""
+    if not isinstance(stored, dict) or not isinstance(stored.get("engine"), dict):
+        return False
+    engine, now = stored["engine"], config.get("engine") or {}
+    if engine.get("decoding") is None or now.get("decoding") is None or engine["decoding"] == now["decoding"]:
+        return False
+    return {**stored, "engine": {**engine, "decoding": now["decoding"]}} == config
 
 
 _PROMPT_SETTINGS = {"termbases", "max_hints", "examples", "shots"}

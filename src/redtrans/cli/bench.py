@@ -42,8 +42,9 @@ def bench(
     parallel: Annotated[
         int | None,
         typer.Option(
-            help="Requests generated together (llamacpp slots, openai concurrency, hf batch) of engine "
-            "systems that do not set parallel themselves. Selects the throughput mode (outputs may vary)."
+            help="Requests generated at once by engine systems that do not set parallel themselves: llamacpp "
+            "contexts (deterministic mode; outputs do not depend on it) or slots (--throughput), openai "
+            "concurrency, hf batch (selects its throughput mode)."
         ),
     ] = None,
     deterministic: Annotated[
@@ -51,7 +52,7 @@ def bench(
         typer.Option(
             "--deterministic/--throughput",
             help="Engine systems decode byte-identically run after run, or batched. Default: deterministic for "
-            "llamacpp/hf systems that set no parallelism (recorded in results.json).",
+            "llamacpp systems, and hf systems that set no parallelism (recorded in results.json).",
         ),
     ] = None,
     repeats: Annotated[

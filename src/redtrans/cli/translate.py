@@ -84,16 +84,19 @@ def translate(
     parallel: Annotated[
         int | None,
         typer.Option(
-            help="Requests generated together (llamacpp slots, openai concurrency, hf batch). Giving it selects the "
-            "throughput mode: faster, and outputs may vary between runs (docs/determinism.md)."
+            help="Requests generated at once. llamacpp: independent single-thread contexts in the deterministic "
+            "mode (default: the usable cores; outputs do not depend on it), parallel slots with --throughput "
+            "(default 4); openai: requests in flight; hf: batch size, which selects its throughput mode "
+            "(docs/determinism.md)."
         ),
     ] = None,
     deterministic: Annotated[
         bool | None,
         typer.Option(
             "--deterministic/--throughput",
-            help="Byte-identical output run after run (one sequence at a time), or batched decoding. Default: "
-            "deterministic for llamacpp/hf unless --parallel is given; openai cannot promise it.",
+            help="Byte-identical output run after run whatever else is queued, or batched decoding (outputs may "
+            "vary). Default: deterministic for llamacpp, and for hf unless --parallel is given; openai cannot "
+            "promise it.",
         ),
     ] = None,
     profile: Annotated[

@@ -183,9 +183,9 @@ class EngineSpec(StageConfig):
 DETERMINISTIC_KINDS = frozenset({"llamacpp", "hf", "standin"})
 """Engine kinds that can decode byte-identically run after run (in-process)."""
 
-PARALLEL_DETERMINISTIC_KINDS = frozenset({"llamacpp", "standin"})
+PARALLEL_DETERMINISTIC_KINDS = frozenset({"llamacpp"})
 """Deterministic kinds whose `parallel` keeps the mode (llamacpp: that many independent contexts); for the others
-(hf) a parallelism above one is the throughput mode."""
+(hf, standin) a parallelism above one is the throughput mode."""
 
 
 def with_default_mode(spec: EngineSpec, deterministic: bool | None = None) -> EngineSpec:
