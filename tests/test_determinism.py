@@ -8,7 +8,6 @@ without a model.
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from redtrans.bench.systems import with_mode
 from redtrans.engines import EngineSpec, GenRequest, GenResult
 from redtrans.engines.base import Engine
 from redtrans.engines.spec import with_default_mode
-from redtrans.errors import ConfigError
+from redtrans.errors import ConfigError, EngineError
 from redtrans.text import checks
 from redtrans.translator import Item, Result, Translator
 from tests.conftest import shared_file
@@ -238,22 +237,53 @@ def test_bench_repeats_report_changed_segments_and_the_spread(tmp_path: Path) ->
     assert with_mode(parse_system("default"), None).engine.deterministic is True  # type: ignore[union-attr]
 
 
+# -- the saved prefixes ----------------------------------------------------------------------------------------
+def test_a_prefix_is_saved_once_shared_and_bounded_on_disk(tmp_path: Path) -> None:
+    from redtrans.engines.llamacpp import _PrefixStore
+
+    store, saved = _PrefixStore(tmp_path, limit=2), []
+
+    def save(name: str) -> None:
+        saved.append(name)
+        (tmp_path / name).write_bytes(b"kv")
+
+    with store.lease("zh-en", save) as first, store.lease("zh-en", save) as again:
+        assert first == again and saved == [first]  # computed once, whoever asks
+    with pytest.raises(EngineError), store.lease("en-zh", lambda name: (_ for _ in ()).throw(EngineError("x"))):
+        pass
+    with store.lease("en-zh", save):  # a failed save is not remembered: the next request computes it
+        pass
+    with store.lease("term", save), store.lease("zh-en", save):
+        pass
+    assert len(saved) == 3 and len(list(tmp_path.iterdir())) == 2  # the least recently used file went
+
+
 # -- the promise, on the real model ---------------------------------------------------------------------------
 @pytest.mark.model
-def test_the_same_posts_come_back_byte_identical_in_another_order(gguf_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_same_posts_come_back_byte_identical_in_any_order_and_any_number_of_contexts(gguf_path) -> None:  # type: ignore[no-untyped-def]
+    from redtrans import prompts
     from redtrans.engines import create_engine
 
     data = json.loads(shared_file("redtrans-bench", "RedTrans-Bench.json").read_text(encoding="utf-8"))
     rng = random.Random(1)
-    picked = [data[i] for i in rng.sample(range(len(data)), 16)]
-    posts = [Item(f"p{i}", (r["zh"] if r["src_lang"] == "zh" else r["en"]).strip()[:160], r["dst_lang"])
+    picked = [data[i] for i in rng.sample(range(len(data)), 9)]
+    posts = [Item(f"p{i}", (r["zh"] if r["src_lang"] == "zh" else r["en"]).strip()[:120], r["dst_lang"])
              for i, r in enumerate(picked)]  # fmt: skip
-    main, others = posts[:10], posts[10:]
+    main, others = posts[:6], posts[6:]
     gguf_path("qwen2.5-coder-0.5b")
-    with create_engine(EngineSpec(model="qwen2.5-coder-0.5b", deterministic=True)) as engine:
-        assert engine.describe()["n_threads"] == (os.cpu_count() or 1)  # outputs depend on it: recorded
+    spec = EngineSpec(model="qwen2.5-coder-0.5b", deterministic=True)
+    with create_engine(spec, parallel=2) as engine:
+        described = engine.describe()
+        assert (described["decoding"], described["contexts"], described["n_threads"]) == ("prefix-restore-1t", 2, 1)
         translator = Translator(engine)
         first = {r.id: r.translation for r in translator.translate(main)}
         mixed = [p for pair in zip(reversed(main), others * 2, strict=False) for p in pair]
         second = {r.id: r.translation for r in translator.translate(mixed) if r.id in first}
-    assert second == first
+        # What is reused is exactly the system turn, whatever follows it (a post, the strict retry's turns).
+        turns = (("你好", False), ("晚安啦", False), ("你好", True))
+        asked = [prompts.translation_messages(text, "zh", "en", strict=strict) for text, strict in turns]
+        reused = {r.cached_tokens for r in engine.generate([GenRequest(messages=m, max_tokens=8) for m in asked])}
+        assert len(reused) == 1 and reused.pop() > 50
+    with create_engine(spec, parallel=1) as alone:
+        third = {r.id: r.translation for r in Translator(alone).translate(main[::2] + main[1::2])}
+    assert second == first == third

@@ -403,8 +403,8 @@ class Translator:
         then one per markup term (a retry under a grammar is the first request plus a grammar of the languages).
 
         On a deterministic engine (`Engine.deterministic`: what a request's numbers go through depends on the
-        request alone) an item's result is a function of these requests alone, so two configurations that give an item equal lists give it the same
-        result: `redtrans bench` reuses a baseline's row on that ground."""
+        request alone) an item's result is a function of these requests alone, so two configurations that give
+        an item equal lists give it the same result: `redtrans bench` reuses a baseline's row on that ground."""
         item = self.resolve_languages(item)
         if self.config.mode == "plain":
             return [self._plain_request(item, item.src or self.detect(item.text, item.target))]

@@ -3,8 +3,9 @@
 The CLI, serve, bench, sampling and SFT evaluation all describe an engine with an `EngineSpec` and call
 `create_engine(spec)`; none maps engine options by itself. `parallel` has one meaning for every kind: how
 many requests the engine generates at once (llama.cpp contexts in the deterministic mode or slots in the
-throughput mode, requests in flight to an OpenAI-compatible fleet, the hf engine's batch size). Kinds are looked up lazily by name (like sacrebleu's tokenizers), so
-the core imports no native or torch code until an engine is built; `register_engine` adds one.
+throughput mode, requests in flight to an OpenAI-compatible fleet, the hf engine's batch size). Kinds are
+looked up lazily by name (like sacrebleu's tokenizers), so the core imports no native or torch code until an
+engine is built; `register_engine` adds one.
 """
 
 from __future__ import annotations
