@@ -3,6 +3,21 @@
 A directory holding ``adapter_config.json`` is loaded as an adapter on its recorded base model; a GGUF base
 (transformers' ``gguf_file=``) works as well. Greedy by default; batches are left-padded and generated
 together.
+
+What the deterministic mode (`HFConfig.deterministic`, batches of one) promises, and what it does not
+(docs/determinism.md):
+
+- Promised: the same greedy output for the same request, model, adapter and settings, whatever else is queued,
+  on the same device model, dtype and torch / transformers / CUDA versions. A batch of one has no neighbours and
+  no padding, so every shape a kernel sees depends on the request alone.
+- Not promised: the same output on another GPU model, dtype or library version, or on CPU vs GPU (kernels and
+  their reduction orders differ); nor in the throughput mode (`batch_size` > 1), where padding and which requests
+  share a batch change the shapes, hence the kernels' tiling and summation order, of every row.
+- Cost: a GPU decodes one sequence per forward pass, a small fraction of what it decodes batched; on a GPU the
+  throughput mode is the one to use for volume, with `bench --repeats` to measure the run-to-run spread.
+  Batch-invariant kernels (the same result for a row whatever the batch) are the upstream answer; redtrans does
+  not build kernels. A server that has them (e.g. vLLM or SGLang in a batch-invariant / deterministic mode) can
+  be used through the openai engine, which still records `deterministic: false`: a client cannot check it.
 """
 
 from __future__ import annotations
