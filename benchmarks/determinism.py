@@ -36,7 +36,8 @@ import time
 from pathlib import Path
 
 from redtrans.engines import EngineSpec, create_engine
-from redtrans.engines.llamacpp import usable_cores
+from redtrans.engines.llamacpp import default_contexts
+from redtrans.engines.models import resolve_gguf
 from redtrans.translator import Item, Translator
 
 TARGET = 0.9
@@ -157,7 +158,7 @@ def main() -> int:
 
     default_rate, throughput_rate = statistics.median(rates["default"]), statistics.median(rates["throughput"])
     ratio = default_rate / throughput_rate
-    contexts = usable_cores()
+    contexts = default_contexts(resolve_gguf(args.model)[0])
     print(f"{'mode':44} {'changed (reordered)':>20} {'posts/s (median)':>17}")
     print(f"{f'default: deterministic, {contexts} single-thread contexts':44} "
           f"{max(changed['default']):>13}/{args.posts:<6} {default_rate:>17.3f}")  # fmt: skip

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from redtrans import prompts
 from redtrans.engines import EngineSpec, create_engine
 from redtrans.engines.base import Engine, GenRequest, GenResult
-from redtrans.engines.llamacpp import usable_cores
+from redtrans.engines.llamacpp import default_contexts
 from redtrans.engines.models import resolve_gguf
 from redtrans.translator import Item, Translator, TranslatorConfig
 
@@ -223,8 +223,9 @@ def main() -> int:
         with open(args.json, "w") as handle:
             json.dump({"runs": rows, "slots_vs_bare": ratio, "deterministic_vs_bare": deterministic,
                        "max_overhead": worst_overhead}, handle, indent=2)  # fmt: skip
+    contexts = default_contexts(path)
     print(f"deterministic_vs_bare_posts_per_s: {deterministic:.3f} "
-          f"(the default mode, {usable_cores()} single-thread contexts; {args.slots} slots: {ratio:.3f})")  # fmt: skip
+          f"(the default mode, {contexts} single-thread contexts; {args.slots} slots: {ratio:.3f})")  # fmt: skip
     print(f"pipeline overhead (max of sequential, slots): {worst_overhead:.1%} target: <= 10%")
     ok = ratio >= 1.0 and worst_overhead <= 0.10
     print(f"slots_vs_bare_posts_per_s: {ratio:.3f} target: 1.000")

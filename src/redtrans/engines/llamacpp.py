@@ -59,15 +59,26 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def default_contexts(model_path: Path) -> int:
+    """The deterministic mode's contexts when none are asked for: one per usable core, but no more than half the
+    available memory holds (each context keeps its own repacked copy of the weights, about the GGUF's size)."""
+    cores = usable_cores()
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no such sysconf here: cores alone
+        return cores
+    return max(1, min(cores, available // 2 // max(1, model_path.stat().st_size)))
+
+
 class LlamaCppConfig(StageConfig):
     """Settings of the embedded engine."""
 
     model: str = DEFAULT_MODEL
     """Registry name (qwen2.5-coder-1.5b, qwen2.5-coder-0.5b, gemma3-270m) or a path to a .gguf file."""
     n_parallel: int | None = Field(default=None, ge=1)
-    """Requests decoded at once: independent single-thread contexts in the deterministic mode (None = the usable
-    cores; outputs do not depend on it; each context holds its own copy of the repacked weights), parallel slots
-    of one context in the throughput mode (None = 4)."""
+    """Requests decoded at once: independent single-thread contexts in the deterministic mode (None = one per
+    usable core, as many as half the available memory holds: each context keeps its own repacked copy of the
+    weights; outputs do not depend on it), parallel slots of one context in the throughput mode (None = 4)."""
     n_ctx_per_slot: int = Field(default=2048, ge=64)
     """Context tokens per slot or context (prompt + output of one request)."""
     n_threads: int = Field(default=0, ge=0)
@@ -196,7 +207,7 @@ class LlamaCppEngine(Engine):
         self._contexts: list[_Context] = []
         try:
             if self.deterministic:
-                self.parallelism = self.config.n_parallel or usable_cores()
+                self.parallelism = self.config.n_parallel or default_contexts(path)
                 self.threads = 1
                 self._slot_dir = Path(tempfile.mkdtemp(prefix="redtrans-prefixes-"))
                 self._prefixes = _PrefixStore(self._slot_dir)
