@@ -74,8 +74,9 @@ class EngineSpec(StageConfig):
     directory, or OpenAI-compatible endpoints (`http://a:8000/v1,http://b:8000/v1`). None = the kind's default."""
     parallel: int | None = Field(default=None, ge=1)
     """Requests generated at once. llamacpp: independent single-thread contexts in the deterministic mode (default:
-    the usable cores; outputs do not depend on it), parallel slots of one context in the throughput mode (default
-    4); openai: requests in flight to the endpoints; hf: batch size (its throughput mode). None = the default."""
+    one per usable core, as memory allows; outputs do not depend on it), parallel slots of one context in the
+    throughput mode (default 4); openai: requests in flight to the endpoints; hf: batch size (its throughput
+    mode). None = the default."""
     served_model: str | None = None
     """Model name sent to OpenAI-compatible endpoints (what `vllm serve` calls it); openai only."""
     deterministic: bool | None = None
