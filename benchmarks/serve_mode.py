@@ -75,7 +75,7 @@ def measure(base: str, single: int, load: int, salt: str) -> tuple[float, float]
 
         def send(body: dict[str, str]) -> float:
             started = time.perf_counter()
-            response = client.post("/v1/translate", json=body)
+            response = client.post("/v1/translate", json={"items": [body]})
             response.raise_for_status()
             return (time.perf_counter() - started) * 1000
 
