@@ -319,7 +319,10 @@ class LlamaCppEngine(Engine):
 
     def _save_prefix(self, context: _Context, system: dict[str, str], name: str) -> None:
         """Compute the system turn alone (as the chat template renders it) in `context` and save it as `name`."""
-        text = context.post("/apply-template", {"messages": [system], "add_generation_prompt": False})["prompt"]
+        rendered = context.post("/apply-template", {"messages": [system], "add_generation_prompt": False})
+        text = rendered.get("prompt")
+        if not isinstance(text, str) or not text:
+            raise EngineError(f"llama.cpp's /apply-template gave no prompt: {str(rendered)[:200]}")
         body = {"prompt": text, "max_tokens": 0, "temperature": 0.0, "cache_prompt": False, "id_slot": 0}
         response = context.server.handle_completions(body)
         if not isinstance(response, dict) or "error" in response:
