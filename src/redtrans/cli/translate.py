@@ -86,9 +86,8 @@ def translate(
         typer.Option(
             help="Requests generated at once. llamacpp: independent single-thread contexts in the deterministic "
             "mode (default: one per usable core, as memory allows; outputs do not depend on it), parallel slots with "
-            "--throughput "
-            "(default 4); openai: requests in flight; hf: batch size, which selects its throughput mode "
-            "(docs/determinism.md)."
+            "--throughput (default 4); openai: requests in flight; hf: batch size, which selects its throughput "
+            "mode (docs/determinism.md)."
         ),
     ] = None,
     deterministic: Annotated[
