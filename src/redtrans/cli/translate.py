@@ -15,6 +15,7 @@ from redtrans.cli._app import (
     _read_stdin,
     app,
 )
+from redtrans.cli.raying import RayActorsOpt, RayCpusOpt, RayGpusOpt, RayOpt, ray_options
 from redtrans.console import err_console, progress_bar
 from redtrans.errors import InputError
 
@@ -122,6 +123,10 @@ def translate(
         int,
         typer.Option(min=0, help="Quality-aware decoding: N sampled candidates + the greedy one, MBR choice (chrF)."),
     ] = 0,
+    ray: RayOpt = None,
+    ray_actors: RayActorsOpt = None,
+    ray_cpus: RayCpusOpt = None,
+    ray_gpus: RayGpusOpt = 0.0,
 ) -> None:
     """Translate a text, stdin, or a file of rows (JSONL, CSV, Parquet, a Hugging Face dataset)."""
     from redtrans.engines import EngineSpec, create_engine
@@ -140,6 +145,8 @@ def translate(
         raise InputError("give either a TEXT argument or --input, not both")
     if input is not None and output is None:
         raise InputError("--input needs --output (the output file is what makes a run resumable)")
+    if ray is not None and input is None:
+        raise InputError("--ray translates a file of rows: give --input and an --output folder")
     if input is not None:
         from redtrans.datafiles import open_rows
 
@@ -154,8 +161,28 @@ def translate(
                              deterministic)  # fmt: skip
     spec.engine_config()  # engine options checked before any work
     fields = FileFields(text_field, id_field, src_field, tgt_field, translation_field)
+    defaults = TranslatorConfig()
+    mine = termbase or []
+    bases = [] if no_termbase else [*mine, *(b for b in defaults.termbases if b not in mine)]
+    memory = defaults.examples if examples is None else None if examples.lower() == "none" else examples
+    config = TranslatorConfig(profile=profile, mode=mode, termbases=bases, examples=memory,  # type: ignore[arg-type]
+                              shots=shots, candidates=candidates)  # fmt: skip
     rows = None
     columns: dict[str, None] = {}
+    if ray is not None:
+        assert input is not None and output is not None
+        from redtrans.scale.shards import check_folder
+
+        if translation_field != "translation" or keep_columns.strip().lower() not in {"all", "none"}:
+            raise ConfigError("--ray writes translate's own columns: --keep-columns and --translation-field are not "
+                              "carried through its shards yet")  # fmt: skip
+        if keep_columns.strip().lower() == "all":
+            err_console.print("[yellow]note:[/] --ray keeps translate's own columns, not the input's", highlight=False)
+        check_folder(output)
+        rows = validate_input(input, fields)  # before Ray starts: bad input fails fast
+        _translate_ray(spec, config, input, output, fields, src, tgt, rows,
+                       ray_options(ray, ray_actors, ray_cpus, ray_gpus))  # fmt: skip
+        return
     if input is not None:
         assert output is not None
         check_output_path(output)
@@ -166,12 +193,6 @@ def translate(
     with err_console.status("loading model…"):
         eng = create_engine(spec)
     with eng:
-        defaults = TranslatorConfig()
-        mine = termbase or []
-        bases = [] if no_termbase else [*mine, *(b for b in defaults.termbases if b not in mine)]
-        memory = defaults.examples if examples is None else None if examples.lower() == "none" else examples
-        config = TranslatorConfig(profile=profile, mode=mode, termbases=bases, examples=memory,  # type: ignore[arg-type]
-                                  shots=shots, candidates=candidates)  # fmt: skip
         translator = Translator(eng, config)
         if input is None:
             assert text is not None
@@ -200,6 +221,18 @@ def translate(
         )
         if summary.failed:
             raise RowsFailedError(summary.failed, summary.total, output, "their `error` field says why")
+
+
+def _translate_ray(spec: Any, config: Any, input: Path, output: Path, fields: Any, src: str | None,
+                   tgt: str | None, rows: int, options: Any) -> None:  # fmt: skip
+    """`translate --ray`: the job on a Ray actor pool (redtrans.scale.raydata); Ray shows its own progress."""
+    from redtrans.errors import RowsFailedError
+    from redtrans.scale.raydata import translate_ray
+
+    summary = translate_ray(spec, config, input, output, options, fields, src, tgt, rows)
+    err_console.print(summary.line(output), highlight=False)
+    if summary.failed:
+        raise RowsFailedError(summary.failed, summary.total, output, "their `error` field says why")
 
 
 @app.command()
