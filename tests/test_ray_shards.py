@@ -1,0 +1,122 @@
+"""Our own shards of a `translate --ray` folder, without Ray: planning, commit, resume (issue 34 item 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from redtrans.datafiles import open_rows
+from redtrans.engines import EngineSpec, create_engine
+from redtrans.errors import ConfigError, InputError
+from redtrans.scale import shards as sh
+from redtrans.scale.raydata import actor_spec, pool_size, translation_settings
+from redtrans.translate_file import FileFields
+from redtrans.translator import Translator, TranslatorConfig
+
+SPEC = EngineSpec(kind="standin", deterministic=True)
+CONFIG = TranslatorConfig()
+
+
+def _posts(path: Path, n: int, changed: dict[int, str] | None = None) -> Path:
+    texts = ["今天的奶茶好好喝", "this hotpot place is fire", "周末去成都看熊猫", "no cap best latte ever"]
+    with path.open("w", encoding="utf-8") as out:
+        for i in range(n):
+            text = (changed or {}).get(i, f"{texts[i % 4]} {i}")
+            out.write(json.dumps({"id": f"p{i}", "text": text}, ensure_ascii=False) + "\n")
+    return path
+
+
+def _run(folder: Path, posts: Path, translator: Translator, settings: str) -> sh.Plan:
+    """What `translate_ray` does, with the shards done here in turn instead of on actors."""
+    plan = sh.plan_translate(posts, folder, FileFields(), settings, total=40, shard_rows=10)
+    todo, _ = sh.pending_shards(plan)
+    for shard in todo:
+        sh.translate_shard(translator, folder, shard, settings)
+    sh.finish(plan)
+    return plan
+
+
+@pytest.fixture
+def translator() -> Translator:
+    return Translator(create_engine(SPEC), CONFIG)
+
+
+def test_shards_by_key_resume_and_no_duplicates(tmp_path: Path, translator: Translator) -> None:
+    posts = _posts(tmp_path / "posts.jsonl", 40)
+    folder = tmp_path / "out"
+    settings = translation_settings(SPEC, CONFIG, None, None)
+    plan = _run(folder, posts, translator, settings)
+    assert plan.shards == 4 and sum(c.rows for c in plan.expected) == 40
+    rows = [row for _, row in open_rows(folder)]  # the datafiles reader takes the folder by its manifest
+    assert sorted(r["id"] for r in rows) == sorted(f"p{i}" for i in range(40))
+    for row in rows:  # every row sits in the shard its resume key names
+        assert sh.shard_of(row["key"], plan.shards) == next(
+            s for s in range(plan.shards) if row["id"] in {r["id"] for r in sh.read_shard(folder, s) or []}
+        )
+    # A rerun of the same input: every shard is done, nothing is translated.
+    plan = sh.plan_translate(posts, folder, FileFields(), settings, total=40, shard_rows=10)
+    assert sh.pending_shards(plan)[0] == []
+    # One row's text changed: its key moves it (maybe to another shard); the old row is gone, never duplicated.
+    _posts(posts, 40, changed={7: "a brand new post 7"})
+    plan = sh.plan_translate(posts, folder, FileFields(), settings, total=40, shard_rows=10)
+    todo, _ = sh.pending_shards(plan)
+    assert 1 <= len(todo) <= 2
+    summaries = [sh.translate_shard(translator, folder, s, settings) for s in todo]
+    assert sum(s.written for s in summaries) == 1
+    sh.finish(plan)
+    rows = [row for _, row in open_rows(folder)]
+    assert len(rows) == 40 and len({r["id"] for r in rows}) == 40
+    assert next(r for r in rows if r["id"] == "p7")["text"] == "a brand new post 7"
+
+
+def test_failed_rows_of_committed_shards_redone_within_the_cap(tmp_path: Path, translator: Translator) -> None:
+    posts = _posts(tmp_path / "posts.jsonl", 40)
+    folder = tmp_path / "out"
+    settings = translation_settings(SPEC, CONFIG, None, None)
+    _run(folder, posts, translator, settings)
+    # Mark two rows of shard 0 failed as an earlier attempt left them: one with attempts left, one at the cap.
+    table = pq.read_table(folder / sh.shard_name(0)).to_pylist()
+    table[0].update(status="failed", error="engine error", attempts=1, translation="")
+    table[1].update(status="failed", error="engine error", attempts=3, translation="")
+    sh.write_shard(folder, 0, table)
+    plan = sh.plan_translate(posts, folder, FileFields(), settings, total=40, shard_rows=10)
+    todo, done = sh.pending_shards(plan)
+    assert todo == [0] and sum(s.failed for s in done) == 0
+    summary = sh.translate_shard(translator, folder, 0, settings)
+    assert (summary.written, summary.failed, summary.failed_ids) == (1, 1, [table[1]["id"]])
+    after = {r["id"]: r for r in sh.read_shard(folder, 0) or []}
+    assert after[table[0]["id"]]["status"] == "ok" and after[table[0]["id"]]["translation"]
+    assert after[table[1]["id"]]["status"] == "failed"  # out of attempts: left failed, not redone
+    plan = sh.plan_translate(posts, folder, FileFields(), settings, total=40, shard_rows=10)
+    assert sh.pending_shards(plan)[0] == []
+
+
+def test_folder_and_settings_checks(tmp_path: Path, translator: Translator) -> None:
+    posts = _posts(tmp_path / "posts.jsonl", 40)
+    folder = tmp_path / "out"
+    _run(folder, posts, translator, translation_settings(SPEC, CONFIG, None, None))
+    other = translation_settings(SPEC, CONFIG, None, "de")
+    with pytest.raises(ConfigError, match="other settings"):
+        sh.plan_translate(posts, folder, FileFields(), other, total=40)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="other files"):
+        sh.check_folder(tmp_path / "mine")
+    with pytest.raises(InputError, match="is a file"):
+        sh.check_folder(posts)
+
+
+def test_pool_sizing_leaves_a_tenth_free() -> None:
+    assert pool_size(2, None, None) == (1, 1.0)
+    assert pool_size(2, 2, None) == (2, 0.9)
+    assert pool_size(16, None, 4) == (3, 4)
+    actors, cpus = pool_size(64, 8, 8)
+    assert actors * cpus <= 0.9 * 64
+    spec = actor_spec(EngineSpec(model="http://a:8000/v1,http://b:8000/v1", parallel=64), 8, 1)
+    assert spec.parallel == 8  # a fleet's concurrency split across the actors
+    threaded = actor_spec(EngineSpec(kind="llamacpp", parallel=4), 2, 3)
+    assert threaded.options["n_threads"] == 3
+    assert "n_threads" not in actor_spec(EngineSpec(kind="llamacpp", deterministic=True), 2, 3).options
