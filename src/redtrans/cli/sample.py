@@ -10,6 +10,7 @@ import typer
 from redtrans.cli._app import (
     app,
 )
+from redtrans.cli.raying import RayActorsOpt, RayCpusOpt, RayGpusOpt, RayOpt, ray_options
 from redtrans.console import err_console, progress_bar
 
 
@@ -44,6 +45,10 @@ def sample_cmd(
         list[str] | None,
         typer.Option("--set", help="KEY=VALUE override, dotted, YAML values (m1.parallel=2, corpora.0.max_rows=40)."),
     ] = None,
+    ray: RayOpt = None,
+    ray_actors: RayActorsOpt = None,
+    ray_cpus: RayCpusOpt = None,
+    ray_gpus: RayGpusOpt = 0.0,
 ) -> None:
     """Dual-LLM back-translation sampling: round trips, ΔBLEU buckets, a stratified draw, the SFT set."""
     from redtrans.sampling.config import cli_overrides, load_config
@@ -66,7 +71,14 @@ def sample_cmd(
                     bar.start_task(task)
                 bar.update(task, completed=done)
 
-            report = run_sample(cfg, on_progress=on_progress)
+            if ray is None:
+                report = run_sample(cfg, on_progress=on_progress)
+            else:  # round trips on a Ray actor pool; the draw over the whole journal as always
+                from redtrans.sampling.stage import draw_and_export
+                from redtrans.scale.raydata import roundtrips_ray
+
+                run = roundtrips_ray(cfg, ray_options(ray, ray_actors, ray_cpus, ray_gpus), on_progress)
+                report = draw_and_export(cfg, run)
     for line in summary_lines(report):
         err_console.print(line, highlight=False)
     if report.run is not None and report.run.failed:

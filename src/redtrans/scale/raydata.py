@@ -285,30 +285,37 @@ def translate_ray(
 
 
 # -- sample ---------------------------------------------------------------------------------------------------
-_STAGE_ROWS = 10_000  # rows per staged Parquet file of a sample job
-
-
 class RoundTripActor:
-    """A Ray Data actor: both models' `RoundTripper` (engines built once); a batch of rows in, journal rows
-    (JSON text; an empty string for a row whose round trip hit an engine error) out."""
+    """A Ray Data actor: both models' `RoundTripper` (engines built once). A batch names staged files of source
+    rows; out come their journal rows (JSON text; an empty string for a row whose round trip hit an engine
+    error), window by window as the single-process run makes them."""
 
-    def __init__(self, config: SampleConfig) -> None:
+    def __init__(self, config: SampleConfig, width: int) -> None:
         from redtrans.sampling.buckets import Buckets
         from redtrans.sampling.roundtrip import MODELS, RoundTripper, build_engine
 
-        self.config = config
+        self.config, self.width = config, width
         self.engines = {m: build_engine(getattr(config, m)) for m in MODELS}
         self.tripper = RoundTripper(self.engines, config)
         self.buckets = Buckets(config.edges, config.weights, config.exclude)
         self.models = {m: e.model for m, e in self.engines.items()}
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        import pyarrow.parquet as pq
+
         from redtrans.sampling.inputs import SourceRow
+
+        out: list[str] = []
+        for path in batch["path"]:
+            rows = [SourceRow(**row) for row in pq.read_table(str(path)).to_pylist()]
+            for start in range(0, len(rows), self.width):
+                out.extend(self._window(rows[start : start + self.width]))
+        return {"row": out}
+
+    def _window(self, rows: list[Any]) -> list[str]:
         from redtrans.sampling.roundtrip import MODELS, journal_row
         from redtrans.sampling.scoring import score_chunk
 
-        names = [f.name for f in dataclasses.fields(SourceRow)]
-        rows = [SourceRow(**{n: _plain(batch[n][i]) for n in names}) for i in range(len(batch["id"]))]
         legs = self.tripper.window(rows)
         ok = [i for i in range(len(rows)) if all(legs[m][i].error is None for m in MODELS)]
         if not ok:
@@ -323,17 +330,11 @@ class RoundTripActor:
                 continue
             row_legs = {m: legs[m][i] for m in MODELS}
             out.append(json.dumps(journal_row(row, row_legs, scores[i], self.buckets, self.models), ensure_ascii=False))
-        return {"row": out}
+        return out
 
 
-def _plain(value: Any) -> Any:
-    """A numpy scalar from a batch as the Python value it was."""
-    item = getattr(value, "item", None)
-    return item() if callable(item) else value
-
-
-def _stage_rows(rows: Iterator[Any], folder: Path) -> list[str]:
-    """Write source rows to Parquet files of `_STAGE_ROWS` (explicit string/int schema); their paths."""
+def _stage_rows(rows: Iterator[Any], folder: Path, chunk_rows: int) -> list[str]:
+    """Write source rows to Parquet files of `chunk_rows` (explicit string/int schema); their paths."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -354,7 +355,7 @@ def _stage_rows(rows: Iterator[Any], folder: Path) -> list[str]:
 
     for row in rows:
         chunk.append(dataclasses.asdict(row))
-        if len(chunk) >= _STAGE_ROWS:
+        if len(chunk) >= chunk_rows:
             flush()
     if chunk:
         flush()
@@ -400,8 +401,9 @@ def roundtrips_ray(
         return True
 
     staging = config.out / ".ray-staging"
+    width = config.batch_size or max(8, 4 * max(_parallel(getattr(config, m)) for m in MODELS))
     try:
-        paths = _stage_rows(filter(left, mix(corpora, row_quotas, rejects, state)), staging)
+        paths = _stage_rows(filter(left, mix(corpora, row_quotas, rejects, state)), staging, 4 * width)
     finally:
         rejects.close()
     written = failed = 0
@@ -413,12 +415,13 @@ def roundtrips_ray(
         if session is not None:
             ray = _ray()
             actors, cpus = pool_size(session.cpus, options.actors, options.cpus)
-            width = config.batch_size or max(8, 4 * max(_parallel(getattr(config, m)) for m in MODELS))
-            dataset = ray.data.read_parquet(paths)
+            # The dataset names the staged files (no read tasks to schedule beside a pool that holds 90 % of the
+            # CPUs); an actor reads its file and round-trips it window by window.
+            dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=len(paths))
             results = dataset.map_batches(
                 RoundTripActor,
-                fn_constructor_kwargs={"config": config},
-                batch_size=width,
+                fn_constructor_kwargs={"config": config, "width": width},
+                batch_size=1,
                 compute=ray.data.ActorPoolStrategy(size=actors),
                 num_cpus=cpus,
                 num_gpus=options.gpus or None,
