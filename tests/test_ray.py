@@ -172,3 +172,30 @@ def test_sample_on_ray_draws_the_single_process_ids(cluster: str, tmp_path: Path
     assert journal(distributed) == journal(config("single"))
     assert drawn(report) == drawn(single) and len(drawn(single)) == 20
     assert report.stats["buckets"] == single.stats["buckets"]
+
+
+def test_bench_on_ray_gives_the_single_process_hypotheses(cluster: str, tmp_path: Path) -> None:
+    from redtrans.bench import BenchConfig, parse_system, run_bench
+    from tests.test_bench import write_suite
+
+    suite = write_suite(tmp_path / "suite.jsonl")
+    systems = [parse_system("name=base,engine=standin")]
+
+    def bench(out: str, options: RayOptions | None) -> dict:
+        config = BenchConfig(suite="jsonl", data=str(suite), systems=systems, out=tmp_path / out,
+                             bootstrap_samples=10, ray=options)  # fmt: skip
+        return run_bench(config, show_progress=False)
+
+    single = bench("single", None)
+    distributed = bench("ray", RayOptions(address=cluster, actors=2))
+    hyps = [json.loads(line) for line in (tmp_path / "ray" / "hyps" / "base.jsonl").read_text().splitlines()]
+    expected = [json.loads(line) for line in (tmp_path / "single" / "hyps" / "base.jsonl").read_text().splitlines()]
+    assert [(h["id"], h["translation"], h["status"]) for h in hyps] == [
+        (h["id"], h["translation"], h["status"]) for h in expected
+    ]
+    assert distributed["systems"][0]["engine"]["ray"] is True
+
+    def scores(results: dict) -> list[dict]:  # everything but the timing
+        return [{k: v for k, v in s["scores"]["base"].items() if k != "seconds_per_segment"} for s in results["slices"]]
+
+    assert scores(distributed) == scores(single)

@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from redtrans import __version__
 from redtrans.bench.scoring import (
@@ -93,6 +93,9 @@ class BenchConfig:
     """Runs of each engine system: the first is the (cached) scored one; the others translate every segment
     again, bypassing the cache (into hyps/NAME.repeatK.jsonl), and the report gives per slice how many
     segments changed and the spread of BLEU / chrF++ — for the throughput mode and remote engines."""
+    ray: Any = None
+    """`scale.raydata.RayOptions`: translate each engine system's segments on a Ray actor pool (``--ray``);
+    None = in this process. Repeats and reuse of the baseline's rows stay in this process."""
 
 
 @dataclass
@@ -115,6 +118,7 @@ def _collect(
     pool: EnginePool,
     show_progress: bool,
     baseline: SystemRun | None = None,
+    ray: Any = None,
 ) -> SystemRun:
     """The system's rows for the suite: cached ones, then the rest translated (or reused from `baseline`)."""
     if spec.kind == "outputs":
@@ -143,12 +147,18 @@ def _collect(
     if done < len(suite.segments):  # the model is loaded only when something is left to translate
         from redtrans.console import progress_bar
 
-        engine = pool.get(spec)
-        describe = engine.describe()
-        translator = translator_for(spec, engine)
         reuse = None
-        if baseline is not None and can_reuse(baseline.spec, spec) and pool.shared(baseline.spec, spec):
-            reuse = _reuser(baseline, translator, translator_for(baseline.spec, engine))
+        if ray is not None:  # the segments go to a Ray actor pool (redtrans.scale), built from the same spec
+            from redtrans.scale.raydata import PoolTranslator, system_config
+
+            describe = {**describe, "from_cache": False, "ray": True}
+            translator = cast(Translator, PoolTranslator(spec.engine_spec(), system_config(spec), ray))
+        else:
+            engine = pool.get(spec)
+            describe = engine.describe()
+            translator = translator_for(spec, engine)
+            if baseline is not None and can_reuse(baseline.spec, spec) and pool.shared(baseline.spec, spec):
+                reuse = _reuser(baseline, translator, translator_for(baseline.spec, engine))
 
         with progress_bar("seg") if show_progress else contextlib.nullcontext() as bar:
             advance = None
@@ -338,7 +348,7 @@ def run_bench(
     try:
         for spec in config.systems:
             baseline = runs[0] if runs and config.reuse else None
-            runs.append(_collect(spec, suite, all_ids, out, pool, show_progress, baseline))
+            runs.append(_collect(spec, suite, all_ids, out, pool, show_progress, baseline, config.ray))
             if config.repeats > 1 and spec.kind == "engine":
                 repeated[spec.name] = [runs[-1].hyps] + [
                     _repeat(spec, suite, out, pool, k) for k in range(2, config.repeats + 1)

@@ -10,6 +10,7 @@ import typer
 from redtrans.cli._app import (
     app,
 )
+from redtrans.cli.raying import RayActorsOpt, RayCpusOpt, RayGpusOpt, RayOpt, ray_options
 from redtrans.console import err_console
 
 
@@ -71,6 +72,10 @@ def bench(
     comet: Annotated[
         str | None, typer.Option(help="Optional COMET checkpoint (needs unbabel-comet) for a neural metric.")
     ] = None,
+    ray: RayOpt = None,
+    ray_actors: RayActorsOpt = None,
+    ray_cpus: RayCpusOpt = None,
+    ray_gpus: RayGpusOpt = 0.0,
 ) -> None:
     """Benchmark systems on a suite: BLEU/chrF++ (sacrebleu) per slice, SNS fidelity, significance, reports."""
     from redtrans.bench import BenchConfig, parse_system, run_bench
@@ -93,6 +98,7 @@ def bench(
         worst=worst,
         repeats=repeats,
         reuse=reuse,
+        ray=None if ray is None else ray_options(ray, ray_actors, ray_cpus, ray_gpus),
     )
     results = run_bench(config, neural_metric=neural)
     from redtrans.bench.report import markdown

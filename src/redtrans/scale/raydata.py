@@ -284,6 +284,64 @@ def translate_ray(
     )  # fmt: skip
 
 
+# -- bench ----------------------------------------------------------------------------------------------------
+class ItemTranslator:
+    """A Ray Data actor: one `Translator` and its engine; a batch of items in, their results (JSON) out."""
+
+    def __init__(self, spec: EngineSpec, config: TranslatorConfig) -> None:
+        self.translator = Translator(create_engine(spec), config)
+
+    def __call__(self, batch: Any) -> dict[str, list[Any]]:
+        from redtrans.translator import Item
+
+        items = [Item(**row) for row in batch.to_pylist()]  # a pyarrow batch: None stays None (not NaN)
+        return {"result": [json.dumps(dataclasses.asdict(r)) for r in self.translator.translate(items)]}
+
+
+def system_config(spec: Any) -> TranslatorConfig:
+    """The `TranslatorConfig` of a bench system (`bench.systems.translator_for`'s, without an engine)."""
+    return TranslatorConfig(profile=spec.profile, mode=spec.mode, **spec.levers)
+
+
+class PoolTranslator:
+    """`Translator.translate` on a Ray actor pool: what ``bench --ray`` translates a system's segments with. The
+    pool is started for each call and gone after it (a system's segments are one call)."""
+
+    def __init__(self, spec: EngineSpec, config: TranslatorConfig, options: RayOptions) -> None:
+        self.spec, self.config, self.options = spec, config, options
+        self.model = spec.label()
+        self.engine_seconds = 0.0
+
+    def translate(self, items: Any) -> Iterator[Any]:
+        from redtrans.translator import Result
+
+        rows = [dataclasses.asdict(item) for item in items]
+        if not rows:
+            return
+        session = connect(self.options.address)
+        try:
+            ray = _ray()
+            actors, cpus = pool_size(session.cpus, self.options.actors, self.options.cpus)
+            width = self.config.batch_size or 4 * (self.spec.asked_parallelism() or 1)
+            blocks = max(1, min(len(rows) // width, 8 * actors))
+            results = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+                ItemTranslator,
+                fn_constructor_kwargs={"spec": actor_spec(self.spec, actors, cpus), "config": self.config},
+                batch_size=width,
+                batch_format="pyarrow",
+                compute=ray.data.ActorPoolStrategy(size=actors),
+                num_cpus=cpus,
+                num_gpus=self.options.gpus or None,
+            )
+            try:
+                for row in results.iter_rows():
+                    yield Result(**json.loads(row["result"]))
+            except Exception as exc:
+                raise _unwrap(exc) from None
+        finally:
+            session.close()
+
+
 # -- sample ---------------------------------------------------------------------------------------------------
 class RoundTripActor:
     """A Ray Data actor: both models' `RoundTripper` (engines built once). A batch names staged files of source
