@@ -70,8 +70,8 @@ def _shard_actors() -> list[int]:
     """Pids of the live translate actors, from Ray's GCS actor table."""
     from ray._private import state
 
-    return [a["Pid"] for a in state.actors().values()
-            if "ShardTranslator" in a.get("ActorClassName", "") and a.get("State") == "ALIVE" and a.get("Pid")]  # fmt: skip
+    actors = state.actors().values()
+    return [a["Pid"] for a in actors if "ShardTranslator" in a.get("ActorClassName", "") and a.get("State") == "ALIVE"]
 
 
 def _wait(predicate, timeout: float = 240.0) -> None:
@@ -135,6 +135,18 @@ def test_a_killed_driver_is_rerun_without_duplicates(cluster: str, tmp_path: Pat
     assert summary.shards == 16 and summary.shards_done <= 16 - committed + 2  # shards committed meanwhile
     assert summary.skipped + summary.written == 160
     _same_rows(folder, _single(posts, tmp_path / "single.jsonl", EngineSpec(kind="standin", deterministic=True)))
+
+
+@pytest.mark.model
+def test_translate_with_the_0_5b_model_is_byte_identical(cluster: str, tmp_path: Path, gguf_path) -> None:
+    """The deterministic mode: the same posts, the same answers on 2 actors as in one process (item 4)."""
+    gguf_path("qwen2.5-coder-0.5b")
+    posts = _posts(tmp_path / "posts.jsonl", 3)
+    spec = EngineSpec(model="qwen2.5-coder-0.5b", deterministic=True)
+    single = _single(posts, tmp_path / "single.jsonl", spec)
+    summary = translate_ray(spec, TranslatorConfig(), posts, tmp_path / "out", RayOptions(address=cluster, actors=2))
+    assert summary.written == 3
+    _same_rows(tmp_path / "out", single)
 
 
 def test_sample_on_ray_draws_the_single_process_ids(cluster: str, tmp_path: Path) -> None:
