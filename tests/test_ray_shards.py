@@ -120,3 +120,20 @@ def test_pool_sizing_leaves_a_tenth_free() -> None:
     threaded = actor_spec(EngineSpec(kind="llamacpp", parallel=4), 2, 3)
     assert threaded.options["n_threads"] == 3
     assert "n_threads" not in actor_spec(EngineSpec(kind="llamacpp", deterministic=True), 2, 3).options
+
+
+def test_without_ray_nothing_imports_it(tmp_path: Path) -> None:
+    """`translate` without --ray neither imports Ray nor changes; --ray without an input file is a user error."""
+    import subprocess
+    import sys
+
+    posts = _posts(tmp_path / "posts.jsonl", 3)
+    script = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom redtrans.cli import app\n"
+        f"ok = CliRunner().invoke(app, ['translate', '-i', {str(posts)!r}, '-o', {str(tmp_path / 'o.jsonl')!r},"
+        " '--engine', 'standin'])\n"
+        "bad = CliRunner().invoke(app, ['translate', 'hello', '--ray', 'local', '--engine', 'standin'])\n"
+        "print(ok.exit_code, bad.exit_code, 'ray' in sys.modules, 'give --input' in bad.output)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["0", "2", "False", "True"]
