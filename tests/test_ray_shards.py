@@ -137,3 +137,19 @@ def test_without_ray_nothing_imports_it(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["0", "2", "False", "True"]
+
+
+def test_an_actors_own_error_reaches_the_user_as_itself() -> None:
+    """Ray wraps an actor's exception (its cause may not survive pickling): the CLI still gets our error (exit 2,
+    one line), not Ray's traceback."""
+    from redtrans.errors import ModelError
+    from redtrans.scale.raydata import _unwrap
+
+    wrapped = RuntimeError("ray::MapWorker(...)\nredtrans.errors.ModelError: unknown model 'nope'\n\nThe above …")
+    found = _unwrap(wrapped)
+    assert isinstance(found, ModelError) and str(found) == "unknown model 'nope'"
+    outer = RuntimeError("UDF failed")
+    outer.__cause__ = ConfigError("bad option")
+    assert isinstance(_unwrap(outer), ConfigError)
+    plain = RuntimeError("a bug")
+    assert _unwrap(plain) is plain

@@ -35,7 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from redtrans import prompts
+import regex
+
+from redtrans import errors, prompts
 from redtrans.engines.spec import EngineSpec, create_engine
 from redtrans.errors import ConfigError, EngineError, RedtransError
 from redtrans.resume import settings_digest
@@ -163,6 +165,11 @@ def _unwrap(exc: BaseException) -> BaseException:
         if isinstance(found, RedtransError) and type(found).__module__.startswith("redtrans"):
             return found
         stack += [getattr(found, "cause", None), found.__cause__, found.__context__]
+    # A cause that did not survive pickling is still named in Ray's text: `redtrans.errors.ModelError: …`.
+    named = regex.search(r"redtrans\.errors\.(\w+): (.+)", str(exc))
+    cls = getattr(errors, named.group(1), None) if named else None
+    if named and isinstance(cls, type) and issubclass(cls, RedtransError):
+        return cls(named.group(2).strip())
     return exc
 
 
