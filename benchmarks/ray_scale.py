@@ -22,6 +22,7 @@ Headline on the last line: ``ray_vs_single_rows_per_s: X target: 1.4``; exit 1 o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -39,6 +40,9 @@ SHARED = Path(os.environ.get("REDTRANS_SHARED_DATA", ROOT.parent / "shared" / "d
 SPEED_TARGET = 1.4
 MEMORY_TARGET = 1.2
 BIN = Path(sys.executable).parent
+NO_AUTH = {"RAY_AUTH_MODE": "disabled"}
+"""The benchmark's own cluster listens on this machine only: no token (~/.ray/auth_token is shared by every Ray
+user of the machine, and a token written by another would lock the drivers out)."""
 _HAN = "的一是不了人我在有他这中大来上个国到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可里后小么心多天"
 _WORDS = ["the", "best", "latte", "ever", "no", "cap", "this", "place", "is", "fire", "weekend", "vibes", "hotpot",
           "first", "then", "pandas", "so", "good"]  # fmt: skip
@@ -78,7 +82,7 @@ class RayCluster:
 
     def __init__(self, cpus: int) -> None:
         self.temp = Path(tempfile.mkdtemp(prefix="rayb-"))
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **NO_AUTH}
         cmd = [str(BIN / "ray"), "start", "--head", f"--num-cpus={cpus}", "--include-dashboard=false",
                f"--temp-dir={self.temp}", "--port=0"]  # fmt: skip
         started = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
@@ -106,7 +110,20 @@ class RayCluster:
         return found
 
     def stop(self) -> None:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True)
+        """End this cluster's processes only, by pid (`ray stop` would end every Ray on the machine)."""
+        import psutil
+
+        procs = []
+        for pid in self.pids(os.getpid()) - {os.getpid()}:
+            with contextlib.suppress(psutil.Error):
+                procs.append(psutil.Process(pid))
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=10)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
         shutil.rmtree(self.temp, ignore_errors=True)
 
 
@@ -175,7 +192,7 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-model", action="store_true")
     args = parser.parse_args()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **NO_AUTH}
     redtrans = str(BIN / "redtrans")
     misses: list[str] = []
     work = Path(tempfile.mkdtemp(prefix="ray-scale-"))
