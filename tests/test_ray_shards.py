@@ -107,6 +107,11 @@ def test_folder_and_settings_checks(tmp_path: Path, translator: Translator) -> N
         sh.check_folder(tmp_path / "mine")
     with pytest.raises(InputError, match="is a file"):
         sh.check_folder(posts)
+    held = sh.lock_folder(folder)
+    with pytest.raises(InputError, match="another process"):
+        sh.lock_folder(folder)  # a second driver on the same folder
+    held.close()
+    sh.lock_folder(folder).close()
 
 
 def test_pool_sizing_leaves_a_tenth_free() -> None:

@@ -242,6 +242,7 @@ def translate_ray(
     if total is None:
         total = validate_input(input_path, fields)
     settings = translation_settings(spec, config, src, tgt)
+    lock = sh.lock_folder(Path(output))  # one driver per folder; released by the OS when this process dies
     session = connect(options.address)
     try:
         actors, cpus = pool_size(session.cpus, options.actors, options.cpus)
@@ -281,6 +282,7 @@ def translate_ray(
         manifest = sh.finish(plan)
     finally:
         session.close()
+        lock.close()
     totals = sh.counts(summaries)
     failed_ids = [i for s in sorted(summaries.values(), key=lambda s: s.shard) for i in s.failed_ids]
     return JobSummary(

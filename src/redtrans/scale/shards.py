@@ -25,16 +25,17 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from redtrans.datafiles import open_rows
 from redtrans.errors import ConfigError, InputError
-from redtrans.jsonl import read_jsonl, retry_pending
+from redtrans.jsonl import lock_exclusive, read_jsonl, retry_pending
 from redtrans.resume import resume_key
 from redtrans.translate_file import FileFields, _row_id
 from redtrans.translator import Item, Translator
 
 STATE_NAME = ".ray-job.json"
+LOCK_NAME = ".lock"
 STAGING_DIR = ".staging"
 MANIFEST_NAME = ".manifest.json"
 MANIFEST_FORMAT = "redtrans-parquet-dataset/1"
@@ -155,6 +156,14 @@ def check_folder(folder: Path) -> None:
                 f"run wrote (found {', '.join(sorted(foreign)[:3])})",
                 path=folder,
             )
+
+
+def lock_folder(folder: Path) -> IO[str]:
+    """Hold the folder's lock (``.lock``) for a job: a second driver on the same folder gets InputError."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = (folder / LOCK_NAME).open("a")
+    lock_exclusive(handle, folder)
+    return handle
 
 
 def _is_shard(name: str) -> bool:
