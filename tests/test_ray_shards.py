@@ -105,8 +105,13 @@ def test_folder_and_settings_checks(tmp_path: Path, translator: Translator) -> N
     (tmp_path / "mine" / "notes.txt").write_text("x")
     with pytest.raises(InputError, match="other files"):
         sh.check_folder(tmp_path / "mine")
-    with pytest.raises(InputError, match="is a file"):
+    with pytest.raises(InputError, match="not a file"):
         sh.check_folder(posts)
+    single = tmp_path / "single"  # a folder written without --ray: its shards carry no keys
+    (single).mkdir()
+    (single / ".manifest.json").write_text("{}")
+    with pytest.raises(InputError, match="without --ray"):
+        sh.check_folder(single)
     held = sh.lock_folder(folder)
     with pytest.raises(InputError, match="another process"):
         sh.lock_folder(folder)  # a second driver on the same folder

@@ -27,49 +27,28 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from redtrans.datafiles import open_rows
+from redtrans.datafiles import MANIFEST_NAME, Shard, open_rows, output_format, read_manifest, shard_name, write_manifest
 from redtrans.errors import ConfigError, InputError
 from redtrans.jsonl import lock_exclusive, read_jsonl, retry_pending
 from redtrans.resume import resume_key
-from redtrans.translate_file import FileFields, _row_id
+from redtrans.translate_file import OUTPUT_COLUMNS, FileFields, _row_id
 from redtrans.translator import Item, Translator
 
 STATE_NAME = ".ray-job.json"
 LOCK_NAME = ".lock"
 STAGING_DIR = ".staging"
-MANIFEST_NAME = ".manifest.json"
-MANIFEST_FORMAT = "redtrans-parquet-dataset/1"
 SHARD_ROWS = 1000
 """Rows per shard by default: the work a killed actor loses, and the grain of the progress bar."""
 _DIGEST_MOD = 1 << 128
 _STAGING_BUFFER = 8 << 20  # bytes of staged rows held before they are appended to their files
 
-OUTPUT_TYPES: dict[str, str] = {
-    "id": "string",
-    "text": "string",
-    "translation": "string",
-    "src": "string",
-    "tgt": "string",
-    "flags": "list<string>",
-    "model": "string",
-    "prompt_version": "string",
-    "status": "string",
-    "error": "string",
-    "attempts": "int64",
-    "retried_for": "list<string>",
-    "key": "string",
-    "settings": "string",
-}
+OUTPUT_TYPES: dict[str, str] = {**OUTPUT_COLUMNS, "key": "string", "settings": "string"}
 """The columns of every shard, in order, with their Parquet types: every shard of every run has one schema."""
 
 
 def shard_of(key: str, shards: int) -> int:
     """The shard a row with resume key `key` (hex) belongs to."""
     return int(key[:16], 16) % shards
-
-
-def shard_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
 
 
 @dataclass
@@ -145,17 +124,12 @@ def _atomic_text(path: Path, text: str) -> None:
 
 
 def check_folder(folder: Path) -> None:
-    """An output folder of a Ray job: new, empty, or one such a job wrote (InputError otherwise)."""
-    if folder.exists() and not folder.is_dir():
-        raise InputError("--ray writes a folder of Parquet shards; this is a file (give a folder: out/)", path=folder)
-    if folder.is_dir():
-        foreign = [p.name for p in folder.iterdir() if not p.name.startswith(".") and not _is_shard(p.name)]
-        if foreign:
-            raise InputError(
-                "is a folder with other files in it; a --ray output needs a new or empty folder, or one a --ray "
-                f"run wrote (found {', '.join(sorted(foreign)[:3])})",
-                path=folder,
-            )
+    """An output of a Ray job is a dataset folder (`datafiles.output_format`): new, empty, or one a Ray job
+    wrote — not a file, nor a folder a single-process run wrote (its shards carry no keys). InputError otherwise."""
+    if output_format(folder) != "dataset":
+        raise InputError("--ray writes a folder of Parquet shards: give a folder (out/), not a file", path=folder)
+    if (folder / MANIFEST_NAME).is_file() and not (folder / STATE_NAME).is_file():
+        raise InputError("was written by a run without --ray; give --ray another folder", path=folder)
 
 
 def lock_folder(folder: Path) -> IO[str]:
@@ -164,10 +138,6 @@ def lock_folder(folder: Path) -> IO[str]:
     handle = (folder / LOCK_NAME).open("a")
     lock_exclusive(handle, folder)
     return handle
-
-
-def _is_shard(name: str) -> bool:
-    return name.startswith("part-") and name.endswith(".parquet")
 
 
 def plan_translate(
@@ -218,8 +188,8 @@ def plan_translate(
     source = open_rows(input_path)
     for number, row in source:
         row_id = _row_id(source, row, fields, number)
-        text = row.get(fields.text)
-        row_src, row_tgt = row.get(fields.src) or None, row.get(fields.tgt) or None
+        text = fields.get(row, "text")
+        row_src, row_tgt = fields.get(row, "src") or None, fields.get(row, "tgt") or None
         key = resume_key(row_id, {"text": text, "src": row_src, "tgt": row_tgt}, settings)
         shard = shard_of(key, state.shards)
         expected[shard].add(key)
@@ -349,36 +319,22 @@ def pending_shards(plan: Plan) -> tuple[list[int], list[ShardSummary]]:
     return todo, done
 
 
-def finish(plan: Plan, created_by: str = "") -> Path:
-    """Record the committed shards in the folder's manifest (atomic), remove files no shard of this plan
-    names (an earlier run's leftovers, temporary files of killed actors) and the staging. Returns the
+def finish(plan: Plan) -> Path:
+    """Record the committed shards in the folder's manifest (`datafiles.write_manifest`: atomic, and shard files
+    it does not name are removed), then remove killed actors' temporary files and the staging. Returns the
     manifest's path."""
     import pyarrow.parquet as pq
 
     from redtrans import __version__
 
     shards = []
-    total = 0
     for shard in range(plan.shards):
         path = plan.folder / shard_name(shard)
         if path.is_file():
-            rows = pq.ParquetFile(path).metadata.num_rows
-            shards.append({"file": path.name, "rows": rows})
-            total += rows
-    manifest = {
-        "shards": shards,
-        "rows": total,
-        "columns": {f.name: str(f.type) for f in _arrow_schema()},
-        "created_by": created_by or f"redtrans {__version__} (ray)",
-        "format": MANIFEST_FORMAT,
-    }
-    target = plan.folder / MANIFEST_NAME
-    _atomic_text(target, json.dumps(manifest, ensure_ascii=False, indent=1) + "\n")
-    named = {s["file"] for s in shards}
+            shards.append(Shard(path.name, pq.ParquetFile(path).metadata.num_rows))
+    target = write_manifest(plan.folder, shards, _arrow_schema(), f"redtrans {__version__} (ray)")
     for entry in plan.folder.iterdir():
-        if (_is_shard(entry.name) and entry.name not in named) or (
-            entry.name.startswith(".part-") and entry.name.endswith(".tmp")
-        ):
+        if entry.name.startswith(".part-") and entry.name.endswith(".tmp"):
             entry.unlink(missing_ok=True)
     staging = plan.folder / STAGING_DIR
     if staging.is_dir():
@@ -392,9 +348,9 @@ def finish(plan: Plan, created_by: str = "") -> Path:
 def iter_output(folder: str | Path) -> Iterator[dict[str, Any]]:
     """Every row of a finished folder, shard by shard (tests, the benchmark's comparisons)."""
     folder = Path(folder)
-    manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
-    for entry in manifest["shards"]:
-        yield from read_shard(folder, int(entry["file"][5:10])) or []
+    manifest = read_manifest(folder)
+    for entry in manifest.shards if manifest is not None else []:
+        yield from read_shard(folder, int(entry.file[5:10])) or []
 
 
 def counts(summaries: Mapping[int, ShardSummary]) -> dict[str, int]:
