@@ -14,7 +14,7 @@ RayOpt = Annotated[
     typer.Option(
         "--ray",
         metavar="ADDRESS",
-        help="Run as a Ray Data job (pip install 'redtrans[ray]'; docs/scale.md): `local` starts a Ray on this "
+        help="Run as a Ray Data job (the ray extra; docs/scale.md): `local` starts a Ray on this "
         "machine for the job, `auto` joins the cluster this machine is in, or host:6379 / ray://host:10001.",
     ),
 ]
