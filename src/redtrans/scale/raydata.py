@@ -243,7 +243,11 @@ def translate_ray(
         total = validate_input(input_path, fields)
     settings = translation_settings(spec, config, src, tgt)
     lock = sh.lock_folder(Path(output))  # one driver per folder; released by the OS when this process dies
-    session = connect(options.address)
+    try:
+        session = connect(options.address)
+    except BaseException:
+        lock.close()
+        raise
     try:
         actors, cpus = pool_size(session.cpus, options.actors, options.cpus)
         plan = sh.plan_translate(input_path, output, fields, settings, total, src, tgt, options.shard_rows,
