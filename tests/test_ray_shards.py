@@ -129,7 +129,8 @@ def test_pool_sizing_leaves_a_tenth_free() -> None:
     assert spec.parallel == 8  # a fleet's concurrency split across the actors
     threaded = actor_spec(EngineSpec(kind="llamacpp", parallel=4), 2, 3)
     assert threaded.options["n_threads"] == 3
-    assert "n_threads" not in actor_spec(EngineSpec(kind="llamacpp", deterministic=True), 2, 3).options
+    deterministic = actor_spec(EngineSpec(kind="llamacpp", deterministic=True), 2, 3)
+    assert "n_threads" not in deterministic.options and deterministic.parallel == 3  # 3 single-thread contexts
 
 
 def test_without_ray_nothing_imports_it(tmp_path: Path) -> None:

@@ -130,15 +130,19 @@ def pool_size(cluster_cpus: float, actors: int | None, cpus: float | None) -> tu
 
 
 def actor_spec(spec: EngineSpec, actors: int, cpus: float) -> EngineSpec:
-    """The engine spec each actor builds: llamacpp in the throughput mode with ``n_threads`` = its CPUs (the
-    deterministic mode keeps the single-process default, so outputs match it), openai with the fleet's
-    concurrency split across the actors."""
+    """The engine spec each actor builds: llamacpp with ``n_threads`` = its CPUs in the throughput mode, and as
+    many single-thread contexts as its CPUs in the deterministic mode (whose answers do not depend on the count,
+    so they match a single-process run's), openai with the fleet's concurrency split across the actors."""
     resolved = spec.resolved()
     options = dict(resolved.options)
     update: dict[str, Any] = {}
     if resolved.kind == "llamacpp" and not resolved.deterministic and "n_threads" not in options:
         options["n_threads"] = max(1, math.ceil(cpus))
         update["options"] = options
+    if resolved.kind == "llamacpp" and resolved.deterministic and resolved.asked_parallelism() is None:
+        # Single-thread contexts whose answers do not depend on how many run: as many as the actor has CPUs
+        # (the engine's default, one per core of the node, would oversubscribe a node of several actors).
+        update["parallel"] = max(1, math.ceil(cpus))
     if resolved.kind == "openai" and resolved.parallel:
         update["parallel"] = max(1, resolved.parallel // actors)
     return resolved.model_copy(update=update)
