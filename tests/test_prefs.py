@@ -34,7 +34,7 @@ from redtrans.prefs.labelstudio import label_config, label_studio_tasks  # noqa:
 from redtrans.prefs.prescore import run_prescore  # noqa: E402
 from redtrans.prefs.rows import latest_rows  # noqa: E402
 from redtrans.prefs.stats import prefs_agreement, win_rate  # noqa: E402
-from redtrans.prefs.store import RateLimited, Store, Submission, _hasher, database_url  # noqa: E402
+from redtrans.prefs.store import Store, Submission, _hasher, database_url  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTS = [
@@ -297,15 +297,17 @@ def test_leases_expire_and_return_to_the_queue(tmp_path: Path) -> None:
         assert not store.has_lease(got, ann.id)
 
 
-def test_login_rate_limit_and_hashes(tmp_path: Path) -> None:
+def test_logins_are_checked_against_argon2_hashes_and_audited(tmp_path: Path) -> None:
+    """The store checks; throttling is the app's (`webguard.FailureThrottle`, tested with the app)."""
     with Store(str(tmp_path / "a.db")) as store:
         store.add_user("ann", "password-1")
         assert store.users()[0].password_hash.startswith("$argon2id$")
-        for _ in range(3):
-            assert store.authenticate("ann", "wrong", "1.2.3.4", attempts=3, window_s=60) is None
-        with pytest.raises(RateLimited):
-            store.authenticate("ann", "password-1", "1.2.3.4", attempts=3, window_s=60)
-        assert store.authenticate("ann", "password-1", "1.2.3.4", attempts=3, window_s=0.001) is not None
+        assert store.authenticate("ann", "wrong", "1.2.3.4") is None
+        assert store.authenticate("nobody", "password-1", "1.2.3.4") is None
+        user = store.authenticate("ann", "password-1", "1.2.3.4")
+        assert user is not None and user.name == "ann"
+        actions = [(a.action, a.detail.get("addr")) for a in reversed(store.audit())]
+        assert actions[-3:] == [("login_failed", "1.2.3.4"), ("login_failed", "1.2.3.4"), ("login", "1.2.3.4")]
 
 
 @pytest.fixture(scope="module")
@@ -370,7 +372,7 @@ def test_store_on_real_postgresql(postgresql: Any) -> None:
         assert store.engine.dialect.name == "postgresql"
         exercise_store(store)
         # a login name longer than the column is a wrong login, not a server error (issue 30 item 8)
-        assert store.authenticate("n" * 300, "whatever-1", "1.2.3.4", attempts=3, window_s=60) is None
+        assert store.authenticate("n" * 300, "whatever-1", "1.2.3.4") is None
 
 
 def first_release_schema() -> Any:
@@ -481,7 +483,8 @@ def check_migrates_a_first_release_store(url: str) -> None:
         conn.execute(t["audit"].insert().values(at=at, user_id=1, action="submit", item_id=1, detail={}))
     engine.dispose()
     with Store(url) as store:
-        assert store.migrated == ["0002"]  # recognised as 0001 (stamped), then upgraded
+        assert store.migrated == ["0002", "0003"]  # recognised as 0001 (stamped), then upgraded
+        assert not sa.inspect(store.engine).has_table("login_failures")  # the login throttle is in memory
         ((item, name, j),) = store.judgments("prefs")
         assert (item.key, name, j.scores, j.rewrite, j.version, j.set_by, j.review) == (
             "p1",
@@ -497,7 +500,7 @@ def check_migrates_a_first_release_store(url: str) -> None:
         assert export.rows[0]["judgments"][0]["set_by"] == ["expert", "expert"]  # before provenance: the expert's
         store.review(j.id, 2, "rejected")
         assert apply_rules(store.pref_items(), 3).rows == []
-        assert store.authenticate("ann", "password-1", "1.2.3.4", attempts=3, window_s=60) is not None
+        assert store.authenticate("ann", "password-1", "1.2.3.4") is not None
     with Store(url) as store:  # opened again: nothing left to do
         assert store.migrated == []
         with store.engine.connect() as conn:

@@ -1,17 +1,20 @@
 """The annotation app over HTTP, as a browser (or a script) talks to it: one test per defect of issue 30, each
-against a real uvicorn server on loopback and a real SQLite store (the login throttle and proxy headers also
-against `redtrans annotate serve` itself)."""
+against a real uvicorn server on loopback and a real SQLite store (the login throttle, proxy headers and
+connection bounds — `redtrans.webguard`, serve's policy — also against `redtrans annotate serve` itself)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import selectors
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ import httpx  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from redtrans.cli import app as cli_app  # noqa: E402
+from redtrans.prefs.config import AnnotateConfig  # noqa: E402
 from redtrans.prefs.export import apply_rules  # noqa: E402
 from redtrans.prefs.store import Store  # noqa: E402
 from tests.test_annotate import Server  # noqa: E402
@@ -235,10 +239,10 @@ def test_a_rewrite_over_the_limit_is_refused_with_the_text_kept(live: Any) -> No
         assert store.counts("prefs")["done"] == 0
 
 
-def test_login_throttle_is_per_account_and_address(tmp_path: Path) -> None:
-    """Five wrong passwords from one address do not lock the real user out elsewhere, twenty from one address
-    do not lock out everyone behind it, and X-Forwarded-For counts only from a configured proxy — against
-    `redtrans annotate serve` itself."""
+@contextmanager
+def annotate_serve(tmp_path: Path, *args: str) -> Iterator[tuple[str, str]]:
+    """`redtrans annotate serve` itself, as a process on a free loopback port, over a store with the four users
+    of PASSWORDS; yields (its URL, the store's path)."""
     db = str(tmp_path / "a.db")
     with Store(db) as store:
         for name, password in PASSWORDS.items():
@@ -247,8 +251,7 @@ def test_login_throttle_is_per_account_and_address(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")}
-    command = [sys.executable, "-m", "redtrans", "annotate", "serve", "--db", db, "--port", str(port),
-               "--trusted-proxy", "127.0.0.2", "--set", "login_attempts=5", "--set", "login_backoff_s=60"]  # fmt: skip
+    command = [sys.executable, "-m", "redtrans", "annotate", "serve", "--db", db, "--port", str(port), *args]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -260,30 +263,114 @@ def test_login_throttle_is_per_account_and_address(tmp_path: Path) -> None:
             except httpx.TransportError:
                 assert time.time() < deadline and proc.poll() is None, proc.stderr.read() if proc.stderr else ""
                 time.sleep(0.3)
-
-        def attempt(name: str, password: str, xff: str | None = None, source: str = "127.0.0.1") -> int:
-            transport = httpx.HTTPTransport(local_address=source)
-            with httpx.Client(base_url=url, transport=transport, timeout=30) as c:
-                token = CSRF.search(c.get("/login").text).group(1)  # type: ignore[union-attr]
-                headers = {"X-Forwarded-For": xff} if xff else {}
-                return c.post("/login", data={"name": name, "password": password, "csrf": token},
-                              headers=headers).status_code  # fmt: skip
-
-        # a stranger guesses ann's password five times, spoofing a new X-Forwarded-For each time
-        assert [attempt("ann", "wrong-guess", xff=f"10.0.0.{i}") for i in range(5)] == [401] * 5
-        assert attempt("ann", "wrong-guess", xff="10.9.9.9") == 429  # the header is ignored: same peer
-        assert attempt("ann", PASSWORDS["ann"], source="127.0.0.3") == 303  # the real ann elsewhere: not locked out
-        # twenty failures from one address on many names: others behind that address still log in
-        assert {attempt(f"user{i}", "nope-nope") for i in range(20)} == {401}
-        assert attempt("admin", PASSWORDS["admin"]) == 303 and attempt("bob", PASSWORDS["bob"]) == 303
-        # from the configured proxy, X-Forwarded-For names the client
-        assert attempt("bob", "wrong-guess", xff="198.51.100.7", source="127.0.0.2") == 401
-        with Store(db) as store:
-            failures = [a.detail["addr"] for a in store.audit(500) if a.action == "login_failed"]
-        assert failures[0] == "198.51.100.7" and not any(a.startswith("10.") for a in failures)
+        yield url, db
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def login_attempt(url: str, name: str, password: str, xff: str | None = None, source: str = "127.0.0.1") -> int:
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(base_url=url, transport=transport, timeout=30) as c:
+        token = CSRF.search(c.get("/login").text).group(1)  # type: ignore[union-attr]
+        headers = {"X-Forwarded-For": xff} if xff else {}
+        return c.post("/login", data={"name": name, "password": password, "csrf": token},
+                      headers=headers).status_code  # fmt: skip
+
+
+def test_login_throttle_is_per_account_and_address(tmp_path: Path) -> None:
+    """Five wrong passwords from one address do not lock the real user out elsewhere, twenty from one address
+    do not lock out everyone behind it, and X-Forwarded-For counts only from a configured proxy — against
+    `redtrans annotate serve` itself."""
+    options = ["--trusted-proxy", "127.0.0.2", "--set", "login_attempts=5", "--set", "login_backoff_s=60"]
+    with annotate_serve(tmp_path, *options) as (url, db):
+        # a stranger guesses ann's password five times, spoofing a new X-Forwarded-For each time
+        assert [login_attempt(url, "ann", "wrong-guess", xff=f"10.0.0.{i}") for i in range(5)] == [401] * 5
+        assert login_attempt(url, "ann", "wrong-guess", xff="10.9.9.9") == 429  # the header is ignored: same peer
+        # the real ann elsewhere: not locked out
+        assert login_attempt(url, "ann", PASSWORDS["ann"], source="127.0.0.3") == 303
+        # twenty failures from one address on many names: others behind that address still log in
+        assert {login_attempt(url, f"user{i}", "nope-nope") for i in range(20)} == {401}
+        assert login_attempt(url, "admin", PASSWORDS["admin"]) == 303
+        assert login_attempt(url, "bob", PASSWORDS["bob"]) == 303
+        # from the configured proxy, X-Forwarded-For names the client
+        assert login_attempt(url, "bob", "wrong-guess", xff="198.51.100.7", source="127.0.0.2") == 401
+        with Store(db) as store:
+            audit = store.audit(500)
+        failures = [a.detail["addr"] for a in audit if a.action == "login_failed"]
+        assert failures[0] == "198.51.100.7" and not any(a.startswith("10.") for a in failures)
+        assert [a.detail for a in audit if a.action == "login_limited"] == [{"name": "ann", "addr": "127.0.0.1"}]
+
+
+def test_parallel_guesses_pass_the_login_throttle_once(tmp_path: Path) -> None:
+    """A right password forgets the account+address's failures; below the limit by one, eight guesses at once:
+    one is checked, seven wait (each try counts before its password is checked, so a burst cannot outrun the
+    throttle)."""
+    options = ["--set", "login_attempts=3", "--set", "login_backoff_s=600"]
+    with annotate_serve(tmp_path, *options) as (url, _db):
+        assert [login_attempt(url, "ann", "wrong-guess") for _ in range(2)] == [401, 401]
+        assert login_attempt(url, "ann", PASSWORDS["ann"]) == 303
+        assert [login_attempt(url, "ann", "wrong-guess") for _ in range(2)] == [401, 401]  # counted from 0 again
+        with ThreadPoolExecutor(8) as pool:
+            codes = sorted(pool.map(lambda _: login_attempt(url, "ann", "wrong-guess"), range(8)))
+        assert codes == [401] + [429] * 7
+
+
+def test_one_client_cannot_hold_every_connection_of_the_app(tmp_path: Path) -> None:
+    """1,000 idle connections from one client: `max_connections_per_client` (100, serve's setting and default)
+    are held, the rest are answered 503 and closed, and another client is served at once — against
+    `redtrans annotate serve` itself."""
+    from redtrans.serve.config import ServeConfig
+
+    assert AnnotateConfig(db="x.db").max_connections_per_client == ServeConfig().max_connections_per_client == 100
+    with annotate_serve(tmp_path, "--set", "header_timeout_s=60") as (url, _db):
+        port = int(url.rsplit(":", 1)[1])
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(1000)]
+        try:
+            refused: dict[socket.socket, bytes] = {}
+            with selectors.DefaultSelector() as waiting:
+                for sock in idle:
+                    waiting.register(sock, selectors.EVENT_READ)
+                deadline = time.time() + 30
+                while len(refused) < 900 and time.time() < deadline:
+                    for key, _ in waiting.select(timeout=1):
+                        sock = key.fileobj
+                        assert isinstance(sock, socket.socket)
+                        refused[sock] = sock.recv(4096)
+                        waiting.unregister(sock)
+                time.sleep(0.5)
+                assert not waiting.select(timeout=0)  # the 100 held ones stay silent
+            assert len(refused) == 900
+            first = next(iter(refused.values()))
+            assert first.startswith(b"HTTP/1.1 503 ") and b"text/plain" in first
+            assert b"this client has 100 connections open already" in first
+            other = httpx.HTTPTransport(local_address="127.0.0.2")
+            with httpx.Client(base_url=url, transport=other, timeout=5) as c:
+                assert c.get("/login").status_code == 200
+        finally:
+            for sock in idle:
+                sock.close()
+        time.sleep(0.5)  # closed connections leave the cap: the client may connect again
+        assert httpx.get(f"{url}/login", timeout=5).status_code == 200
+
+
+def test_a_silent_connection_to_the_app_is_closed(tmp_path: Path) -> None:
+    """A connection that sends no request (or trickles its headers) gets 408 after `header_timeout_s`, as on
+    serve: without it uvicorn would hold it for ever."""
+    with annotate_serve(tmp_path, "--set", "header_timeout_s=1") as (url, _db):
+        port = int(url.rsplit(":", 1)[1])
+        with (
+            socket.create_connection(("127.0.0.1", port)) as silent,
+            socket.create_connection(("127.0.0.1", port)) as trickle,
+        ):
+            trickle.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            started = time.monotonic()
+            for sock in (silent, trickle):
+                sock.settimeout(10)
+                answer = sock.recv(4096)
+                assert answer.startswith(b"HTTP/1.1 408 ") and b"did not arrive within 1 s" in answer
+                assert sock.recv(4096) == b""  # closed
+            assert time.monotonic() - started < 5
 
 
 def test_a_300_character_login_name_is_a_wrong_login(live: Any) -> None:

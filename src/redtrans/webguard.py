@@ -1,13 +1,19 @@
 """What both HTTP servers (`serve` and the annotation app) decide about a peer before any route runs: the
-client's address behind trusted proxies only, the `Host:` allow-list of an open service, the cap on one
-client's open connections, and the throttle on failed credentials. One policy, so the two servers cannot
-disagree on who a client is or how much of the server it may hold."""
+client's address behind trusted proxies only, the `Host:` allow-list of an open service, the bounds on its
+connections (a header deadline, a total cap and a cap per client address, built into uvicorn's protocol), and
+the throttle on failed credentials. One policy, so the two servers cannot disagree on who a client is or how
+much of the server it may hold."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import json
+import threading
 import time
+from collections import deque
 from collections.abc import Iterable
+from typing import Any, cast
 
 
 class ClientAddress:
@@ -97,25 +103,194 @@ class ConnectionCap:
 
 
 class FailureThrottle:
-    """Failed credentials per client address (the `limits` library's moving window in memory): past `limit`
-    failures within `window_s`, the address is refused — every attempt, a right key too, or guessing would go on
-    — until the oldest failure leaves the window. `retry_after(address)` is 0 when it may try."""
+    """Failed credentials per key, in memory: serve keys it by client address (wrong API keys), the annotation
+    app by account and address (wrong passwords). Past `limit` failures within `window_s` a key waits:
 
-    def __init__(self, limit: int = 10, window_s: int = 60) -> None:
-        from limits import RateLimitItemPerSecond
-        from limits.storage import MemoryStorage
-        from limits.strategies import MovingWindowRateLimiter
+    - without `backoff_s` (serve): until enough failures have left the window. Every attempt is refused
+      meanwhile, a right key too, or guessing would go on;
+    - with `backoff_s` (the app): `backoff_s` after its last failure, doubling with each further failure, at
+      most `window_s`. Keyed by account *and* address, so it is never a lockout of an account, or of everyone
+      behind an address.
 
-        self.limit, self.window_s = limit, window_s
-        self._item = RateLimitItemPerSecond(limit, window_s)
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+    `retry_after(key)` is 0 when the key may try; `failed` counts a failure. `attempt` does both at once (the
+    try counts as a failure until `succeeded` forgets the key's failures), so parallel guesses cannot all pass
+    one check. Per process, forgotten on restart; keys whose failures all left the window are dropped once a
+    window, so memory holds at most the failures of two windows. Thread-safe: the app checks logins in a thread
+    pool. (The `limits` library's windows have no backoff: hence this small class.)"""
 
-    def retry_after(self, address: str | None) -> float:
-        key = address or "unknown"
-        if self._limiter.test(self._item, key):
+    def __init__(self, limit: int = 10, window_s: float = 60.0, backoff_s: float | None = None) -> None:
+        if limit < 1 or window_s <= 0 or (backoff_s is not None and backoff_s <= 0):
+            raise ValueError("limit must be at least 1, window_s and backoff_s above 0")
+        self.limit, self.window_s, self.backoff_s = limit, window_s, backoff_s
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+        self._next_sweep = time.monotonic() + window_s
+
+    def retry_after(self, key: str | None) -> float:
+        """Seconds the key must wait before its next try; 0 when it may try."""
+        with self._lock:
+            return self._wait(key or "unknown", time.monotonic())
+
+    def failed(self, key: str | None) -> None:
+        with self._lock:
+            self._count(key or "unknown", time.monotonic())
+
+    def attempt(self, key: str | None) -> float:
+        """The wait (nothing counted), or 0 with this try counted as a failure until `succeeded(key)`."""
+        key, at = key or "unknown", time.monotonic()
+        with self._lock:
+            wait = self._wait(key, at)
+            if wait == 0:
+                self._count(key, at)
+            return wait
+
+    def succeeded(self, key: str | None) -> None:
+        """Forget the key's failures (a right password ends its backoff)."""
+        with self._lock:
+            self._failures.pop(key or "unknown", None)
+
+    def _recent(self, key: str, at: float) -> deque[float] | None:
+        times = self._failures.get(key)
+        if times is None:
+            return None
+        while times and times[0] <= at - self.window_s:
+            times.popleft()
+        if not times:
+            del self._failures[key]
+            return None
+        return times
+
+    def _wait(self, key: str, at: float) -> float:
+        times = self._recent(key, at)
+        if times is None or len(times) < self.limit:
             return 0.0
-        stats = self._limiter.get_window_stats(self._item, key)
-        return max(1.0, stats.reset_time - time.time())
+        if self.backoff_s is None:  # until the failure that reached the limit leaves the window
+            until = times[len(times) - self.limit] + self.window_s
+        else:
+            until = times[-1] + min(self.window_s, self.backoff_s * 2 ** (len(times) - self.limit))
+        return max(0.0, until - at)
 
-    def failed(self, address: str | None) -> None:
-        self._limiter.hit(self._item, address or "unknown")
+    def _count(self, key: str, at: float) -> None:
+        times = self._recent(key, at)
+        if times is None:
+            # a bound for callers that count without checking; a checked key never gets near it
+            times = self._failures[key] = deque(maxlen=self.limit + 64)
+        times.append(at)
+        if at >= self._next_sweep:  # once a window: drop the keys whose failures all left it
+            for stale in list(self._failures):
+                self._recent(stale, at)
+            self._next_sweep = at + self.window_s
+
+
+class ConnectionGuards:
+    """Bounds uvicorn leaves to the application, mixed into its HTTP protocol (`guarded_protocol` builds the
+    class): a deadline for every request's line and headers, from the connection's opening or from the first
+    byte of a later request on a kept-alive connection (uvicorn arms no timer until a first response, and any
+    byte disarms its keep-alive timer, so a trickling or silent client holds its connection for ever: slow
+    loris); `max_connections` open at once; `per_client` (a `ConnectionCap`) per client address. A connection
+    over a bound is answered 408/503 and closed: JSON `{"error": {"code", "message"}}` (serve's API
+    convention), or text for a browser app (`json_errors` False)."""
+
+    connections: set[Any]
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    header_timeout_s: float = 10.0
+    max_connections: int = 1000
+    per_client: ConnectionCap = ConnectionCap(100)
+    json_errors: bool = True
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._capped: str | None = None
+        super().connection_made(transport)  # type: ignore[misc]
+        if len(self.connections) > self.max_connections:
+            self._reject(503, "too_many_connections", "the server has too many open connections; retry shortly")
+            return
+        peer = transport.get_extra_info("peername")
+        address = peer[0] if isinstance(peer, tuple) and peer else None
+        if not self.per_client.opened(address):
+            message = f"this client has {self.per_client.per_client} connections open already; reuse them"
+            self._reject(503, "too_many_client_connections", message)
+            return
+        self._capped = address
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _between_requests(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def data_received(self, data: bytes) -> None:
+        if self._between_requests():
+            self._arm()  # the first byte of a request starts its header deadline
+        super().data_received(data)  # type: ignore[misc]
+        if not self._between_requests():
+            self._disarm()  # its headers are in: the body has its own deadline
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self._between_requests() and not self.transport.is_closing():
+            message = f"the request headers did not arrive within {self.header_timeout_s:g} s"
+            self._reject(408, "header_timeout", message)
+
+    def _reject(self, status: int, code: str, message: str) -> None:
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.write(raw_error(status, code, message, self.json_errors))
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._capped is not None:
+            self.per_client.closed(self._capped)
+            self._capped = None
+        super().connection_lost(exc)  # type: ignore[misc]
+
+
+_REASONS = {408: "Request Timeout", 503: "Service Unavailable"}
+
+
+def raw_error(status: int, code: str, message: str, json_body: bool = True) -> bytes:
+    """A whole HTTP/1.1 error response that closes its connection (written before any route could answer)."""
+    if json_body:
+        body, media = json.dumps({"error": {"code": code, "message": message}}).encode(), "application/json"
+    else:
+        body, media = message.encode(), "text/plain; charset=utf-8"
+    head = (
+        f"HTTP/1.1 {status} {_REASONS[status]}\r\ncontent-type: {media}\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+def guarded_protocol(
+    name: str,
+    *,
+    header_timeout_s: float,
+    max_connections: int,
+    per_client: ConnectionCap,
+    json_errors: bool = True,
+) -> type[ConnectionGuards]:
+    """The HTTP protocol class of one server (uvicorn's `http` setting): uvicorn's httptools protocol (llhttp,
+    C; h11 where httptools is not installed) with `ConnectionGuards`. Its caps are shared by all its
+    connections (one event loop)."""
+    base: type
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    except ImportError:  # httptools is in the serve extra, not the prefs one
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+    settings = {
+        "header_timeout_s": header_timeout_s,
+        "max_connections": max_connections,
+        "per_client": per_client,
+        "json_errors": json_errors,
+    }
+    return cast(type[ConnectionGuards], type(name, (ConnectionGuards, base), settings))

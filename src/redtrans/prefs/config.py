@@ -159,7 +159,8 @@ class AnnotateConfig(StageConfig):
     """Mark cookies Secure (only sent over HTTPS): set it when served behind TLS."""
     login_attempts: int = Field(default=5, ge=1)
     """Failed logins allowed for one account from one client address within `login_window_s` before backoff
-    (the throttle is per account and address: never a lockout of the account, or of everyone at an address)."""
+    (the throttle is per account and address: never a lockout of the account, or of everyone at an address;
+    in memory, like serve's wrong-key throttle: `webguard.FailureThrottle`)."""
     login_window_s: float = Field(default=300.0, gt=0)
     """Window in which failed logins are counted."""
     login_backoff_s: float = Field(default=2.0, gt=0)
@@ -172,6 +173,16 @@ class AnnotateConfig(StageConfig):
     """`Host:` header values the app answers (a guard against DNS rebinding); others get 421. The address in
     `host` is always answered when it is a specific one; add the name the experts use when serving on all
     interfaces or behind a proxy; `*` allows any."""
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """A request's line and headers must arrive within this long of the connection opening (or of the first
+    byte of a request on a kept-alive connection); else the connection gets 408 and is closed (slow loris).
+    The same bound as `redtrans serve`'s."""
+    max_connections: int = Field(default=1000, ge=1)
+    """Open HTTP connections at most; beyond it a new connection gets 503 and is closed."""
+    max_connections_per_client: int = Field(default=100, ge=1)
+    """Open HTTP connections of one client address at most (`trusted_proxies` are not capped); beyond it that
+    client's new connection gets 503, so one client's idle connections cannot take the whole of
+    `max_connections` from the others. The same setting and default as `redtrans serve`'s."""
     prefill: bool = True
     """Show the automatic scores (prescore) as suggestions beside each candidate: a labelled hint with its source
     that one key (`a`) accepts. Nothing is pre-selected; an accepted score is recorded as accepted."""

@@ -4,8 +4,8 @@ Tables: users (argon2 hashes; roles admin, reviewer, expert), sessions (hashed t
 items (one task each: ``prefs`` = score two candidates and rewrite, ``eval`` = pairwise human evaluation),
 leases (a hand-out with an expiry), judgments (one per item and expert, with a `version` for optimistic
 locking, who set each score, the order the candidates were shown in, time spent, a reviewer's decision),
-audit (every submission, refused submission, skip, review, flag clearing, login and import) and
-login_failures (the login throttle).
+and audit (every submission, refused submission, skip, review, flag clearing, login, failed or throttled
+login, and import). The login throttle is not stored: `webguard.FailureThrottle` counts failures in memory.
 
 The schema is migrated with Alembic (`prefs/migrations`) whenever a store is opened: a database made before
 migrations existed is recognised and brought up to date, its rows kept.
@@ -159,22 +159,6 @@ class Audit(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
-class LoginFailure(Base):
-    __tablename__ = "login_failures"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at: Mapped[datetime] = mapped_column(DateTime, default=now, index=True)
-    name: Mapped[str] = mapped_column(String(NAME_CHARS), index=True)
-    addr: Mapped[str] = mapped_column(String(64), index=True)
-
-
-class RateLimited(RedtransError):
-    """Too many failed logins for this account from this address; try again after `retry_after` seconds."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 class Refused(RedtransError):
     """A write the rules do not allow (reviewing one's own rewrite, a judgment that does not exist)."""
 
@@ -265,6 +249,7 @@ def migrate(engine: Engine) -> list[str]:
     A database made by the first release (tables, no ``alembic_version``) is stamped ``0001`` first."""
     from alembic import command
     from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
 
     head = head_revision()
     with engine.begin() as conn:
@@ -279,7 +264,8 @@ def migrate(engine: Engine) -> list[str]:
             command.stamp(cfg, "0001")
             current = "0001"
         command.upgrade(cfg, "head")
-        return [r for r in ("0001", "0002") if current is None or r > current]
+        revisions = sorted(s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions())
+        return [r for r in revisions if current is None or r > current]
 
 
 class Store:
@@ -361,29 +347,11 @@ class Store:
             self._audit(s, "activate" if active else "deactivate", by, name=user.name)
             return user
 
-    def authenticate(
-        self, name: str, password: str, addr: str, attempts: int, window_s: float, backoff_s: float = 2.0
-    ) -> User | None:
-        """The user, None on a wrong name/password; RateLimited while this account+address is backing off.
-
-        The throttle counts failures per account *and* client address: a stranger guessing a password cannot
-        lock the real user out, and one address guessing many names slows only itself on each of them. After
-        `attempts` failures in `window_s`, each try must wait `backoff_s` × 2^(extra failures) after the last
-        one (at most `window_s`)."""
-        key = name[:NAME_CHARS]
-        addr = addr[:64]
-        since = now() - timedelta(seconds=window_s)
+    def authenticate(self, name: str, password: str, addr: str) -> User | None:
+        """The user, None on a wrong name or password (either way in the audit trail, with the client address).
+        Throttling is the caller's (`webguard.FailureThrottle`): the store only checks."""
+        key, addr = name[:NAME_CHARS], addr[:64]
         with self.sessions.begin() as s:
-            recent = list(s.scalars(
-                select(LoginFailure.at).where(LoginFailure.name == key, LoginFailure.addr == addr,
-                                              LoginFailure.at >= since).order_by(LoginFailure.at)
-            ))  # fmt: skip
-            if len(recent) >= attempts:
-                wait = min(window_s, backoff_s * 2 ** (len(recent) - attempts))
-                left = (recent[-1] + timedelta(seconds=wait) - now()).total_seconds()
-                if left > 0:
-                    self._audit(s, "login_limited", None, name=key, addr=addr)
-                    raise RateLimited("too many failed logins: wait a moment and try again", left)
             user = None
             if len(name) <= NAME_CHARS:
                 user = s.scalar(select(User).where(User.name == name, User.active.is_(True)))
@@ -401,13 +369,16 @@ class Store:
             else:
                 _hasher().hash(password)  # same cost whether or not the name exists
             if not ok:
-                s.add(LoginFailure(name=key, addr=addr))
                 self._audit(s, "login_failed", None, name=key, addr=addr)
                 return None
             assert user is not None
-            s.execute(delete(LoginFailure).where(LoginFailure.name == key, LoginFailure.addr == addr))
             self._audit(s, "login", user.id, addr=addr)
             return user
+
+    def login_limited(self, name: str, addr: str) -> None:
+        """Record in the audit trail that a login was refused by the throttle."""
+        with self.sessions.begin() as s:
+            self._audit(s, "login_limited", None, name=name[:NAME_CHARS], addr=addr[:64])
 
     def create_session(self, user_id: int, hours: float) -> tuple[str, str]:
         """(cookie token, CSRF token) of a new login session."""

@@ -1,11 +1,13 @@
 """The ``redtrans annotate`` web app: FastAPI + server-rendered Jinja2 templates, no CDN (works offline).
 
 Security: argon2 password hashes (`store`), a server-side session per login in an HttpOnly, SameSite=Strict
-cookie, a CSRF token in every form (the login form's is a double-submit cookie), a login throttle per account
-and client address with backoff (the address is the peer's, or `X-Forwarded-For` from configured proxies only:
-`redtrans.webguard`), a `Host:` allow-list, a strict Content-Security-Policy (no inline script), text escaped
-by Jinja2's autoescape. Experts see only their own judgments; review pages are for reviewers and admins,
-admin pages for admins. State changes only on POST.
+cookie, a CSRF token in every form (the login form's is a double-submit cookie), a strict
+Content-Security-Policy (no inline script), text escaped by Jinja2's autoescape. Who a client is and how much
+of the server it may hold is `redtrans.webguard`'s, the same policy as `redtrans serve`'s: the address (the
+peer's, or `X-Forwarded-For` from configured proxies only), the `Host:` allow-list, the header deadline and
+connection caps (total and per client address) in uvicorn's protocol, and the failed-login throttle
+(`FailureThrottle` keyed by account and address, with backoff: never a lockout). Experts see only their own
+judgments; review pages are for reviewers and admins, admin pages for admins. State changes only on POST.
 
 Work: ``POST /next`` hands out the next item as a lease (`AnnotateConfig.lease_s`); the item page scores both
 candidates on the rubric (``prefs``; suggestions shown apart, in an order drawn per item and expert) or gives
@@ -18,6 +20,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -35,9 +38,16 @@ from redtrans.languages import get_language
 from redtrans.prefs.config import RUBRIC, AnnotateConfig
 from redtrans.prefs.export import EXPERT, SUGGESTION, Export, apply_rules
 from redtrans.prefs.stats import prefs_agreement, win_rate
-from redtrans.prefs.store import MAX_ID, REVIEWERS, TASKS, Item, JudgmentRow, RateLimited, Refused, Store, Submission
+from redtrans.prefs.store import MAX_ID, NAME_CHARS, REVIEWERS, TASKS, Item, JudgmentRow, Refused, Store, Submission
 from redtrans.prefs.store import User as StoreUser
-from redtrans.webguard import ClientAddress, HostAllowList
+from redtrans.webguard import (
+    ClientAddress,
+    ConnectionCap,
+    ConnectionGuards,
+    FailureThrottle,
+    HostAllowList,
+    guarded_protocol,
+)
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "rt_session"
@@ -132,6 +142,7 @@ def create_app(config: AnnotateConfig, store: Store | None = None) -> FastAPI:
     # the address the app is bound to is always its own name (a specific one; not 0.0.0.0 or ::)
     bound = [] if config.host in ("0.0.0.0", "::", "") else [config.host]
     hosts = HostAllowList([*config.allowed_hosts, *bound])
+    logins = FailureThrottle(config.login_attempts, config.login_window_s, config.login_backoff_s)
 
     def render(name: str, status: int = 200, viewer: Viewer | None = None, **ctx: Any) -> HTMLResponse:
         ctx.setdefault("messages", [])
@@ -211,19 +222,21 @@ def create_app(config: AnnotateConfig, store: Store | None = None) -> FastAPI:
             raise StarletteHTTPException(403, "The form's CSRF token is missing or wrong: reload the page and retry.")
         peer = request.client.host if request.client else None
         addr = clients.resolve(peer, request.headers.get("x-forwarded-for")) or "unknown"
-        try:
-            user = store.authenticate(name.strip(), password, addr, config.login_attempts, config.login_window_s,
-                                      config.login_backoff_s)  # fmt: skip
-        except RateLimited as exc:
-            response: Response = render(
-                "login.html", 429, login_csrf=csrf, messages=[{"kind": "error", "text": exc.message}]
-            )
-            response.headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
+        name = name.strip()
+        throttled = f"{name[:NAME_CHARS]}\n{addr}"  # per account *and* address: never a lockout
+        wait = logins.attempt(throttled)  # counted as a failure until the password is right
+        if wait > 0:
+            store.login_limited(name, addr)
+            text = "too many failed logins: wait a moment and try again"
+            response: Response = render("login.html", 429, login_csrf=csrf, messages=[{"kind": "error", "text": text}])
+            response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
             return response
+        user = store.authenticate(name, password, addr)
         if user is None:
             return render(
                 "login.html", 401, login_csrf=csrf, messages=[{"kind": "error", "text": "Wrong user name or password."}]
             )
+        logins.succeeded(throttled)
         token, _ = store.create_session(user.id, config.session_hours)
         response = RedirectResponse("/", status_code=303)
         set_cookie(response, SESSION_COOKIE, token, int(config.session_hours * 3600))
@@ -711,10 +724,30 @@ def _shown_verdict(stored: str | None, flip: bool) -> str | None:
 
 def uvicorn_config(config: AnnotateConfig, app: FastAPI, log_level: str = "info") -> Any:
     """The uvicorn config the app is served with: proxy headers are the app's to read, from `trusted_proxies`
-    only (uvicorn's own handling would trust `X-Forwarded-For` from any local peer)."""
+    only (uvicorn's own handling would trust `X-Forwarded-For` from any local peer); connections are bounded by
+    `protocol_class`."""
     import uvicorn
 
-    return uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level, proxy_headers=False)
+    return uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=log_level,
+        proxy_headers=False,
+        http=protocol_class(config),
+    )
+
+
+def protocol_class(config: AnnotateConfig) -> type[ConnectionGuards]:
+    """uvicorn's HTTP protocol with the header deadline and connection caps of `config`: serve's bounds, answered
+    in text (a browser shows it) rather than JSON."""
+    return guarded_protocol(
+        "AnnotateHttpProtocol",
+        header_timeout_s=config.header_timeout_s,
+        max_connections=config.max_connections,
+        per_client=ConnectionCap(config.max_connections_per_client, ClientAddress(config.trusted_proxies)),
+        json_errors=False,
+    )
 
 
 def serve(config: AnnotateConfig) -> None:
