@@ -182,7 +182,7 @@ class FailureThrottle:
             self._next_sweep = at + self.window_s
 
 
-class ConnectionGuards:
+class ConnectionGuards(asyncio.Protocol):
     """Bounds uvicorn leaves to the application, mixed into its HTTP protocol (`guarded_protocol` builds the
     class): a deadline for every request's line and headers, from the connection's opening or from the first
     byte of a later request on a kept-alive connection (uvicorn arms no timer until a first response, and any
@@ -200,10 +200,10 @@ class ConnectionGuards:
     per_client: ConnectionCap = ConnectionCap(100)
     json_errors: bool = True
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._header_timer: asyncio.TimerHandle | None = None
         self._capped: str | None = None
-        super().connection_made(transport)  # type: ignore[misc]
+        super().connection_made(transport)
         if len(self.connections) > self.max_connections:
             self._reject(503, "too_many_connections", "the server has too many open connections; retry shortly")
             return
@@ -231,7 +231,7 @@ class ConnectionGuards:
     def data_received(self, data: bytes) -> None:
         if self._between_requests():
             self._arm()  # the first byte of a request starts its header deadline
-        super().data_received(data)  # type: ignore[misc]
+        super().data_received(data)
         if not self._between_requests():
             self._disarm()  # its headers are in: the body has its own deadline
 
@@ -252,7 +252,7 @@ class ConnectionGuards:
         if self._capped is not None:
             self.per_client.closed(self._capped)
             self._capped = None
-        super().connection_lost(exc)  # type: ignore[misc]
+        super().connection_lost(exc)
 
 
 _REASONS = {408: "Request Timeout", 503: "Service Unavailable"}
