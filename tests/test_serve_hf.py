@@ -65,7 +65,12 @@ def test_serve_hf_adapter_becomes_ready_and_translates(tmp_path: Path) -> None:
         assert ready is not None and ready.status_code == 200, ready.text if ready is not None else "no answer"
         assert ready.json()["engine"] == "hf"
         r = httpx.post(f"{base}/v1/translate", json={"items": [{"text": "我有三只猫", "tgt": "en"}]}, timeout=120)
-        assert r.status_code == 200, r.text
+        # Random weights cannot translate: the engine answered when the answer is either served or refused by the
+        # answer checks (empty, echo, wrong language → 422 no_translation), never an engine error or a hang.
+        assert r.status_code in (200, 422), r.text
+        if r.status_code == 422:
+            assert r.json()["error"]["code"] == "no_translation", r.text
+            return
         [t] = r.json()["translations"]
         assert isinstance(t["translation"], str) and t["src"] == "zh" and t["tgt"] == "en"
         assert str(adapter) in r.json()["model"]

@@ -7,16 +7,14 @@ once (constrained to the target's script, or with a stricter prompt) and flags w
 
 from __future__ import annotations
 
-import math
-import threading
 from collections.abc import Callable, Collection
-from functools import cache
 
 import regex
 
 from redtrans.languages import get_language
 from redtrans.text.langid import is_pinyin_abbreviation, letter_share, script_counts
 from redtrans.text.spans import MARKER
+from redtrans.text.wordlists import zipf_table
 
 # Flags a result can carry (empty = clean).
 MISSING_SPAN = "missing_span"  # a protected span/marker had to be re-inserted by position
@@ -176,23 +174,6 @@ Zipf scale) is a loanword of the target written as is — `app` (en 4.9, zh 4.8)
 _LATIN_WORD = regex.compile(r"(?<![\p{Latin}\p{N}_'])\p{Latin}+(?:'\p{Latin}+)?(?![\p{Latin}\p{N}_])")
 _LATIN_TOKEN = regex.compile(r"[\p{Latin}\p{N}]+")
 _INITIAL = regex.compile(r"(?:^|[.!?。！？:：]\s*)[\"'“‘(（]?(\p{Lu}\p{Ll}+)(?![\p{Latin}\p{N}])")
-_ZIPF_FLOOR = 1e-7  # frequencies below Zipf 2 are not kept: nothing is compared below COMMON_ZIPF - gap
-_zipf_lock = threading.RLock()
-
-
-@cache
-def _zipf(lang: str, wordlist: str) -> dict[str, float]:
-    """Zipf frequencies of the Latin-script words in `lang`'s text from one of wordfreq's lists ({} for a language
-    it has no list of): ``small`` (words at Zipf ≥ 3, enough to tell an ordinary word; about 0.1 s to load) or
-    ``best`` (down to Zipf 2, for the loanword test; about 1–2 s). Each is loaded once, when first needed."""
-    from wordfreq import available_languages, get_frequency_dict
-
-    with _zipf_lock:
-        if lang not in available_languages(wordlist):
-            return {} if wordlist == "best" else _zipf(lang, "best")
-        latin = regex.compile(r"^[\p{Latin}']+$")
-        frequencies = get_frequency_dict(lang, wordlist)
-        return {w: round(math.log10(f) + 9, 2) for w, f in frequencies.items() if f >= _ZIPF_FLOOR and latin.match(w)}
 
 
 def words_language(src: str) -> str:
@@ -248,12 +229,12 @@ def untranslated_words(
             candidates.append(word)
     if not candidates:
         return found
-    # The word lists (and the term base) load only when a candidate needs them.
-    source_words = _zipf(words_language(src), "small")
+    # The word lists (redtrans.text.wordlists, from wordfreq) and the term base load only when a candidate needs them.
+    source_words = zipf_table(words_language(src))
     common = [w for w in candidates if source_words.get(w, 0.0) >= COMMON_ZIPF]
     if not common:
         return found
-    target_words = _zipf(tgt, "best")
+    target_words = zipf_table(tgt)
     if not target_words:
         return found  # no list to tell the target's loanwords by
     left = [w for w in common if target_words.get(w, 0.0) < source_words[w] - LOANWORD_ZIPF_GAP]
@@ -271,8 +252,8 @@ def _affix(part: str, word: str) -> bool:
 def warm_up(pairs: Collection[tuple[str, str]] = (("en", "zh"),)) -> None:
     """Load the word lists the `untranslated` check needs for these (src, tgt) pairs now, not on the first answer."""
     for src, tgt in pairs:
-        _zipf(words_language(src), "small")
-        _zipf(tgt, "best")
+        zipf_table(words_language(src))
+        zipf_table(tgt)
 
 
 def check_output(
