@@ -194,6 +194,10 @@ def test_openapi_health_ready_and_metrics(tmp_path: Path) -> None:
             assert "items" in schema["components"]["schemas"]["TranslateRequest"]["properties"]
             assert "TranslateItem" in schema["components"]["schemas"]
             assert {"200", "401", "413", "422", "429", "504"} <= set(op["responses"])
+            for path in ("/v1/chat/completions", "/v1/completions", "/v1/responses"):
+                chat = schema["paths"][path]["post"]
+                assert "text/event-stream" in chat["responses"]["200"]["content"], path
+                assert "properties" in chat["requestBody"]["content"]["application/json"]["schema"], path
             assert (await client.get("/docs")).status_code == 200
             assert (await client.get("/healthz")).json() == {"status": "ok"}
             ready = await client.get("/readyz")

@@ -147,6 +147,19 @@ def usage_of(post: str, answers: list[Translation]) -> tuple[int, int]:
     return units(post), sum(units(t.text) for t in fresh)
 
 
+def _json_or_sse(request_model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI of a route that reads `request_model` as JSON and answers JSON or, with `stream`, SSE."""
+    return {
+        "responses": {**_ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE (stream)"}},
+        "openapi_extra": {
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": request_model.model_json_schema()}},
+            }
+        },
+    }
+
+
 def _describe(exc: ValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors[:5]]
@@ -299,13 +312,7 @@ def build_router(service: TranslationService) -> APIRouter:
     @router.post(
         CHAT,
         response_model=ChatCompletion,
-        responses={**_ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE (stream)"}},
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": ChatCompletionRequest.model_json_schema()}},
-            }
-        },
+        **_json_or_sse(ChatCompletionRequest),
         summary="Translate the last user message (OpenAI chat completions)",
     )
     async def chat_completions(request: Request) -> Response:
@@ -336,13 +343,7 @@ def build_router(service: TranslationService) -> APIRouter:
     @router.post(
         COMPLETIONS,
         response_model=TextCompletion,
-        responses={**_ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE (stream)"}},
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": CompletionRequest.model_json_schema()}},
-            }
-        },
+        **_json_or_sse(CompletionRequest),
         summary="Translate the prompt (OpenAI completions; a list of prompts: a choice each)",
     )
     async def completions(request: Request) -> Response:
@@ -377,13 +378,7 @@ def build_router(service: TranslationService) -> APIRouter:
     # -- responses --------------------------------------------------------------------------------------------
     @router.post(
         RESPONSES,
-        responses={**_ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE (stream)"}},
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": ResponsesRequest.model_json_schema()}},
-            }
-        },
+        **_json_or_sse(ResponsesRequest),
         summary="Translate the last user input (OpenAI responses)",
     )
     async def responses(request: Request) -> Response:
