@@ -203,10 +203,9 @@ class AnnotateConfig(StageConfig):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        import ipaddress
+        from redtrans.webguard import ClientAddress
 
-        for entry in value:
-            ipaddress.ip_network(entry, strict=False)  # ValueError names the bad entry
+        ClientAddress(value)  # serve's parsing: a ValueError names the bad entry
         return value
 
 

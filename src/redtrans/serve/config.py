@@ -22,7 +22,6 @@ The engine is described by the flat keys `engine`, `model`, `served_model`, `par
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -40,6 +39,7 @@ from redtrans.engines.spec import EngineSpec
 from redtrans.errors import ConfigError
 from redtrans.paths import redtrans_home
 from redtrans.serve.logging import redact
+from redtrans.webguard import ClientAddress
 
 API_KEYS_ENV = "REDTRANS_API_KEYS"
 ENV_PREFIX = "REDTRANS_SERVE_"
@@ -258,8 +258,7 @@ class ServeConfig(BaseSettings):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            ipaddress.ip_network(entry, strict=False)  # ValueError names the bad entry
+        ClientAddress(value)  # the parsing requests use: a ValueError names the bad entry
         return value
 
     @model_validator(mode="after")
