@@ -41,6 +41,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
     create_engine,
     delete,
     event,
@@ -52,6 +53,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from redtrans.errors import ConfigError, InputError, RedtransError
 from redtrans.prefs.export import EXPERT, SUGGESTION, PrefItem
@@ -266,6 +268,19 @@ def migrate(engine: Engine) -> list[str]:
         command.upgrade(cfg, "head")
         revisions = sorted(s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions())
         return [r for r in revisions if current is None or r > current]
+
+
+def _open_to(user_id: int, t: datetime) -> ColumnElement[bool]:
+    """Items an expert may be handed: not judged or skipped by her, and fewer than `k` judgments plus others'
+    live leases."""
+    judged = select(JudgmentRow.item_id).where(JudgmentRow.user_id == user_id)
+    done = (
+        select(func.count()).where(JudgmentRow.item_id == Item.id, JudgmentRow.skipped.is_(False))
+    ).scalar_subquery()
+    held = (
+        select(func.count()).where(Lease.item_id == Item.id, Lease.expires_at >= t, Lease.user_id != user_id)
+    ).scalar_subquery()
+    return and_(Item.id.not_in(judged), done + held < Item.k)
 
 
 class Store:
@@ -576,14 +591,7 @@ class Store:
             mine = s.scalar(own.order_by(Lease.id).limit(1))
             if mine is not None:
                 return int(mine)
-            judged = select(JudgmentRow.item_id).where(JudgmentRow.user_id == user_id)
-            done = (
-                select(func.count()).where(JudgmentRow.item_id == Item.id, JudgmentRow.skipped.is_(False))
-            ).scalar_subquery()
-            held = (
-                select(func.count()).where(Lease.item_id == Item.id, Lease.expires_at >= t, Lease.user_id != user_id)
-            ).scalar_subquery()
-            query = select(Item.id).where(Item.id.not_in(judged), done + held < Item.k)
+            query = select(Item.id).where(_open_to(user_id, t))
             if task:
                 query = query.where(Item.task == task)
             for item_id in s.scalars(query.order_by(Item.order_key, Item.id).limit(20)):
@@ -764,15 +772,7 @@ class Store:
         """Items the expert may still be handed (or holds): not judged or skipped by her, a place free."""
         t = now()
         with self.sessions() as s:
-            judged = select(JudgmentRow.item_id).where(JudgmentRow.user_id == user_id)
-            done = (
-                select(func.count()).where(JudgmentRow.item_id == Item.id, JudgmentRow.skipped.is_(False))
-            ).scalar_subquery()
-            held = (
-                select(func.count()).where(Lease.item_id == Item.id, Lease.expires_at >= t, Lease.user_id != user_id)
-            ).scalar_subquery()
-            query = select(func.count()).select_from(Item).where(Item.task == task, Item.id.not_in(judged),
-                                                                 done + held < Item.k)  # fmt: skip
+            query = select(func.count()).select_from(Item).where(Item.task == task, _open_to(user_id, t))
             return int(s.scalar(query) or 0)
 
     def progress(self, task: str) -> list[dict[str, Any]]:
