@@ -1,6 +1,8 @@
 """`redtrans repo` on the tiny local model (no network): the loss against an independent computation from the
-model's logits, λ = 0 against TRL's own sigmoid DPO, learning, the LoRA path into the `hf` engine, and a real
-2-process `accelerate launch`. The definition checked is the one in docs/training.md ("RePO")."""
+model's logits (both truth units), one objective per optimizer step whatever the micro-batching, λ = 0 against
+TRL's own sigmoid DPO, the random-rewrite ablation's truth answers, learning, the LoRA path (dropout kept) into
+the `hf` engine, and a real 2-process `accelerate launch` against one process. The definition checked is the one
+in docs/training.md ("RePO")."""
 
 from __future__ import annotations
 
@@ -64,6 +66,21 @@ def preference_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
     return rows
 
 
+def rows_with_rewrites(n: int, rewritten: set[int], seed: int = 0) -> list[dict[str, Any]]:
+    """`n` pairs of different lengths; those in `rewritten` have an expert rewrite as the chosen answer."""
+    pairs = tiny_pairs(n + 1, seed=seed)
+    return [
+        {
+            "id": f"q{i}",
+            "prompt": prompt_completion(p["source"], p["target"], "zh", "en")["prompt"],
+            "chosen": [{"role": "assistant", "content": p["target"]}],
+            "rejected": [{"role": "assistant", "content": pairs[i + 1]["target"]}],
+            "rewritten": i in rewritten,
+        }
+        for i, p in enumerate(pairs[:n])
+    ]
+
+
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
@@ -90,28 +107,40 @@ def cfg(model: Path, data: Path, out: Path, **kw: Any) -> RePOConfig:
 # ------------------------------------------------------------------------------- the independent computation
 
 
-def completion_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def completion_logps(model: Any, batch: dict[str, torch.Tensor], prefix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of log p(token) over each completion, mean NLL per completion token), from plain logits."""
+    ids = batch[f"{prefix}input_ids"]
     with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-    logp = logits[:, :-1].log_softmax(-1).gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
-    mask = batch["completion_mask"][:, 1:].float()
+        logits = model(input_ids=ids, attention_mask=batch[f"{prefix}attention_mask"]).logits.float()
+    logp = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    mask = batch[f"{prefix}completion_mask"][:, 1:].float()
     summed = (logp * mask).sum(1)
     return summed, -summed / mask.sum(1)
 
 
-def expected_loss(policy: Any, ref: Any, batch: dict[str, torch.Tensor], lam: float, rows: torch.Tensor) -> float:
-    """L = mean_i −log σ(β[(log π(y_w)−log π_ref(y_w)) − (log π(y_l)−log π_ref(y_l))])
-    + λ · Σ_i r_i·NLL_i / Σ_i r_i (0 without r), NLL_i = per-token mean NLL of the chosen answer of pair i."""
+def expected_loss(
+    policy: Any,
+    ref: Any,
+    batch: dict[str, torch.Tensor],
+    lam: float,
+    rows: torch.Tensor,
+    reduction: str = "sequence",
+    truth_prefix: str = "",
+) -> float:
+    """L = mean_i [ −log σ(β[(log π(y_w)−log π_ref(y_w)) − (log π(y_l)−log π_ref(y_l))]) + λ·r_i·T_i ],
+    T_i = −log π(y_t,i|x_i) (sequence) or that per token (token_mean); y_t is the chosen answer, or the batch's
+    `truth_*` sequences with truth_prefix="truth_"."""
     pol, pol_nll = completion_logps(policy, batch)
     ref_logps, _ = completion_logps(ref, batch)
     pc, pr = pol.chunk(2)
     rc, rr = ref_logps.chunk(2)
-    dpo = (-F.logsigmoid(BETA * ((pc - rc) - (pr - rr)))).mean()
-    nll_chosen = pol_nll.chunk(2)[0]
-    r = rows.float()
-    truth = (nll_chosen * r).sum() / r.sum() if r.sum() > 0 else torch.tensor(0.0)
-    return float(dpo + lam * truth)
+    dpo = -F.logsigmoid(BETA * ((pc - rc) - (pr - rr)))
+    if truth_prefix:
+        t_logps, t_mean = completion_logps(policy, batch, truth_prefix)
+    else:
+        t_logps, t_mean = pc, pol_nll.chunk(2)[0]
+    truth = -t_logps if reduction == "sequence" else t_mean
+    return float((dpo + lam * rows.float() * truth).mean())
 
 
 def batch_of(trainer: Any, idx: list[int]) -> dict[str, torch.Tensor]:
@@ -136,12 +165,26 @@ def test_config_takes_trl_fields_under_trls_names(tmp_path: Path) -> None:
         load_repo_config(None, {"truth_term": "some"})
     with pytest.raises(ConfigError, match="lr_scheduler_type|SchedulerType"):  # TRL's own checks, at load
         load_repo_config(None, {"lr_scheduler_type": "sometimes"})
+    with pytest.raises(ConfigError, match="truth_reduction"):
+        load_repo_config(None, {"truth_reduction": "mean"})
+    assert load_repo_config(None, {}).truth_reduction == "sequence"
 
 
-def test_loss_equals_independent_computation(tiny_model: Path, tmp_path: Path) -> None:
+def test_gpu_config_validates_on_a_cpu_and_checks_the_hardware_when_run(tmp_path: Path) -> None:
+    """A plan for a bf16 GPU run is drawn on a machine without one; building the run's arguments checks it."""
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without a GPU")
+    c = load_repo_config(None, {"bf16": True, "tf32": True, "output_dir": str(tmp_path)})
+    assert c.bf16 is True and c.trl["tf32"] is True
+    with pytest.raises(ValueError, match="bf16|tf32"):
+        c.dpo_args()
+
+
+@pytest.mark.parametrize("reduction", ["sequence", "token_mean"])
+def test_loss_equals_independent_computation(tiny_model: Path, tmp_path: Path, reduction: str) -> None:
     rows = preference_rows(6)  # rows 0,1 rewritten (same y_t), 2,3 ordinary, 4,5 rewritten (same y_t), …
     data = write_rows(tmp_path / "prefs.jsonl", rows)
-    setup = build_repo_trainer(cfg(tiny_model, data, tmp_path / "out", lambda_truth=0.7))
+    setup = build_repo_trainer(cfg(tiny_model, data, tmp_path / "out", lambda_truth=0.7, truth_reduction=reduction))
     trainer = setup.trainer
     model, ref = trainer.model, trainer.ref_model
     with torch.no_grad():  # move the policy away from the reference so the DPO term is not trivial
@@ -152,11 +195,13 @@ def test_loss_equals_independent_computation(tiny_model: Path, tmp_path: Path) -
     assert batch["rewritten"].tolist() == [rows[i]["rewritten"] for i in idx] == [True, True, False, False, True]
     model.train()
     got = float(trainer.compute_loss(model, dict(batch)))
-    want = expected_loss(model, ref, batch, 0.7, batch["rewritten"])
+    want = expected_loss(model, ref, batch, 0.7, batch["rewritten"], reduction)
     assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
-    # a y_t giving two pair rows counts twice: rows 0 and 1 share it, so T ≠ the mean over distinct y_t
+    # truth_nll: the per-token mean NLL over the rewritten rows (a y_t giving two pair rows counts twice)
+    _, per_token = completion_logps(model, batch)
+    r = batch["rewritten"].float()
     assert trainer._metrics["train"]["truth_nll"][-1] == pytest.approx(
-        (want - expected_loss(model, ref, batch, 0.0, batch["rewritten"])) / 0.7, rel=1e-4
+        float((per_token.chunk(2)[0] * r).sum() / r.sum()), rel=1e-4
     )
     # no rewritten row in the batch: the truth term is 0
     plain = batch_of(trainer, [2])
@@ -168,8 +213,64 @@ def test_loss_equals_independent_computation(tiny_model: Path, tmp_path: Path) -
     trainer.truth_term = "all_chosen"
     all_rows = torch.ones_like(batch["rewritten"])
     assert float(trainer.compute_loss(model, dict(batch))) == pytest.approx(
-        expected_loss(model, ref, batch, 0.7, all_rows), rel=1e-5
+        expected_loss(model, ref, batch, 0.7, all_rows, reduction), rel=1e-5
     )
+
+
+def one_step(trainer: Any, idx: list[int], micro: int) -> tuple[float, torch.Tensor]:
+    """One optimizer step's loss (as the Trainer logs it) and gradient over rows `idx` in micro-batches of `micro`,
+    through the Trainer's own loop pieces: get_batch_samples (counts the step's items) → training_step each."""
+    model = trainer.model
+    model.train()
+    model.zero_grad(set_to_none=True)
+    micro_batches = [batch_of(trainer, idx[i : i + micro]) for i in range(0, len(idx), micro)]
+    batches, num_items = trainer.get_batch_samples(iter(micro_batches), len(micro_batches), trainer.args.device)
+    trainer.current_gradient_accumulation_steps = len(batches)
+    loss = sum(float(trainer.training_step(model, b, num_items)) for b in batches)
+    grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    return loss, grads
+
+
+def five_percent_trainer(model: Path, tmp_path: Path) -> Any:
+    """40 pairs of different lengths, 2 of them (5%) rewritten; the policy moved off the reference."""
+    rows = rows_with_rewrites(40, {3, 17})
+    assert len({len(r["chosen"][0]["content"]) for r in rows[:8]}) > 1  # a batch of 8 is padded
+    data = write_rows(tmp_path / "prefs.jsonl", rows)
+    trainer = build_repo_trainer(cfg(model, data, tmp_path / "out", lambda_truth=1.0)).trainer
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return trainer
+
+
+def test_one_objective_per_step_whatever_the_micro_batching(tiny_model: Path, tmp_path: Path) -> None:
+    """Item 1 of issue 31: the same 8 rows at micro-batch 1 × 8 accumulation and 8 × 1 give the same loss and
+    gradients (padding masked), and that loss is the mean over the 8 pairs of ℓ_DPO,i + λ·r_i·T_i."""
+    trainer = five_percent_trainer(tiny_model, tmp_path)
+    eight = list(range(8))
+    loss_a, grad_a = one_step(trainer, eight, 1)
+    loss_b, grad_b = one_step(trainer, eight, 8)
+    assert loss_a == pytest.approx(loss_b, rel=1e-5)
+    assert float((grad_a - grad_b).norm() / grad_b.norm()) < 1e-5
+    batch = batch_of(trainer, eight)
+    assert loss_b == pytest.approx(expected_loss(trainer.model, trainer.ref_model, batch, 1.0, batch["rewritten"]),
+                                   rel=1e-5)  # fmt: skip
+
+
+def test_truth_weight_does_not_depend_on_micro_batch_size(tiny_model: Path, tmp_path: Path) -> None:
+    """With 5% rewritten rows the truth term weighs 5% of λ at micro-batch 1, 2 and 8 (it was λ·P(micro-batch
+    holds a rewritten row): 0.05, 0.10, 0.40 here)."""
+    trainer = five_percent_trainer(tiny_model, tmp_path)
+    everything = list(range(40))
+    full = batch_of(trainer, everything)
+    truth = -completion_logps(trainer.model, full)[0].chunk(2)[0]
+    mean_truth = float(truth[full["rewritten"]].mean())
+    for micro in (1, 2, 8):
+        trainer.lambda_truth = 1.0
+        with_truth, _ = one_step(trainer, everything, micro)
+        trainer.lambda_truth = 0.0
+        without, _ = one_step(trainer, everything, micro)
+        assert (with_truth - without) / mean_truth == pytest.approx(0.05, rel=1e-4), micro
 
 
 def test_lambda_zero_is_trls_sigmoid_dpo(tiny_model: Path, tmp_path: Path) -> None:
@@ -199,6 +300,52 @@ def test_lambda_zero_is_trls_sigmoid_dpo(tiny_model: Path, tmp_path: Path) -> No
     b = float(theirs.compute_loss(theirs.model, dict(plain)))
     assert a == pytest.approx(b, rel=1e-6, abs=1e-7)
     assert "truth_nll" in ours._metrics["train"]  # the baseline still reports the truth NLL
+
+
+def test_random_rewrite_ablation_trains_on_another_items_rewrite(tiny_model: Path, tmp_path: Path) -> None:
+    """truth_target: other_item — each rewritten row's truth term uses another item's rewrite (both rows of one
+    item the same one), the DPO pairs keep their own; the loss is the formula with those truth answers."""
+    from redtrans.train.repo import other_item_truth
+
+    rows = preference_rows(9)  # items 0, 3, 6 rewritten, two rows each
+    shuffled = other_item_truth(rows, "rewritten", seed=1)
+    rewritten = [r for r in shuffled if r["rewritten"]]
+    assert all(r["truth"] != r["chosen"] for r in rewritten)
+    assert sorted(json.dumps(r["truth"]) for r in rewritten) == sorted(json.dumps(r["chosen"]) for r in rewritten)
+    by_item: dict[str, set[str]] = {}
+    for r in rewritten:
+        by_item.setdefault(r["id"].split("-")[0], set()).add(json.dumps(r["truth"]))
+    assert all(len(v) == 1 for v in by_item.values())
+    assert all(r["truth"] == r["chosen"] for r in shuffled if not r["rewritten"])
+    assert [{k: r[k] for k in rows[0]} for r in shuffled] == rows  # the pairs are unchanged
+    with pytest.raises(ConfigError, match="two items"):
+        other_item_truth(preference_rows(2), "rewritten")
+
+    data = write_rows(tmp_path / "prefs.jsonl", rows)
+    c = cfg(tiny_model, data, tmp_path / "out", truth_target="other_item", lambda_truth=0.7)
+    trainer = build_repo_trainer(c).trainer
+    model, ref = trainer.model, trainer.ref_model
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    batch = batch_of(trainer, [0, 1, 2, 3])
+    assert "truth_input_ids" in batch and not torch.equal(batch["truth_input_ids"][0], batch["input_ids"][0])
+    model.train()
+    got = float(trainer.compute_loss(model, dict(batch)))
+    assert got == pytest.approx(expected_loss(model, ref, batch, 0.7, batch["rewritten"], truth_prefix="truth_"),
+                                rel=1e-5)  # fmt: skip
+    assert got != pytest.approx(expected_loss(model, ref, batch, 0.7, batch["rewritten"]), rel=1e-3)
+
+
+def test_lora_dropout_is_kept(tiny_model: Path, tmp_path: Path) -> None:
+    """TRL's disable_dropout zeroes every dropout module; RePO sets LoRA's back to `lora_dropout` on purpose."""
+    data = write_rows(tmp_path / "prefs.jsonl", preference_rows(4))
+    c = cfg(tiny_model, data, tmp_path / "out", use_peft=True, lora_r=4, lora_dropout=0.25)
+    model = build_repo_trainer(c).trainer.model
+    lora = [m for n, m in model.named_modules() if ".lora_dropout." in n and isinstance(m, torch.nn.Dropout)]
+    assert lora and all(m.p == 0.25 for m in lora)
+    others = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and ".lora_dropout." not in n]
+    assert all(m.p == 0 for m in others)
 
 
 def test_training_raises_logp_of_rewrite_and_margin(tiny_model: Path, tmp_path: Path) -> None:
@@ -291,7 +438,9 @@ def _free_port() -> int:
 
 
 def test_two_process_accelerate_launch(tiny_model: Path, tmp_path: Path) -> None:
-    data = write_rows(tmp_path / "prefs.jsonl", preference_rows(12))  # 16 pairs
+    """2 processes × 4 pairs give the objective and gradient of 1 process × 8: the one rewritten pair sits on one
+    process only, and still weighs 1/8 (a per-process mean of the truth term gave it 1/2 there, 1 in one process)."""
+    data = write_rows(tmp_path / "prefs.jsonl", rows_with_rewrites(8, {5}))  # one step = all 8 pairs
     out = tmp_path / "out"
     config = tmp_path / "repo.yaml"
     config.write_text(
@@ -301,8 +450,10 @@ def test_two_process_accelerate_launch(tiny_model: Path, tmp_path: Path) -> None
                 f"train_file: {data}",
                 f"output_dir: {out}",
                 "lora_r: 4",
+                "lora_dropout: 0",
                 "per_device_train_batch_size: 4",
                 "learning_rate: 1.0e-3",
+                "seed: 0",
                 "logging_steps: 1",
                 "save_strategy: 'no'",
                 "report_to: none",
@@ -344,3 +495,11 @@ def test_two_process_accelerate_launch(tiny_model: Path, tmp_path: Path) -> None
     assert [r["step"] for r in steps] == [1, 2] and all("truth_nll" in r for r in steps)
     assert (out / "adapter_model.safetensors").is_file()
     assert proc.stderr.count("repo: ") == 1  # one summary line, from the main process
+
+    one = run_repo(load_repo_config(config, {"output_dir": str(tmp_path / "one"), "max_steps": 2,
+                                             "per_device_train_batch_size": 8}))  # fmt: skip
+    single = [h for h in one.history if "loss" in h]
+    for two_procs, one_proc in zip(steps, single, strict=True):
+        assert two_procs["loss"] == pytest.approx(one_proc["loss"], rel=1e-4)
+        assert two_procs["grad_norm"] == pytest.approx(one_proc["grad_norm"], rel=1e-4)
+        assert two_procs["truth_nll"] == pytest.approx(one_proc["truth_nll"], rel=1e-4)

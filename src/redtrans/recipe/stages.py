@@ -145,12 +145,17 @@ def _variant_sample_stage(recipe: RecipeConfig, low: float, high: float) -> Stag
 
 # ------------------------------------------------------------------------------------------------- train
 def _sft_stage(recipe: RecipeConfig, name: str, train_file: Path, dep: str) -> Stage:
-    from redtrans.train.sft import check_config, load_sft_config
+    from redtrans.train.sft import load_sft_config
 
     out = recipe.out / name
     values, source = stage_values(recipe.sft)
     owned = {"train_file": str(train_file), "output_dir": str(out), "model_name_or_path": recipe.base_model}
-    cfg = check_config(load_sft_config(source, owned) if source else load_sft_config(None, {**values, **owned}))
+    # validated without this machine's device checks (a GPU plan drawn on a laptop); run_sft makes them at start
+    cfg = (
+        load_sft_config(source, owned, hardware=False)
+        if source
+        else load_sft_config(None, {**values, **owned}, hardware=False)
+    )
     inputs = {"train_file": str(train_file), **_base_input(recipe.base_model)}
     if cfg.eval_file:
         inputs["eval_file"] = _abs(cfg.eval_file)

@@ -26,6 +26,7 @@ __all__ = [
     "merge_adapter",
     "resolve_base",
     "use_bf16",
+    "without_hardware_checks",
 ]
 
 
@@ -57,6 +58,13 @@ def use_bf16(bf16: bool | None) -> bool:
     if bf16 is not None:
         return bf16
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def without_hardware_checks(args: dict[str, Any]) -> dict[str, Any]:
+    """`TrainingArguments` fields as they are validated when a run is planned rather than started: every check
+    of values stays, the ones of this machine's devices go (transformers refuses `bf16`/`tf32` where no GPU has
+    them unless `use_cpu`). The run itself builds its arguments from the fields as given."""
+    return {**args, "use_cpu": True, "tf32": None}
 
 
 def load_tokenizer(model_args: ModelConfig, trust_remote_code: bool = False) -> Any:

@@ -1,18 +1,24 @@
 """RePO (RedTrans stage 3): DPO on expert preferences plus a term pulling the policy toward expert rewrites.
 
-    L = L_DPO(sigmoid, β)  +  λ · T,   T = mean over the batch's rewritten rows of (per-token mean NLL of y_t)
+    L = (1/N) Σᵢ [ ℓ_DPO,ᵢ(sigmoid, β) + λ · rᵢ · Tᵢ ],   Tᵢ = −log π(y_t,ᵢ | xᵢ)  (or its per-token mean)
 
-The exact definition is in docs/training.md ("RePO"); `redtrans.train.repo_trainer.RePOTrainer` implements it
-on TRL's `DPOTrainer`, whose reference handling, collation and logging stay as they are.
+over the N pairs of one optimizer step (all micro-batches, all processes); rᵢ = 1 on rows whose chosen answer
+is an expert rewrite y_t. The exact definition is in docs/training.md ("RePO");
+`redtrans.train.repo_trainer.RePOTrainer` implements it on TRL's `DPOTrainer`, whose reference handling,
+collation and logging stay as they are.
 
-- The config is `RePOConfig`: our fields (model, data, λ, which rows get the truth term, LoRA) as a pydantic
-  `StageConfig`, and any `trl.DPOConfig` field under TRL's own name at the top level (``beta``,
+- The config is `RePOConfig`: our fields (model, data, λ, the truth term's rows, unit and target, LoRA) as a
+  pydantic `StageConfig`, and any `trl.DPOConfig` field under TRL's own name at the top level (``beta``,
   ``learning_rate``, ``precompute_ref_log_probs``, …), checked against TRL's types and by building TRL's
-  `DPOConfig`.
+  `DPOConfig` — without its hardware checks when the config is loaded or planned (bf16 on a GPU config is
+  valid on a laptop), with them when the run starts (`RePOConfig.dpo_args`).
 - The starting model is the SFT model, and it is also the reference π_ref. An SFT LoRA adapter is **merged**
   into its base first (not stacked): the policy is then an ordinary model, a new RePO adapter (``use_peft``)
   is trained on top of it, and TRL's "adapter switched off" reference is exactly the SFT model. With LoRA the
   merged SFT model is written to ``output_dir/base`` so the RePO adapter has a base on disk to load from.
+- Dropout: TRL's ``disable_dropout`` (default true) zeroes every dropout module, LoRA's included;
+  `RePOTrainer` sets LoRA's back to ``lora_dropout`` on purpose (it never touches π_ref). ``lora_dropout: 0``
+  is TRL's behaviour.
 - Data: JSON Lines in TRL's preference format (what ``redtrans prefs export`` writes): ``prompt`` (chat
   messages), ``chosen`` and ``rejected`` (assistant messages, or strings) plus ``rewritten`` (bool, default
   false) and ``id``.
@@ -40,11 +46,16 @@ __all__ = [
     "RePOResult",
     "load_preference_rows",
     "load_repo_config",
+    "other_item_truth",
     "run_repo",
 ]
 
 # TRL DPOConfig fields we set ourselves (or that mean something else here).
 _OWN_TRL_FIELDS = {"bf16"}
+
+DEFAULT_TRUTH_REDUCTION: Literal["sequence", "token_mean"] = "sequence"
+"""The truth term's unit by default: the paper's, and the one `benchmarks/repo_arms.py` supports (docs/training.md)."""
+DEFAULT_LAMBDA = 1.0
 
 
 def _dpo_fields() -> dict[str, Any]:
@@ -91,11 +102,20 @@ class RePOConfig(StageConfig):
     loss: Literal["repo", "dpo"] = "repo"
     """repo: DPO + lambda_truth × the truth term; dpo: the baseline, TRL's sigmoid DPO (λ forced to 0;
     `truth_nll` is still logged)."""
-    lambda_truth: float = Field(default=1.0, ge=0)
-    """λ, the weight of the truth term (the per-token mean NLL of y_t over the rewritten rows of a batch)."""
+    lambda_truth: float = Field(default=DEFAULT_LAMBDA, ge=0)
+    """λ, the weight of the truth term: each covered row adds λ·Tᵢ to its pair's loss, and the step's loss is the
+    mean over all its pairs (docs/training.md). Its scale depends on `truth_reduction`."""
+    truth_reduction: Literal["sequence", "token_mean"] = DEFAULT_TRUTH_REDUCTION
+    """Tᵢ's unit. sequence: −log π(y_t|x), the summed NLL of the rewrite's tokens — the paper's KL to a point
+    mass on y_t; token_mean: that divided by the rewrite's token count (every rewrite weighs the same). A λ
+    carries over as λ_sequence ≈ λ_token_mean / (mean tokens of a rewrite)."""
     truth_term: Literal["rewritten", "all_chosen"] = "rewritten"
     """Rows the truth term covers: rewritten (RePO: rows with `rewritten: true`) or all_chosen (the RPO-style
     ablation: every chosen answer)."""
+    truth_target: Literal["own", "other_item"] = "own"
+    """The y_t of the truth term. own: the row's chosen answer (its expert rewrite); other_item: the ablation of
+    docs/training.md — another item's rewrite (a seeded cyclic shift over the covered items, so no item keeps
+    its own), while the DPO pair keeps the real one. Costs one more policy forward per step."""
 
     # --- LoRA (PEFT) ---
     use_peft: bool = True
@@ -106,7 +126,9 @@ class RePOConfig(StageConfig):
     lora_alpha: int = Field(default=32, ge=1)
     """LoRA scaling alpha (the update is scaled by alpha / r)."""
     lora_dropout: float = Field(default=0.05, ge=0, lt=1)
-    """Dropout on the LoRA path (TRL's `disable_dropout` does not touch it)."""
+    """Dropout on the LoRA path. TRL's `disable_dropout` (on by default) zeroes every dropout module; RePO sets
+    the LoRA ones back to this value on purpose (π_ref, the adapter switched off, never sees them); 0 = TRL's
+    behaviour."""
     lora_target_modules: list[str] | str = "all-linear"
     """Modules that get adapters: `all-linear` or a list of names (the LM head cannot: TRL reads its weight)."""
     use_rslora: bool = False
@@ -154,7 +176,7 @@ class RePOConfig(StageConfig):
                 raise ValueError(f"{key}: {first['msg']} (got {value!r})") from None
             except Exception:  # a type pydantic cannot express: TRL's DPOConfig checks it below
                 pass
-        self.dpo_args()  # TRL's own checks (loss types, schedulers, …)
+        self.dpo_args(hardware=False)  # TRL's own checks (loss types, schedulers, …); hardware's at the start
         return self
 
     @property
@@ -171,11 +193,13 @@ class RePOConfig(StageConfig):
 
         return use_bf16(self.bf16)
 
-    def dpo_args(self, has_eval: bool | None = None) -> Any:
-        """The `trl.DPOConfig` of this run (built before the model, so DeepSpeed ZeRO-3 can shard while loading)."""
+    def dpo_args(self, has_eval: bool | None = None, hardware: bool = True) -> Any:
+        """The `trl.DPOConfig` of this run (built before the model, so DeepSpeed ZeRO-3 can shard while loading).
+        `hardware=False` validates every field without the checks of this machine's devices (bf16, tf32), as a
+        plan drawn on a laptop for a GPU run needs; the run builds it with them."""
         from trl import DPOConfig
 
-        from redtrans.train.modeling import cpu_only_multiprocess
+        from redtrans.train.modeling import cpu_only_multiprocess, without_hardware_checks
 
         args: dict[str, Any] = {
             "output_dir": "runs/repo",
@@ -197,6 +221,8 @@ class RePOConfig(StageConfig):
         elif has_eval and "eval_strategy" not in self.trl:
             args["eval_strategy"] = "steps"
             args.setdefault("eval_steps", 50)
+        if not hardware:
+            args = without_hardware_checks(args)
         try:
             return DPOConfig(**args)
         except (TypeError, ValueError) as exc:
@@ -288,19 +314,53 @@ def split_rows(config: RePOConfig) -> tuple[list[dict[str, Any]], list[dict[str,
         return train, load_preference_rows(config.eval_file)
     if config.eval_split <= 0:
         return train, []
-    prompts = sorted({json.dumps(r["prompt"], ensure_ascii=False, sort_keys=True) for r in train})
+    prompts = sorted({_prompt_key(r) for r in train})
     n = int(config.eval_split) if config.eval_split >= 1 else math.ceil(len(prompts) * config.eval_split)
     n = min(n, len(prompts) - 1)
     random.Random(int(config.trl.get("seed", 42))).shuffle(prompts)
     held = set(prompts[:n])
-    key = [json.dumps(r["prompt"], ensure_ascii=False, sort_keys=True) in held for r in train]
+    key = [_prompt_key(r) in held for r in train]
     return [r for r, k in zip(train, key, strict=True) if not k], [r for r, k in zip(train, key, strict=True) if k]
+
+
+def _prompt_key(row: dict[str, Any]) -> str:
+    return json.dumps(row["prompt"], ensure_ascii=False, sort_keys=True)
+
+
+def other_item_truth(rows: list[dict[str, Any]], covered: str = "rewritten", seed: int = 42) -> list[dict[str, Any]]:
+    """The rows with a ``truth`` answer for the random-rewrite ablation: every covered row (``rewritten``, or every
+    row with ``all_chosen``) gets the chosen answer of *another* item (prompt), by a seeded cyclic shift over the
+    covered items in random order (no item keeps its own; the k-th distinct rewrite of an item maps to the k-th
+    of its partner, modulo their count); other rows keep their own. The pairs are unchanged."""
+    by_item: dict[str, list[Any]] = {}
+    for row in rows:
+        if covered == "all_chosen" or row["rewritten"]:
+            answers = by_item.setdefault(_prompt_key(row), [])
+            if row["chosen"] not in answers:
+                answers.append(row["chosen"])
+    items = sorted(by_item)
+    if len(items) < 2:
+        raise ConfigError(
+            f"truth_target: other_item needs rewrites of at least two items (prompts); the data has {len(items)}"
+        )
+    random.Random(seed).shuffle(items)
+    partner = {item: items[(i + 1) % len(items)] for i, item in enumerate(items)}
+    out = []
+    for row in rows:
+        truth = row["chosen"]
+        key = _prompt_key(row)
+        if key in partner:
+            own, theirs = by_item[key], by_item[partner[key]]
+            truth = theirs[own.index(row["chosen"]) % len(theirs)] if row["chosen"] in own else truth
+        out.append({**row, "truth": truth})
+    return out
 
 
 def to_dataset(rows: list[dict[str, Any]]) -> Any:
     from datasets import Dataset
 
-    return Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected", "rewritten")} for r in rows])
+    keys = ("prompt", "chosen", "rejected", "rewritten") + (("truth",) if rows and "truth" in rows[0] else ())
+    return Dataset.from_list([{k: r[k] for k in keys} for r in rows])
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -391,6 +451,9 @@ def build_repo_trainer(config: RePOConfig, callbacks: list[Any] | None = None) -
     if not config.train_file:
         raise ConfigError("train_file is required")
     train_rows, eval_rows = split_rows(config)
+    seed = int(config.trl.get("seed", 42))
+    if config.truth_target == "other_item" and config.effective_lambda:
+        train_rows = other_item_truth(train_rows, config.truth_term, seed)
     bf16 = config.use_bf16()
     args = config.dpo_args(has_eval=bool(eval_rows))  # before the model: ZeRO-3 shards while loading
     out = Path(args.output_dir)
@@ -422,6 +485,7 @@ def build_repo_trainer(config: RePOConfig, callbacks: list[Any] | None = None) -
         callbacks=[log, *(callbacks or [])],
         lambda_truth=config.effective_lambda,
         truth_term=config.truth_term,
+        truth_reduction=config.truth_reduction,
     )
     return RePOSetup(trainer, loaded.tokenizer, train_rows, eval_rows, base if config.use_peft else None, log)
 
@@ -449,6 +513,8 @@ def run_repo(config: RePOConfig, callbacks: list[Any] | None = None) -> RePOResu
         "loss": config.loss,
         "lambda_truth": config.effective_lambda,
         "truth_term": config.truth_term,
+        "truth_reduction": config.truth_reduction,
+        "truth_target": config.truth_target,
         "world_size": trainer.args.world_size,
         "global_step": trainer.state.global_step,
         "resumed_from": resume,

@@ -1,16 +1,21 @@
 """`RePOTrainer`: TRL's `DPOTrainer` plus the RePO truth term on expert rewrites (imports TRL; load it lazily).
 
 Everything of DPO stays TRL's: tokenization, collation, the reference (a second model, the PEFT adapter
-switched off, or `precompute_ref_log_probs`), the sigmoid loss and its metrics (`rewards/*`, `logps/*`, …).
-The subclass only
+switched off, or `precompute_ref_log_probs`), the per-pair sigmoid loss and its metrics (`rewards/*`,
+`logps/*`, …). The subclass
 
-- keeps the dataset's boolean ``rewritten`` column through TRL's column filter and collator into the batch
-  (a bool tensor over the pairs; it never reaches the model's forward);
-- reads the policy's per-token log-probabilities of the chosen answers from the forward pass TRL already runs
-  (no second policy forward), and adds ``lambda_truth · T`` to TRL's loss, where T is the per-token mean NLL
-  of the chosen answer averaged over the batch's rows that are expert rewrites (docs/training.md, "RePO");
-- logs ``truth_nll`` (T over the logging window, gathered over processes) beside TRL's metrics, also when
-  ``lambda_truth`` is 0, so a DPO baseline reports the same number.
+- keeps the dataset's boolean ``rewritten`` column (and, for the random-rewrite ablation, a ``truth`` answer)
+  through TRL's column filter, tokenizer and collator into the batch; they never reach the model's forward;
+- makes the objective a **per-pair sum averaged over every pair of one optimizer step**, across gradient
+  accumulation and processes: ℓᵢ = ℓ_DPO,ᵢ + λ·rᵢ·Tᵢ, L = (1/N) Σᵢ ℓᵢ, N = the pairs of the step on all
+  processes (counted by `_get_num_items_in_batch`, gathered). A micro-batch contributes Σ_{i∈mb} ℓᵢ · W/N
+  (W = processes; data parallelism averages gradients over W), so micro-batch size, accumulation and device
+  count give the same objective and the same gradients (docs/training.md, "The objective, exactly");
+- reads Tᵢ, the NLL of the chosen answer y_t (``truth_reduction``: ``sequence`` = −log π(y_t|x), the paper's;
+  ``token_mean`` = that over its token count), from the policy forward TRL already runs (no second forward),
+  or from one extra policy forward over the ``truth`` answers when the rows carry them;
+- logs ``truth_nll`` (the per-token mean NLL of the rewritten rows' y_t, gathered over processes, whatever the
+  reduction trained) beside TRL's metrics, also when λ is 0, so a DPO arm reports the same number.
 """
 
 from __future__ import annotations
@@ -23,16 +28,28 @@ from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 TRUTH_TERMS = ("rewritten", "all_chosen")
+TRUTH_REDUCTIONS = ("sequence", "token_mean")
+TRUTH_KEYS = ("truth_input_ids", "truth_attention_mask", "truth_completion_mask")
 
 
 @dataclass
 class PreferenceCollatorWithRewritten(DataCollatorForPreference):
-    """TRL's preference collator, also returning ``rewritten`` (bool, one per pair) when the rows carry it."""
+    """TRL's preference collator, also returning ``rewritten`` (bool, one per pair) when the rows carry it, and the
+    ``truth`` sequences (prompt + truth answer, padded and truncated as TRL does the chosen ones) when they carry
+    ``truth_ids``."""
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = super().torch_call(examples)
         if examples and "rewritten" in examples[0]:
             out["rewritten"] = torch.tensor([bool(e["rewritten"]) for e in examples], dtype=torch.bool)
+        if examples and "truth_ids" in examples[0]:
+            truth = super().torch_call(
+                [{"prompt_ids": e["prompt_ids"], "chosen_ids": e["truth_ids"], "rejected_ids": []} for e in examples]
+            )
+            rows = len(examples)
+            out["truth_input_ids"] = truth["input_ids"][:rows]
+            out["truth_attention_mask"] = truth["attention_mask"][:rows]
+            out["truth_completion_mask"] = truth["completion_mask"][:rows]
         return out
 
 
@@ -53,42 +70,44 @@ class _FirstForward:
         return getattr(self.model, name)
 
 
-def truth_nll_per_row(
-    per_token_logps: torch.Tensor, completion_mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per-token mean NLL of each chosen answer, its token count) from TRL's ``[chosen; rejected]`` batch.
-
-    `per_token_logps` are the log-probabilities of the next tokens (``[2B, L-1]``, 0 where masked);
-    `completion_mask` the collator's ``[2B, L]`` mask."""
+def answer_nll(per_token_logps: torch.Tensor, completion_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed NLL of each answer, its token count): `per_token_logps` are the log-probabilities of the next tokens
+    (``[R, L-1]``, 0 where masked, as TRL's forward returns them), `completion_mask` the collator's ``[R, L]``."""
     shift_mask = completion_mask[:, 1:].to(per_token_logps.dtype)
-    seq_len = shift_mask.size(1)
-    logps = per_token_logps[:, -seq_len:]
-    chosen_logps, _ = logps.chunk(2, dim=0)
-    chosen_mask, _ = shift_mask.chunk(2, dim=0)
-    tokens = chosen_mask.sum(dim=1)
-    nll = -(chosen_logps * chosen_mask).sum(dim=1) / tokens.clamp(min=1.0)
-    return nll, tokens
+    logps = per_token_logps[:, -shift_mask.size(1) :]
+    return -(logps * shift_mask).sum(dim=1), shift_mask.sum(dim=1)
 
 
-def masked_truth_term(nll: torch.Tensor, tokens: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(T, number of rows in it): the mean of `nll` over the selected rows that kept ≥ 1 answer token; T = 0
-    (still attached to the graph) when there are none."""
-    weights = rows.to(nll.dtype) * (tokens > 0).to(nll.dtype)
-    count = weights.sum()
-    term = (nll * weights).sum() / count.clamp(min=1.0)
-    return term, count
+def truth_per_row(nll_sum: torch.Tensor, tokens: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Tᵢ: the sequence NLL −log π(y_t|x) (``sequence``) or its per-token mean (``token_mean``)."""
+    return nll_sum if reduction == "sequence" else nll_sum / tokens.clamp(min=1.0)
 
 
 class RePOTrainer(DPOTrainer):
-    """`trl.DPOTrainer` + ``lambda_truth`` × the masked truth term (see the module docstring)."""
+    """`trl.DPOTrainer` + ``lambda_truth`` × the truth term, one per-pair objective per optimizer step (see the
+    module docstring)."""
 
-    def __init__(self, *args: Any, lambda_truth: float = 1.0, truth_term: str = "rewritten", **kwargs: Any) -> None:
+    # compute_loss returns the micro-batch's share of the step's mean (see `_get_num_items_in_batch`): the
+    # Trainer must not divide it by the accumulation steps again.
+    loss_is_scaled_for_ga = True
+
+    def __init__(
+        self,
+        *args: Any,
+        lambda_truth: float = 1.0,
+        truth_term: str = "rewritten",
+        truth_reduction: str = "sequence",
+        **kwargs: Any,
+    ) -> None:
         if truth_term not in TRUTH_TERMS:
             raise ValueError(f"truth_term must be one of {', '.join(TRUTH_TERMS)}, not {truth_term!r}")
+        if truth_reduction not in TRUTH_REDUCTIONS:
+            raise ValueError(f"truth_reduction must be one of {', '.join(TRUTH_REDUCTIONS)}, not {truth_reduction!r}")
         if lambda_truth < 0:
             raise ValueError(f"lambda_truth must be >= 0, not {lambda_truth}")
         self.lambda_truth = float(lambda_truth)
         self.truth_term = truth_term
+        self.truth_reduction = truth_reduction
         if kwargs.get("data_collator") is None:
             dpo_args = kwargs.get("args")  # give args and processing_class as keywords
             tokenizer = kwargs.get("processing_class")
@@ -102,42 +121,112 @@ class RePOTrainer(DPOTrainer):
                     pad_to_multiple_of=dpo_args.pad_to_multiple_of,
                 )
         super().__init__(*args, **kwargs)
+        self._restore_lora_dropout()
+
+    def _restore_lora_dropout(self) -> None:
+        """TRL's `disable_dropout` zeroes every `nn.Dropout`, LoRA's included; LoRA's is set back to its configured
+        `lora_dropout`. It never reaches π_ref (the adapter switched off, or a separate model), so the reference
+        log-probabilities stay deterministic, and with B = 0 it leaves the first step's rewards at 0."""
+        peft_config = getattr(self.model, "peft_config", None)
+        if self.model is None or not isinstance(peft_config, dict):
+            return
+        for name, module in self.model.named_modules():
+            parts = name.split(".")
+            if len(parts) >= 2 and parts[-2] == "lora_dropout" and isinstance(module, torch.nn.Dropout):
+                adapter = peft_config.get(parts[-1])
+                if adapter is not None:
+                    module.p = float(getattr(adapter, "lora_dropout", 0.0) or 0.0)
+
+    # ------------------------------------------------------------------------------------------------- data
+
+    def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
+        """TRL's tokenization; a ``truth`` column is tokenized by the same code (as the chosen answer of a
+        stand-in pair) into ``truth_ids``."""
+        has_truth = "truth" in (getattr(dataset, "column_names", None) or [])
+        prepared = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        if not has_truth or "truth_ids" in prepared.column_names:
+            return prepared
+        stand_in = dataset.remove_columns(["chosen", "rejected"]).rename_column("truth", "chosen")
+        stand_in = stand_in.add_column("rejected", list(stand_in["chosen"]))
+        tokenized = super()._prepare_dataset(stand_in, processing_class, args, f"{dataset_name} truth")
+        if tokenized["prompt_ids"] != prepared["prompt_ids"]:
+            raise RuntimeError("RePOTrainer: the truth answers tokenized against other prompts than the pairs")
+        return prepared.add_column("truth_ids", tokenized["chosen_ids"])
 
     def _set_signature_columns_if_needed(self) -> None:
-        # TRL keeps only the tokenized columns (remove_unused_columns); `rewritten` must reach the collator.
+        # TRL keeps only the tokenized columns (remove_unused_columns); ours must reach the collator.
         super()._set_signature_columns_if_needed()
         columns: list[str] = list(self._signature_columns or [])
-        if "rewritten" not in columns:
-            self._signature_columns = [*columns, "rewritten"]  # type: ignore[assignment]
+        self._signature_columns = [*columns, *(c for c in ("rewritten", "truth_ids") if c not in columns)]  # type: ignore[assignment]
+
+    def _get_num_items_in_batch(self, batch_samples: list[Any], device: torch.device) -> torch.Tensor | None:
+        """N: the pairs of one optimizer step on all processes (the batches TRL collates hold [chosen; rejected])."""
+        if not batch_samples or "input_ids" not in batch_samples[0]:
+            return None
+        pairs = sum(int(batch["input_ids"].size(0)) // 2 for batch in batch_samples)
+        count = torch.tensor(pairs, device=device, dtype=torch.float32)
+        if self.args.world_size > 1:
+            count = self.accelerator.gather(count.reshape(1)).sum()
+        return count
 
     def compute_ref_log_probs(self, model: Any, inputs: dict[str, Any]) -> Any:
-        inputs = {k: v for k, v in inputs.items() if k != "rewritten"}
+        inputs = {k: v for k, v in inputs.items() if k != "rewritten" and k not in TRUTH_KEYS}
         return super().compute_ref_log_probs(model, inputs)
+
+    # ------------------------------------------------------------------------------------------------- loss
+
+    def _truth_forward(self, model: Any, truth: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed NLL, tokens) of the ``truth`` answers under the policy: one more forward, through the unwrapped
+        module so data parallelism sees one forward per backward (its gradient hooks fire once per parameter)."""
+        module = self.accelerator.unwrap_model(model)
+        mask = truth["truth_completion_mask"]
+        labels = truth["truth_input_ids"].masked_fill(mask == 0, -100)
+        outputs = module(
+            input_ids=truth["truth_input_ids"],
+            attention_mask=truth["truth_attention_mask"],
+            labels=labels,
+            use_cache=False,
+            fused_lm_head=True,
+        )
+        return answer_nll(outputs.log_probs, mask)
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
         inputs = dict(inputs)
         rewritten = inputs.pop("rewritten", None)
+        truth = {k: inputs.pop(k) for k in TRUTH_KEYS if k in inputs}
         recorder = _FirstForward(model)
         result = super().compute_loss(recorder, inputs, return_outputs, num_items_in_batch)
-        loss = result[0] if return_outputs else result
+        dpo_mean = result[0] if return_outputs else result  # TRL: the mean of ℓ_DPO,ᵢ over this micro-batch
         if recorder.outputs is None or getattr(recorder.outputs, "log_probs", None) is None:
             raise RuntimeError("RePOTrainer: TRL's loss made no policy forward with per-token log-probabilities")
-        nll, tokens = truth_nll_per_row(recorder.outputs.log_probs, inputs["completion_mask"])
-        if self.truth_term == "all_chosen":
-            rows = torch.ones_like(nll, dtype=torch.bool)
-        elif rewritten is None:
-            rows = torch.zeros_like(nll, dtype=torch.bool)
+        pairs = inputs["input_ids"].size(0) // 2
+        if truth:
+            nll_sum, tokens = self._truth_forward(model, truth)
         else:
-            rows = rewritten.to(nll.device).bool()
-        term, count = masked_truth_term(nll, tokens, rows)
+            nll_sum, tokens = answer_nll(recorder.outputs.log_probs, inputs["completion_mask"])
+            nll_sum, tokens = nll_sum[:pairs], tokens[:pairs]  # the chosen half of [chosen; rejected]
+        if self.truth_term == "all_chosen":
+            rows = torch.ones_like(nll_sum, dtype=torch.bool)
+        elif rewritten is None:
+            rows = torch.zeros_like(nll_sum, dtype=torch.bool)
+        else:
+            rows = rewritten.to(nll_sum.device).bool()
+        r = rows.to(nll_sum.dtype) * (tokens > 0).to(nll_sum.dtype)  # a y_t truncated away has no term
+        summed = dpo_mean * pairs
         if self.lambda_truth:
-            loss = loss + self.lambda_truth * term
+            summed = summed + self.lambda_truth * (r * truth_per_row(nll_sum, tokens, self.truth_reduction)).sum()
+        training = bool(getattr(self.model, "training", False))
+        if num_items_in_batch is not None and training:
+            loss = summed * self.accelerator.num_processes / num_items_in_batch
+        else:  # evaluation (and a direct call): the mean over this batch's pairs
+            loss = summed / max(pairs, 1)
 
-        mode = "train" if getattr(self.model, "training", False) else "eval"
-        total = self.accelerator.gather(count.detach().reshape(1)).sum()
-        summed = self.accelerator.gather((term.detach() * count.detach()).reshape(1)).sum()
-        if total.item() > 0:
-            self._metrics[mode]["truth_nll"].append((summed / total).item())
+        mode = "train" if training else "eval"
+        per_token = (nll_sum / tokens.clamp(min=1.0)).detach()
+        count = self.accelerator.gather(r.sum().detach().reshape(1)).sum()
+        total = self.accelerator.gather((per_token * r).sum().detach().reshape(1)).sum()
+        if count.item() > 0:
+            self._metrics[mode]["truth_nll"].append((total / count).item())
         return (loss, result[1]) if return_outputs else loss

@@ -44,6 +44,7 @@ from redtrans.train.modeling import (
     merge_adapter,
     save_run,
     use_bf16,
+    without_hardware_checks,
 )
 
 __all__ = [
@@ -259,28 +260,32 @@ def _check_types(values: dict[str, Any], fields: dict[str, Any]) -> list[str]:
     return problems
 
 
-def check_config(config: SFTRunConfig, source: str = "config") -> SFTRunConfig:
+def check_config(config: SFTRunConfig, source: str = "config", hardware: bool = True) -> SFTRunConfig:
     """Validate the TRL fields: types against TRL's annotations, then values by building `trl.ModelConfig` and
-    `trl.SFTConfig` themselves. ConfigError (naming `source` and the field) on any problem."""
+    `trl.SFTConfig` themselves. ConfigError (naming `source` and the field) on any problem. `hardware=False`
+    leaves out the checks of this machine's devices (a plan for a GPU run drawn without one); `run_sft` makes
+    them when it starts."""
     model_fields, training_fields = _trl_fields()
     problems = _check_types(config.model, model_fields) + _check_types(config.training, training_fields)
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
     model_config(config, source)
-    trl_config(config, use_bf16(config.training.get("bf16")), has_eval=True, source=source)
+    trl_config(config, use_bf16(config.training.get("bf16")), has_eval=True, source=source, hardware=hardware)
     return config
 
 
-def load_sft_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SFTRunConfig:
+def load_sft_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None, hardware: bool = True
+) -> SFTRunConfig:
     """The config from a YAML file (redtrans fields, TRL fields, or a plain TRL SFT YAML), dotted `overrides`
-    on top (`redtrans.config.parse_overrides`), validated by our model and by TRL's classes."""
+    on top (`redtrans.config.parse_overrides`), validated by our model and by TRL's classes (`check_config`)."""
     values: dict[str, Any] = read_yaml_mapping(path) if path is not None else {}
     source = str(path) if path else "config"
     for key, value in (overrides or {}).items():
         # `--set key=null` is meant (merge_overrides skips None: unset CLI options, which the CLI leaves out here)
         apply_override(values, key, value)
     config = validate_config(SFTRunConfig, values, source)
-    return check_config(config, source)
+    return check_config(config, source, hardware)
 
 
 def model_config(config: SFTRunConfig, source: str = "config") -> Any:
@@ -293,8 +298,9 @@ def model_config(config: SFTRunConfig, source: str = "config") -> Any:
         raise ConfigError(f"{source}: trl.ModelConfig: {exc}") from None
 
 
-def trl_config(config: SFTRunConfig, bf16: bool, has_eval: bool, source: str = "config") -> Any:
-    """The `trl.SFTConfig` for this run (built before the model, so DeepSpeed ZeRO-3 can shard at load)."""
+def trl_config(config: SFTRunConfig, bf16: bool, has_eval: bool, source: str = "config", hardware: bool = True) -> Any:
+    """The `trl.SFTConfig` for this run (built before the model, so DeepSpeed ZeRO-3 can shard at load);
+    `hardware=False`: validated without the checks of this machine's devices (`without_hardware_checks`)."""
     from trl import SFTConfig
 
     args = dict(config.training)
@@ -308,6 +314,8 @@ def trl_config(config: SFTRunConfig, bf16: bool, has_eval: bool, source: str = "
     if cpu_only_multiprocess():
         # torchrun / `accelerate launch --multi_gpu` on a machine without GPUs: train on CPU over gloo
         args["use_cpu"] = True
+    if not hardware:
+        args = without_hardware_checks(args)
     try:
         return SFTConfig(**args)
     except (TypeError, ValueError) as exc:
