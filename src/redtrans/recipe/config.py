@@ -18,10 +18,19 @@ from redtrans.engines.spec import EngineSpec
 from redtrans.errors import ConfigError
 from redtrans.prefs.config import DEFAULT_TAU_AUTO, SamplingConfig
 
-__all__ = ["BenchSection", "PrefsSection", "RecipeConfig", "SuiteSpec", "Table4Section", "load_recipe"]
+__all__ = [
+    "BenchSection",
+    "PrefsSection",
+    "RecipeConfig",
+    "SuiteSpec",
+    "Table3Section",
+    "Table4Section",
+    "load_recipe",
+]
 
-TRAINED = ("sft", "dpo", "repo")
-"""Names of the recipe's own models (with `base`) as they appear in `bench.systems` and `prefs.systems`."""
+TRAINED = ("sft", "dpo", "dpo-corrected", "repo", "repo-random")
+"""Names of the recipe's own models (with `base`) as they appear in `bench.systems` and `prefs.systems`: SFT and
+the arms of Table 3 (`redtrans.train.arms.ARMS`)."""
 
 
 class SuiteSpec(StageConfig):
@@ -58,7 +67,8 @@ class PrefsSection(StageConfig):
     chrF++ against the reference, the reference playing the expert rewrite y_t (`prefs export --mode
     reference-rewrite`); export: an expert export from `redtrans prefs export --db …` (`export_file`)."""
     export_file: str | None = None
-    """Preference JSONL written by `redtrans prefs export` (source: export)."""
+    """Preference JSONL written by `redtrans prefs export -o X.jsonl` (source: export): the corrected pairs;
+    Table 3's DPO baseline reads the experts' original pairs it writes beside it, `X.original.jsonl`."""
     input: str | None = None
     """Posts with references for reference-rewrite (JSONL `text`/`source`, `reference`, `src`, `tgt`; or a text
     file with `reference` beside it). None = journal rows of the sample stage that are not in the SFT set (held
@@ -115,6 +125,22 @@ class BenchSection(StageConfig):
     """Paired bootstrap resamples."""
 
 
+class Table3Section(StageConfig):
+    """The paper's Table 3: the preference-stage arms, trained on the same source items with the same optimizer
+    steps and seed (docs/training.md, "The arms")."""
+
+    enabled: bool = True
+    """Train DPO on the experts' original pairs (the paper's baseline), DPO on the corrected pairs and RePO, and
+    bench them beside the base and SFT models. False = RePO only, on the corrected pairs."""
+    random_rewrites: bool = False
+    """Also train the ablation arm: RePO whose truth term uses another item's rewrite (`repo-random`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_bool(cls, data: Any) -> Any:
+        return {"enabled": data} if isinstance(data, bool) else data
+
+
 class Table4Section(StageConfig):
     """The paper's Table 4: SFT on different ΔBLEU bucket ranges, drawn again from the same journal."""
 
@@ -148,13 +174,13 @@ class RecipeConfig(StageConfig):
     """`redtrans sft` config (SFTRunConfig: redtrans fields and TRL's by TRL's names) or its YAML's path.
     `train_file`, `output_dir` and `model_name_or_path` are the recipe's."""
     repo: str | dict[str, Any] = Field(default_factory=dict)
-    """`redtrans repo` config (RePOConfig: ours and trl.DPOConfig's fields) or its YAML's path, shared by the DPO
-    baseline and RePO. `model_name_or_path`, `train_file`, `output_dir` and `loss` are the recipe's."""
+    """`redtrans repo` config (RePOConfig: ours and trl.DPOConfig's fields) or its YAML's path, shared by every
+    arm of Table 3 (same optimizer steps, seed and hyperparameters). `model_name_or_path`, `train_file`,
+    `output_dir`, `loss` and `truth_target` are the recipe's."""
     prefs: PrefsSection = Field(default_factory=PrefsSection)
     """The preference source."""
-    table3: bool = True
-    """The paper's Table 3: train the DPO baseline beside RePO on the same pairs and bench base, SFT, DPO and
-    RePO. False = RePO only."""
+    table3: Table3Section = Field(default_factory=Table3Section)
+    """The paper's Table 3: the DPO arms beside RePO (`enabled`, `random_rewrites`); `table3: false` = RePO only."""
     table4: Table4Section = Field(default_factory=Table4Section)
     """The paper's Table 4 as an option of the same file."""
     bench: BenchSection = Field(default_factory=BenchSection)
@@ -177,8 +203,11 @@ class RecipeConfig(StageConfig):
         return Path(self.output_dir).expanduser()
 
     @property
-    def losses(self) -> list[str]:
-        return ["dpo", "repo"] if self.table3 else ["repo"]
+    def arms(self) -> list[str]:
+        """The preference-stage models this recipe trains (`redtrans.train.arms.ARMS` names), in Table 3's order."""
+        if not self.table3.enabled:
+            return ["repo"]
+        return ["dpo", "dpo-corrected", "repo"] + (["repo-random"] if self.table3.random_rewrites else [])
 
 
 def _resolve(base: Path, value: Any) -> Any:

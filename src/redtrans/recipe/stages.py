@@ -6,8 +6,9 @@ calls that stage's entry function; nothing is re-implemented here.
 | sample | `sampling.stage.run_sample` | sample/journal.jsonl, stats.json, sft.jsonl |
 | sft | `train.sft.run_sft` | sft/ (adapter or model, checkpoint-N/) |
 | prefs-generate | `prefs.generate.run_generate` | prefs-generate/posts.jsonl, candidates.jsonl |
-| prefs-export | `prefs.export.run_export` (reference-rewrite) | prefs-export/preferences.jsonl |
-| dpo, repo | `train.repo.run_repo` (`loss: dpo` / `repo`) | dpo/, repo/ |
+| prefs-export | `prefs.export.run_export` (reference-rewrite) | prefs-export/preferences(.original).jsonl |
+| pairs | both pair files on the items in both (`train.arms.same_items`; Table 3) | pairs/corrected.jsonl, … |
+| dpo, dpo-corrected, repo, repo-random | `train.repo.run_repo` with the arm's fields (`train.arms.ARMS`) | dpo/, … |
 | t4-<range>-sample, t4-<range>-sft | draw again from sample/journal.jsonl; `run_sft` | Table 4's SFT variants |
 | bench | `bench.run.run_bench` per suite | bench/<suite>/results.json, … |
 | report | `recipe.report.write_report` | report/report.md, report.html |
@@ -175,26 +176,89 @@ def _sft_stage(recipe: RecipeConfig, name: str, train_file: Path, dep: str) -> S
 
 
 def _prefs_file(recipe: RecipeConfig) -> Path:
+    """The corrected pairs (`prefs export`'s X.jsonl); the original pairs are beside it (`original_pairs_path`)."""
     if recipe.prefs.source == "export":
         assert recipe.prefs.export_file is not None
         return Path(recipe.prefs.export_file)
     return recipe.out / "prefs-export" / "preferences.jsonl"
 
 
-def _repo_stage(recipe: RecipeConfig, loss: str) -> Stage:
+def _pairs_stage(recipe: RecipeConfig) -> Stage:
+    """Table 3's data: the corrected and the original pairs, each restricted to the items present in both, so
+    every arm learns from the same source items."""
+    from redtrans.train.arms import original_pairs_path
+
+    out = recipe.out / "pairs"
+    corrected = _prefs_file(recipe)
+    original = original_pairs_path(corrected)
+    inputs = {"corrected": str(corrected), "original": str(original)}
+    deps = ["prefs-export"] if recipe.prefs.source == "reference-rewrite" else []
+
+    def run(stage: Stage) -> dict[str, Any]:
+        from redtrans.train.arms import same_items
+        from redtrans.train.repo import load_preference_rows
+
+        kept_corrected, kept_original, counts = same_items(
+            _raw_rows(corrected, load_preference_rows), _raw_rows(original, load_preference_rows)
+        )
+        if not counts["items"]:
+            raise ConfigError(
+                f"pairs: no source item has pairs in both {corrected} and {original}; Table 3 compares the arms on "
+                "the same items (set table3: false to train RePO alone)"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        summary: dict[str, Any] = dict(counts)
+        for name, rows in (("corrected", kept_corrected), ("original", kept_original)):
+            _write_jsonl(out / f"{name}.jsonl", rows)
+            summary[f"{name}_pairs"] = len(rows)
+            summary[f"{name}_rewritten"] = sum(bool(r.get("rewritten")) for r in rows)
+        return summary
+
+    return Stage("pairs", out, {"rule": "same_items"}, inputs, deps, run)
+
+
+def _raw_rows(path: Path, check: Callable[[Path], Any]) -> list[dict[str, Any]]:
+    """The rows of a preference file as written (every field kept), after `check` has validated it."""
+    from redtrans.jsonl import read_jsonl
+
+    check(path)
+    return [row for _, row in read_jsonl(path)]
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def _arm_stage(recipe: RecipeConfig, name: str) -> Stage:
+    """One arm of Table 3 (or RePO alone): `run_repo` on the arm's pairs with its loss and truth target."""
     from redtrans.config import load_config
+    from redtrans.train.arms import ARMS
     from redtrans.train.repo import RePOConfig
 
-    out = recipe.out / loss
+    arm = ARMS[name]
+    out = recipe.out / name
     values, source = stage_values(recipe.repo)
-    prefs = _prefs_file(recipe)
-    owned = {"model_name_or_path": str(recipe.out / "sft"), "train_file": str(prefs), "output_dir": str(out),
-             "loss": loss}  # fmt: skip
+    if recipe.table3.enabled:
+        train_file = recipe.out / "pairs" / f"{arm.pairs}.jsonl"
+        deps = ["sft", "pairs"]
+    else:
+        train_file = _prefs_file(recipe)
+        deps = ["sft"] + (["prefs-export"] if recipe.prefs.source == "reference-rewrite" else [])
+    owned = {"model_name_or_path": str(recipe.out / "sft"), "train_file": str(train_file), "output_dir": str(out),
+             **arm.overrides()}  # fmt: skip
     cfg = load_config(RePOConfig, source, owned) if source else load_config(RePOConfig, None, {**values, **owned})
-    inputs = {"sft": str(recipe.out / "sft"), "train_file": str(prefs)}
+    if recipe.table3.enabled and int(cfg.trl.get("max_steps", -1)) <= 0:
+        raise ConfigError(
+            "repo.max_steps: Table 3's arms train on pair sets of different sizes and must take the same number of "
+            "optimizer steps; set repo.max_steps (e.g. epochs × corrected pairs / (batch × accumulation × GPUs))"
+        )
+    inputs = {"sft": str(recipe.out / "sft"), "train_file": str(train_file)}
     if cfg.eval_file:
         inputs["eval_file"] = _abs(cfg.eval_file)
-    deps = ["sft"] + (["prefs-export"] if recipe.prefs.source == "reference-rewrite" else [])
 
     def run(stage: Stage) -> dict[str, Any]:
         from redtrans.jsonl import read_jsonl
@@ -213,7 +277,7 @@ def _repo_stage(recipe: RecipeConfig, loss: str) -> Stage:
         return {"output_dir": result.output_dir, "train": result.train_metrics, "eval": result.eval_metrics,
                 "truth_nll_first": first, "truth_nll_last": last}  # fmt: skip
 
-    return Stage(loss, out, cfg.model_dump(mode="json"), inputs, deps, run)
+    return Stage(name, out, cfg.model_dump(mode="json"), inputs, deps, run)
 
 
 def _launched(recipe: RecipeConfig, command: str, out: Path, config: dict[str, Any]) -> dict[str, Any]:
@@ -406,7 +470,7 @@ def _prefs_export_stage(recipe: RecipeConfig) -> Stage:
 # ------------------------------------------------------------------------------------------------- bench
 def bench_systems(recipe: RecipeConfig) -> list[str]:
     """The recipe's models benched, first = significance baseline."""
-    trained = ["sft", *recipe.losses]
+    trained = ["sft", *recipe.arms]
     variants = [f"t4-{range_label(lo, hi)}-sft" for lo, hi in recipe.table4.ranges] if recipe.table4.enabled else []
     if recipe.bench.systems is not None:
         known = {"base", *trained, *variants}
@@ -414,7 +478,7 @@ def bench_systems(recipe: RecipeConfig) -> list[str]:
             if name not in known:
                 raise ConfigError(f"bench.systems: {name!r} is not one of this recipe's models ({', '.join(known)})")
         return list(recipe.bench.systems)
-    return (["base"] if recipe.table3 else []) + trained + variants
+    return (["base"] if recipe.table3.enabled else []) + trained + variants
 
 
 def _bench_stage(recipe: RecipeConfig) -> Stage:
@@ -512,7 +576,9 @@ def build_stages(recipe: RecipeConfig) -> list[Stage]:
     stages = [_sample_stage(recipe), _sft_stage(recipe, "sft", recipe.out / "sample" / "sft.jsonl", "sample")]
     if recipe.prefs.source == "reference-rewrite":
         stages += [_prefs_generate_stage(recipe), _prefs_export_stage(recipe)]
-    stages += [_repo_stage(recipe, loss) for loss in recipe.losses]
+    if recipe.table3.enabled:
+        stages.append(_pairs_stage(recipe))
+    stages += [_arm_stage(recipe, arm) for arm in recipe.arms]
     sample_dirs = {"all": recipe.out / "sample"}
     if recipe.table4.enabled:
         for low, high in recipe.table4.ranges:
@@ -523,5 +589,5 @@ def build_stages(recipe: RecipeConfig) -> list[Stage]:
     stages += [_bench_stage(recipe), _report_stage(recipe, sample_dirs)]
     names = [s.name for s in stages]
     assert all(d in names for s in stages for d in s.deps), "a stage depends on one that is not in the recipe"
-    assert set(TRAINED) >= {"sft", *recipe.losses}
+    assert set(TRAINED) >= {"sft", *recipe.arms}
     return stages

@@ -182,10 +182,12 @@ def write_sft(
 
 @dataclass
 class JournalStats:
-    """Streaming summary of the journal's scored rows (fed one row at a time)."""
+    """Streaming summary of the journal's scored rows (fed one row at a time). Every row is counted; the means and
+    the ΔBLEU histogram cover the rows that are a ΔBLEU signal only (a failed round trip measures the failure)."""
 
     bins: int
     rows: int = 0
+    signal_rows: int = 0
     per_corpus: dict[str, int] = field(default_factory=dict)
     sums: dict[str, float] = field(default_factory=lambda: {"bleu_m1": 0.0, "bleu_m2": 0.0, "chrf_m1": 0.0,
                                                             "chrf_m2": 0.0, "delta": 0.0})  # fmt: skip
@@ -195,25 +197,30 @@ class JournalStats:
     def __post_init__(self) -> None:
         self.histogram = [0] * self.bins
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: dict[str, Any], signal: bool = True) -> None:
         self.rows += 1
         corpus = str(row.get("corpus"))
         self.per_corpus[corpus] = self.per_corpus.get(corpus, 0) + 1
+        for m in ("m1", "m2"):
+            flags = (row.get("flags") or {}).get(m) or {}
+            if set(flags.get("forward") or []) - BENIGN_FLAGS:
+                self.flagged[m] += 1
+        if not signal:
+            return
+        self.signal_rows += 1
         bleu, chrf = row.get("rt_bleu") or {}, row.get("rt_chrf") or {}
         for m in ("m1", "m2"):
             self.sums[f"bleu_{m}"] += float(bleu.get(m) or 0.0)
             self.sums[f"chrf_{m}"] += float(chrf.get(m) or 0.0)
-            flags = (row.get("flags") or {}).get(m) or {}
-            if set(flags.get("forward") or []) - BENIGN_FLAGS:
-                self.flagged[m] += 1
         delta = float(row["delta_bleu"])
         self.sums["delta"] += delta
         self.histogram[histogram_bin(delta, self.bins)] += 1
 
     def to_dict(self) -> dict[str, Any]:
-        n = max(self.rows, 1)
+        n = max(self.signal_rows, 1)
         return {
             "rows": self.rows,
+            "signal_rows": self.signal_rows,
             "per_corpus": self.per_corpus,
             "mean_rt_bleu": {m: round(self.sums[f"bleu_{m}"] / n, 4) for m in ("m1", "m2")},
             "mean_rt_chrf": {m: round(self.sums[f"chrf_{m}"] / n, 4) for m in ("m1", "m2")},

@@ -52,11 +52,12 @@ def draw_and_export(config: SampleConfig, run: RoundTripSummary | None = None) -
     no_signal_flags: dict[str, int] = {}  # model.leg.flag → rows (see export.no_signal_reasons)
 
     def observe(row: dict[str, Any]) -> None:
-        journal_stats.add(row)
+        reasons = no_signal_reasons(row)
+        journal_stats.add(row, signal=not reasons)  # means and the "before" histogram: signal rows only
         if not models and isinstance(row.get("models"), dict):
             models.update(row["models"])
         prompt_versions.add(str(row.get("prompt_version")))
-        for reason in no_signal_reasons(row):
+        for reason in reasons:
             no_signal_flags[reason] = no_signal_flags.get(reason, 0) + 1
 
     def eligible(row: dict[str, Any]) -> bool:

@@ -45,6 +45,7 @@ __all__ = [
     "RePOConfig",
     "RePOResult",
     "load_preference_rows",
+    "item_key",
     "load_repo_config",
     "other_item_truth",
     "run_repo",
@@ -314,16 +315,17 @@ def split_rows(config: RePOConfig) -> tuple[list[dict[str, Any]], list[dict[str,
         return train, load_preference_rows(config.eval_file)
     if config.eval_split <= 0:
         return train, []
-    prompts = sorted({_prompt_key(r) for r in train})
+    prompts = sorted({item_key(r) for r in train})
     n = int(config.eval_split) if config.eval_split >= 1 else math.ceil(len(prompts) * config.eval_split)
     n = min(n, len(prompts) - 1)
     random.Random(int(config.trl.get("seed", 42))).shuffle(prompts)
     held = set(prompts[:n])
-    key = [_prompt_key(r) in held for r in train]
+    key = [item_key(r) in held for r in train]
     return [r for r, k in zip(train, key, strict=True) if not k], [r for r, k in zip(train, key, strict=True) if k]
 
 
-def _prompt_key(row: dict[str, Any]) -> str:
+def item_key(row: dict[str, Any]) -> str:
+    """A pair's source item: its prompt (every pair of one item has the same prompt messages)."""
     return json.dumps(row["prompt"], ensure_ascii=False, sort_keys=True)
 
 
@@ -335,7 +337,7 @@ def other_item_truth(rows: list[dict[str, Any]], covered: str = "rewritten", see
     by_item: dict[str, list[Any]] = {}
     for row in rows:
         if covered == "all_chosen" or row["rewritten"]:
-            answers = by_item.setdefault(_prompt_key(row), [])
+            answers = by_item.setdefault(item_key(row), [])
             if row["chosen"] not in answers:
                 answers.append(row["chosen"])
     items = sorted(by_item)
@@ -348,7 +350,7 @@ def other_item_truth(rows: list[dict[str, Any]], covered: str = "rewritten", see
     out = []
     for row in rows:
         truth = row["chosen"]
-        key = _prompt_key(row)
+        key = item_key(row)
         if key in partner:
             own, theirs = by_item[key], by_item[partner[key]]
             truth = theirs[own.index(row["chosen"]) % len(theirs)] if row["chosen"] in own else truth

@@ -14,8 +14,9 @@ switched off, or `precompute_ref_log_probs`), the per-pair sigmoid loss and its 
 - reads Tᵢ, the NLL of the chosen answer y_t (``truth_reduction``: ``sequence`` = −log π(y_t|x), the paper's;
   ``token_mean`` = that over its token count), from the policy forward TRL already runs (no second forward),
   or from one extra policy forward over the ``truth`` answers when the rows carry them;
-- logs ``truth_nll`` (the per-token mean NLL of the rewritten rows' y_t, gathered over processes, whatever the
-  reduction trained) beside TRL's metrics, also when λ is 0, so a DPO arm reports the same number.
+- logs ``truth_nll`` (the per-token mean NLL of the covered rows' own y_t, gathered over processes, whatever the
+  reduction and target trained) beside TRL's metrics, also when λ is 0, so every arm reports the same number;
+  with ``truth`` answers also ``truth_target_nll``, the same of the answers the truth term trained on.
 """
 
 from __future__ import annotations
@@ -190,6 +191,16 @@ class RePOTrainer(DPOTrainer):
         )
         return answer_nll(outputs.log_probs, mask)
 
+    def _log_mean_nll(
+        self, mode: str, name: str, nll_sum: torch.Tensor, tokens: torch.Tensor, rows: torch.Tensor
+    ) -> None:
+        """Log the per-token mean NLL averaged over `rows` of every process (nothing when no process has one)."""
+        per_token = (nll_sum / tokens.clamp(min=1.0)).detach()
+        count = self.accelerator.gather(rows.sum().detach().reshape(1)).sum()
+        total = self.accelerator.gather((per_token * rows).sum().detach().reshape(1)).sum()
+        if count.item() > 0:
+            self._metrics[mode][name].append((total / count).item())
+
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
@@ -202,11 +213,9 @@ class RePOTrainer(DPOTrainer):
         if recorder.outputs is None or getattr(recorder.outputs, "log_probs", None) is None:
             raise RuntimeError("RePOTrainer: TRL's loss made no policy forward with per-token log-probabilities")
         pairs = inputs["input_ids"].size(0) // 2
-        if truth:
-            nll_sum, tokens = self._truth_forward(model, truth)
-        else:
-            nll_sum, tokens = answer_nll(recorder.outputs.log_probs, inputs["completion_mask"])
-            nll_sum, tokens = nll_sum[:pairs], tokens[:pairs]  # the chosen half of [chosen; rejected]
+        own_sum, own_tokens = answer_nll(recorder.outputs.log_probs, inputs["completion_mask"])
+        own_sum, own_tokens = own_sum[:pairs], own_tokens[:pairs]  # the chosen half of [chosen; rejected]
+        nll_sum, tokens = self._truth_forward(model, truth) if truth else (own_sum, own_tokens)
         if self.truth_term == "all_chosen":
             rows = torch.ones_like(nll_sum, dtype=torch.bool)
         elif rewritten is None:
@@ -224,9 +233,8 @@ class RePOTrainer(DPOTrainer):
             loss = summed / max(pairs, 1)
 
         mode = "train" if training else "eval"
-        per_token = (nll_sum / tokens.clamp(min=1.0)).detach()
-        count = self.accelerator.gather(r.sum().detach().reshape(1)).sum()
-        total = self.accelerator.gather((per_token * r).sum().detach().reshape(1)).sum()
-        if count.item() > 0:
-            self._metrics[mode]["truth_nll"].append((total / count).item())
+        own_rows = rows.to(own_sum.dtype) * (own_tokens > 0).to(own_sum.dtype)
+        self._log_mean_nll(mode, "truth_nll", own_sum, own_tokens, own_rows)  # the row's own y_t, in every arm
+        if truth:
+            self._log_mean_nll(mode, "truth_target_nll", nll_sum, tokens, r)  # what the ablation trained on
         return (loss, result[1]) if return_outputs else loss
