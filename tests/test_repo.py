@@ -335,6 +335,12 @@ def test_random_rewrite_ablation_trains_on_another_items_rewrite(tiny_model: Pat
     assert got == pytest.approx(expected_loss(model, ref, batch, 0.7, batch["rewritten"], truth_prefix="truth_"),
                                 rel=1e-5)  # fmt: skip
     assert got != pytest.approx(expected_loss(model, ref, batch, 0.7, batch["rewritten"]), rel=1e-3)
+    # truth_nll stays the NLL of the row's own y_t (comparable across arms); truth_target_nll is what was trained on
+    r = batch["rewritten"].float()
+    own, other = completion_logps(model, batch)[1].chunk(2)[0], completion_logps(model, batch, "truth_")[1]
+    metrics = trainer._metrics["train"]
+    assert metrics["truth_nll"][-1] == pytest.approx(float((own * r).sum() / r.sum()), rel=1e-4)
+    assert metrics["truth_target_nll"][-1] == pytest.approx(float((other * r).sum() / r.sum()), rel=1e-4)
 
 
 def test_lora_dropout_is_kept(tiny_model: Path, tmp_path: Path) -> None:

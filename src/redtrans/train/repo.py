@@ -44,8 +44,8 @@ from redtrans.jsonl import JSONLError, read_jsonl
 __all__ = [
     "RePOConfig",
     "RePOResult",
-    "load_preference_rows",
     "item_key",
+    "load_preference_rows",
     "load_repo_config",
     "other_item_truth",
     "run_repo",
