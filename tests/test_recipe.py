@@ -376,6 +376,14 @@ def test_table3_needs_max_steps(tiny_model: Path, tmp_path: Path) -> None:
     assert pairs.inputs["original"].endswith("prefs-export/preferences.original.jsonl")
 
 
+def test_original_pairs_file_name_is_the_exports() -> None:
+    from redtrans.prefs.export import sibling
+    from redtrans.train.arms import original_pairs_path
+
+    for name in ("runs/prefs/preferences.jsonl", "prefs.json", "x"):
+        assert original_pairs_path(name) == sibling(Path(name), "original")
+
+
 def test_gpu_recipe_plans_on_a_machine_without_a_gpu() -> None:
     """`recipe run examples/recipes/qwen2.5-7b-gpu.yaml --dry-run` validates every stage config without TRL's
     hardware checks (bf16 on CPU); the training stages make them when they start."""

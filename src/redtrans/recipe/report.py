@@ -279,8 +279,8 @@ def build_report(recipe: RecipeConfig) -> dict[str, Any]:
         if t["small"]:
             small = (f"Small sample: {', '.join(t['small'])} has fewer than {SMALL} segments; confidence intervals "
                      "are wide and significance unreliable.")  # fmt: skip
-        suites.append({"name": suite.name, "suite": suite.suite, "segments": len(results["segments"]),
-                       "license": (results.get("suite") or {}).get("license"), "small": small, **t})  # fmt: skip
+        suites.append({**t, "name": suite.name, "suite": suite.suite, "segments": len(results["segments"]),
+                       "license": (results.get("suite") or {}).get("license"), "small_note": small})  # fmt: skip
     samples = {"all": root / "sample"}
     if recipe.table4.enabled:
         samples.update({range_label(lo, hi): root / f"t4-{range_label(lo, hi)}-sample"
@@ -327,8 +327,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         md += _md_table(s["header"], s["rows"]) + [""]
         if s["license"]:
             md += [f"Data license: {s['license']}.", ""]
-        if s["small"]:
-            md += [f"**{s['small']}**", ""]
+        if s["small_note"]:
+            md += [f"**{s['small_note']}**", ""]
         md += [f"### {s['name']}: every slice (chrF++, BLEU)", ""] + _md_table(s["slice_header"], s["slice_rows"])
         md += [""]
     t3 = report["table3"]

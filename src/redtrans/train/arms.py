@@ -56,9 +56,11 @@ ARMS: dict[str, Arm] = {
 
 
 def original_pairs_path(corrected: str | Path) -> Path:
-    """Where `prefs export` writes the original pairs beside the corrected file: ``X.jsonl`` → ``X.original.jsonl``."""
+    """Where `prefs export` writes the original pairs beside the corrected file: ``X.jsonl`` → ``X.original.jsonl``
+    (``NAME.original.jsonl`` beside a file not named ``*.jsonl``; the rule of `redtrans.prefs.export.sibling`)."""
     p = Path(corrected)
-    return p.with_name(p.stem + ".original" + (p.suffix or ".jsonl"))
+    name = p.name[: -len(".jsonl")] if p.name.endswith(".jsonl") else p.name
+    return p.with_name(f"{name}.original.jsonl")
 
 
 def same_items(
