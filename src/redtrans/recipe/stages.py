@@ -196,11 +196,8 @@ def _pairs_stage(recipe: RecipeConfig) -> Stage:
 
     def run(stage: Stage) -> dict[str, Any]:
         from redtrans.train.arms import same_items
-        from redtrans.train.repo import load_preference_rows
 
-        kept_corrected, kept_original, counts = same_items(
-            _raw_rows(corrected, load_preference_rows), _raw_rows(original, load_preference_rows)
-        )
+        kept_corrected, kept_original, counts = same_items(_preference_rows(corrected), _preference_rows(original))
         if not counts["items"]:
             raise ConfigError(
                 f"pairs: no source item has pairs in both {corrected} and {original}; Table 3 compares the arms on "
@@ -217,11 +214,12 @@ def _pairs_stage(recipe: RecipeConfig) -> Stage:
     return Stage("pairs", out, {"rule": "same_items"}, inputs, deps, run)
 
 
-def _raw_rows(path: Path, check: Callable[[Path], Any]) -> list[dict[str, Any]]:
-    """The rows of a preference file as written (every field kept), after `check` has validated it."""
+def _preference_rows(path: Path) -> list[dict[str, Any]]:
+    """A preference file's rows as written (every field kept), once `load_preference_rows` has validated it."""
     from redtrans.jsonl import read_jsonl
+    from redtrans.train.repo import load_preference_rows
 
-    check(path)
+    load_preference_rows(path)  # a bad row is an error naming the file and line
     return [row for _, row in read_jsonl(path)]
 
 

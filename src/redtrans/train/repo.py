@@ -55,7 +55,8 @@ __all__ = [
 _OWN_TRL_FIELDS = {"bf16"}
 
 DEFAULT_TRUTH_REDUCTION: Literal["sequence", "token_mean"] = "sequence"
-"""The truth term's unit by default: the paper's, and the one `benchmarks/repo_arms.py` supports (docs/training.md)."""
+"""The truth term's unit by default: the paper's −log π(y_t|x); `benchmarks/repo_arms.py` measured it at λ 1 above
+`token_mean` at λ 1 and equal to it at the same strength (docs/training.md)."""
 DEFAULT_LAMBDA = 1.0
 
 
