@@ -153,6 +153,32 @@ def test_every_row_form_becomes_the_inference_prompt(tmp_path: Path) -> None:
         load_sft_rows(bad)
 
 
+def test_plain_pairs_are_cut_like_sampled_rows(tmp_path: Path) -> None:
+    """A plain pair becomes one example per translator segment, the same prompts and completions `redtrans
+    sample` writes for that post (one path); a pair whose target does not fit the segments is refused."""
+    from redtrans.errors import InputError
+    from redtrans.sampling.export import sft_rows
+
+    source, target = "我有三只猫 🐱\n今天好开心 @小王", "I have three cats 🐱\nSo happy today @小王"
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"id": "p", "source": source, "target": target, "src": "zh", "tgt": "en"},
+                               ensure_ascii=False) + "\n", encoding="utf-8")  # fmt: skip
+    examples = load_sft_rows(path)
+    journal = {"id": "p", "source": source, "reference": target, "src": "zh", "tgt": "en", "bucket": "b",
+               "delta_bleu": 0.1}  # fmt: skip
+    sampled = list(sft_rows([journal], "reference", False, "prompt_completion"))
+    assert [e.id for e in examples] == [r["id"] for r in sampled] == ["p/s1", "p/s2"]
+    assert [(e.prompt, e.completion) for e in examples] == [(r["prompt"], r["completion"]) for r in sampled]
+    assert [e.reference for e in examples] == ["I have three cats", "So happy today"]
+    [base, _] = load_sft_rows(path, chat=False)  # a base model: the completion prompt of the segment
+    assert base.prompt == completion_prompt("我有三只猫", "zh", "en") and base.completion == " I have three cats\n"
+
+    path.write_text(json.dumps({"id": "p", "source": source, "target": "I have three cats. So happy today"},
+                               ensure_ascii=False) + "\n", encoding="utf-8")  # fmt: skip
+    with pytest.raises(InputError, match=r"pairs.jsonl: .*segments.*: 1 \(line 1: 2 lines in the post, 1 in the"):
+        load_sft_rows(path, src="zh", tgt="en")
+
+
 def test_completion_only_labels_and_the_exact_chat_prompt(tiny_model: Path, tiny_data: Path, tmp_path: Path) -> None:
     from redtrans.train.sft import build_trainer
 

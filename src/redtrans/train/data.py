@@ -1,16 +1,18 @@
 """Training rows → TRL's conversational prompt-completion dataset, with the prompts the translator serves.
 
-Whatever form a row arrives in, it becomes an `Example` whose prompt is built by `redtrans.prompts` — the very
-messages the translator sends at inference — and whose completion is the target as the assistant turn (the
-few-shot completion prompt of `redtrans.prompts.completion_prompt` for models without a chat template, as the
-``hf`` engine prompts them). Accepted rows (JSON Lines, one object a line):
+Whatever form a row arrives in, it becomes `Example`s whose prompt is what the translator sends at inference and
+whose completion is the target as the assistant turn (the few-shot completion prompt of the translator's
+`PromptBuilder.completion_prompt` for models without a chat template, as the ``hf`` engine prompts them).
+Accepted rows (JSON Lines, one object a line):
 
-- ``messages``: TRL conversational rows as ``redtrans sample`` writes them (the last message is the assistant
-  answer); optional ``id``, ``src``, ``tgt``.
+- ``messages``: TRL conversational rows as ``redtrans sample`` writes them (one per translator segment; the last
+  message is the assistant answer); optional ``id``, ``src``, ``tgt``. Taken as they are.
 - ``prompt`` + ``completion``: TRL conversational prompt-completion rows (message lists; a string completion
-  is taken as the assistant text).
-- ``source`` + ``target`` (+ ``src``, ``tgt``): plain parallel pairs, turned into messages with
-  `redtrans.prompts.prompt_completion`.
+  is taken as the assistant text). Taken as they are.
+- ``source`` + ``target`` (+ ``src``, ``tgt``): plain parallel pairs, cut by the default translator's segment
+  rule (`Translator.training_segments`, as ``redtrans sample`` cuts its SFT rows): one example per segment,
+  ``id/sN`` when a post has several. A pair whose target does not fit the segments (another number of lines,
+  a marker it lacks, nothing the translator would send) is refused, all such rows named in one error.
 
 A bad row is a `JSONLError` naming the file and line.
 """
@@ -25,7 +27,6 @@ from typing import Any
 
 from redtrans.errors import ConfigError, InputError
 from redtrans.jsonl import JSONLError, read_jsonl
-from redtrans.prompts import completion_prompt, prompt_completion
 
 __all__ = ["Example", "load_sft_rows", "split_examples", "to_dataset"]
 
@@ -53,9 +54,39 @@ def _detect(text: str) -> str | None:
     return detect_language(text)
 
 
-def _row_to_example(
-    row: dict[str, Any], where: tuple[Path, int], src: str | None, tgt: str | None, chat: bool
-) -> Example:
+def _planner() -> Any:
+    """The default translator without a model: its segments and prompts are what a trained model is served."""
+    from redtrans.translator import Translator, TranslatorConfig
+
+    return Translator.for_planning(TranslatorConfig())
+
+
+def _segment_examples(
+    planner: Any, rid: str, source: str, target: str, src: str, tgt: str, chat: bool
+) -> list[Example]:
+    """One example per segment the translator sends for `source`, the target cut to match (`TrainingPlan.align`;
+    `AlignmentError` when it does not fit)."""
+    from redtrans.translator import Item
+
+    plan = planner.training_segments(Item(rid, source, tgt, src))
+    parts = plan.align(target)
+    many = len(plan.segments) > 1
+    examples = []
+    for segment, part in zip(plan.segments, parts, strict=True):
+        sid = f"{rid}/s{segment.number}" if many else rid
+        if chat:
+            prompt: list[dict[str, str]] | str = segment.messages
+            completion: list[dict[str, str]] | str = [{"role": "assistant", "content": part}]
+        else:
+            prompt = planner.prompts.completion_prompt(segment.masked, segment.src, segment.tgt)
+            completion = " " + part + "\n"
+        examples.append(Example(sid, prompt, completion, part, segment.src, segment.tgt))
+    return examples
+
+
+def _row_to_examples(
+    row: dict[str, Any], where: tuple[Path, int], src: str | None, tgt: str | None, chat: bool, planner: Any
+) -> list[Example]:
     path, line = where
     rid = str(row.get("id", f"{path.name}:{line}"))
     row_src, row_tgt = row.get("src") or src, row.get("tgt") or tgt
@@ -91,11 +122,7 @@ def _row_to_example(
         row_tgt = row_tgt or _detect(reference)
         if not row_src or not row_tgt:
             raise JSONLError(path, line, "cannot tell the language pair: give `src`/`tgt` fields or set src/tgt")
-        if chat:
-            pc = prompt_completion(source, reference, row_src, row_tgt)
-            prompt, completion = pc["prompt"], pc["completion"]
-        else:
-            prompt, completion = completion_prompt(source, row_src, row_tgt), " " + reference + "\n"
+        return _segment_examples(planner, rid, source, reference, row_src, row_tgt, chat)
     else:
         raise JSONLError(
             path,
@@ -107,15 +134,32 @@ def _row_to_example(
         raise JSONLError(path, line, "empty translation (assistant answer)")
     if row_tgt is None:
         row_tgt = _detect(reference)
-    return Example(rid, prompt, completion, reference, row_src, row_tgt)
+    return [Example(rid, prompt, completion, reference, row_src, row_tgt)]
 
 
 def load_sft_rows(path: str | Path, src: str | None = None, tgt: str | None = None, chat: bool = True) -> list[Example]:
-    """Read a JSONL training file into examples; `JSONLError` names the file and line of a bad row."""
+    """Read a JSONL training file into examples (a plain pair gives one per translator segment); `JSONLError`
+    names the file and line of a bad row, `InputError` every pair whose target does not fit its segments."""
+    from redtrans.text.spans import AlignmentError
+
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"data file not found: {p}")
-    examples = [_row_to_example(row, (p, line), src, tgt, chat) for line, row in read_jsonl(p)]
+    planner = _planner()
+    examples: list[Example] = []
+    unaligned: list[str] = []
+    for line, row in read_jsonl(p):
+        try:
+            examples += _row_to_examples(row, (p, line), src, tgt, chat, planner)
+        except AlignmentError as exc:
+            unaligned.append(f"line {line}: {exc}")
+    if unaligned:
+        shown = "; ".join(unaligned[:3]) + ("; …" if len(unaligned) > 3 else "")
+        raise InputError(
+            f"source/target pairs whose target does not fit the translator's segments (no model is served their "
+            f"prompt): {len(unaligned)} ({shown}); give the target the source's lines and markup, or leave the row out",
+            path=p,
+        )
     if not examples:
         raise InputError("no rows", path=p)
     return examples
