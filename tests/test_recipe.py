@@ -417,3 +417,25 @@ def test_report_never_stars_hypotheses_identical_to_the_baseline() -> None:
     assert rows["same"][1:] == ["50.00 ±1.00 (=)", "20.00 ±1.00 (=)"]
     assert rows["other"][1:] == ["50.00 ±1.00*", "20.00 ±1.00*"]
     assert rows["base"][1:] == ["50.00 ±1.00", "20.00 ±1.00"]
+
+
+def test_report_page_escapes_every_value() -> None:
+    """The recipe's page renders through bench's page template settings (autoescape, an unknown name an error):
+    every section, no value unescaped."""
+    from redtrans.recipe.report import render_html
+
+    evil = "<script>x</script>"
+    report = {
+        "root": evil, "base_model": "m&m",
+        "suites": [{"name": "gone", "missing": True},
+                   {"name": "s", "missing": False, "suite": "redtrans-bench", "segments": 3, "license": evil,
+                    "small_note": "few", "header": ["system", evil], "rows": [["base", evil]],
+                    "slice_header": ["slice"], "slice_rows": [[evil]]}],
+        "table3": {"header": ["arm"], "rows": [[evil]], "note": "noise"},
+        "sampling": [{"label": "all", "line": evil, "rows": [[evil]]}], "bucket_header": ["bucket"],
+        "training": [[evil]], "training_header": ["model"],
+    }  # fmt: skip
+    page = render_html(report)
+    assert "<script>" not in page and page.count("&lt;script&gt;") == 9 and "m&amp;m" in page
+    for section in ("(no results yet)", "Table 3: RePO against its baselines", "Sampling statistics", "Training"):
+        assert section in page

@@ -299,17 +299,22 @@ _SCRIPT = """
 
 
 @functools.cache
-def _template() -> Any:
+def page_template(folder: Path, name: str) -> Any:
+    """A report page's Jinja2 template (bench's, the recipe's): every value escaped, an unknown name an error."""
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        loader=jinja2.FileSystemLoader(folder),
         autoescape=jinja2.select_autoescape(["html"]),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         keep_trailing_newline=True,
     )
-    return env.get_template("report.html")
+    return env.get_template(name)
+
+
+def _template() -> Any:
+    return page_template(Path(__file__).parent / "templates", "report.html")
 
 
 def html_report(results: dict[str, Any], worst: int = 50, min_slice: int = 1) -> str:

@@ -279,8 +279,9 @@ def build_report(recipe: RecipeConfig) -> dict[str, Any]:
         if t["small"]:
             small = (f"Small sample: {', '.join(t['small'])} has fewer than {SMALL} segments; confidence intervals "
                      "are wide and significance unreliable.")  # fmt: skip
-        suites.append({**t, "name": suite.name, "suite": suite.suite, "segments": len(results["segments"]),
-                       "license": (results.get("suite") or {}).get("license"), "small_note": small})  # fmt: skip
+        suites.append({**t, "name": suite.name, "missing": False, "suite": suite.suite,
+                       "segments": len(results["segments"]), "license": (results.get("suite") or {}).get("license"),
+                       "small_note": small})  # fmt: skip
     samples = {"all": root / "sample"}
     if recipe.table4.enabled:
         samples.update({range_label(lo, hi): root / f"t4-{range_label(lo, hi)}-sample"
@@ -344,11 +345,10 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def render_html(report: dict[str, Any]) -> str:
-    """The report page (`templates/report.html`; autoescaped)."""
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
+    """The report page (`templates/report.html`; autoescaped, as bench's page)."""
+    from redtrans.bench.report import page_template
 
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True))
-    return env.get_template("report.html").render(cells_note=CELLS_NOTE, table3_note=TABLE3_NOTE, **report)
+    return str(page_template(TEMPLATES, "report.html").render(cells_note=CELLS_NOTE, table3_note=TABLE3_NOTE, **report))
 
 
 def write_report(recipe: RecipeConfig, out: Path) -> dict[str, Path]:
