@@ -74,9 +74,10 @@ def test_csv_keeps_strings_as_written(tmp_path: Path) -> None:
 
 def test_csv_problems_name_the_row(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "posts.csv", "id,text\n1,你好\n2,\n3,再见\n")
+    assert validate_input(path, FileFields()).bad_rows == 1  # a row-level problem: that row fails when run
     with pytest.raises(InputError) as info:
-        validate_input(path, FileFields())
-    assert str(info.value) == f"{path}: row 2: field 'text' is missing or empty"
+        validate_input(path, FileFields(), strict=True)
+    assert str(info.value) == f"{path}: row 2: field 'text' is empty"
     dup = write_csv(tmp_path / "dup.csv", "id,text,tgt\n1,你好,en\n1,再见,xx\n")
     with pytest.raises(InputError) as info:
         validate_input(dup, FileFields())
@@ -192,11 +193,13 @@ def test_cli_translates_a_csv_into_parquet(tmp_path: Path) -> None:
 
 def test_cli_names_the_csv_row_in_one_line(tmp_path: Path) -> None:
     src = write_csv(tmp_path / "posts.csv", "id,text\n1,你好\n2,\n")
-    proc = _cli("translate", "-i", str(src), "-o", str(tmp_path / "out.jsonl"), "--tgt", "en")
+    proc = _cli("translate", "-i", str(src), "-o", str(tmp_path / "out.jsonl"), "--tgt", "en", "--strict",
+                "--engine", "standin")  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
-    assert f"{src}: row 2: field 'text' is missing or empty" in lines[0]
+    assert f"{src}: row 2: field 'text' is empty" in lines[0]
+    assert not (tmp_path / "out.jsonl").exists()
 
 
 def test_bench_runs_on_a_parquet_suite(tmp_path: Path) -> None:

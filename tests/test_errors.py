@@ -50,7 +50,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int, *ne
 
 class Upstream:
     """An OpenAI-compatible chat endpoint on loopback whose answer the test sets: `mode` = "ok" (a
-    translation that keeps the direction visible), "no_choices" (HTTP 200 without `choices`) or "error" (500)."""
+    translation that keeps the direction visible), "no_choices" (HTTP 200 without `choices`), "error" (500:
+    the upstream is down, a transient error) or "bad_request" (400: a permanent one)."""
 
     def __init__(self) -> None:
         self.mode = "ok"
@@ -66,6 +67,8 @@ class Upstream:
                 upstream.calls += 1
                 if upstream.mode == "error":
                     payload, status = {"error": {"message": "upstream is down"}}, 500
+                elif upstream.mode == "bad_request":
+                    payload, status = {"error": {"message": "maximum context length exceeded"}}, 400
                 elif upstream.mode == "no_choices":
                     payload, status = {"id": "x", "object": "chat.completion"}, 200
                 else:
@@ -164,14 +167,13 @@ def test_english_rows_without_tgt_come_out_in_chinese(tmp_path: Path, upstream: 
 def test_failed_rows_are_not_done_and_a_rerun_retries_them(tmp_path: Path, upstream: Upstream) -> None:
     src = write_rows(tmp_path / "in.jsonl", [{"id": str(i), "text": f"第{i}条很好吃"} for i in range(5)])
     out = tmp_path / "out.jsonl"
-    args = ("translate", "-i", str(src), "-o", str(out), "--tgt", "en", "--model", upstream.url)
+    args = ("translate", "-i", str(src), "-o", str(out), "--tgt", "en", "--model", upstream.url, "--max-retries", "0")
     upstream.mode = "error"
     first = run_cli(*args)
     assert first.returncode == 1, first.stderr
     assert "5 of 5 rows failed" in first.stderr
     rows = [row for _, row in read_jsonl(out)]
     assert [r["status"] for r in rows] == ["failed"] * 5 and all(r["error"] for r in rows)
-    assert all(r["attempts"] == 1 for r in rows)
 
     upstream.mode = "ok"
     second = run_cli(*args)
@@ -182,20 +184,47 @@ def test_failed_rows_are_not_done_and_a_rerun_retries_them(tmp_path: Path, upstr
 
 
 def test_a_row_failed_max_attempts_times_stays_failed(tmp_path: Path, upstream: Upstream) -> None:
+    """A permanent error (HTTP 400, a context overflow) counts against the cap; --retry-failed resets it."""
     src = write_rows(tmp_path / "in.jsonl", [{"id": "a", "text": "太好吃了"}])
     out = tmp_path / "out.jsonl"
     args = ("translate", "-i", str(src), "-o", str(out), "--tgt", "en", "--model", upstream.url)
-    upstream.mode = "error"
+    upstream.mode = "bad_request"
     for attempt in range(1, MAX_ATTEMPTS + 1):
         proc = run_cli(*args)
         assert proc.returncode == 1
         (row,) = [row for _, row in read_jsonl(out)]
-        assert row["attempts"] == attempt
+        assert (row["attempts"], row["reason"]) == (attempt, "engine_error")
+    assert "--retry-failed" in proc.stderr
     calls = upstream.calls
     upstream.mode = "ok"
     proc = run_cli(*args)
     assert proc.returncode == 1 and "1 of 1 rows failed" in proc.stderr  # reported, not retried
-    assert upstream.calls == calls
+    assert f"1 after {MAX_ATTEMPTS} attempts" in proc.stderr and upstream.calls == calls
+    proc = run_cli(*args, "--retry-failed")
+    assert proc.returncode == 0, proc.stderr
+    (row,) = [row for _, row in read_jsonl(out)]
+    assert row["status"] == "ok" and upstream.calls > calls
+
+
+def test_an_outage_does_not_burn_the_attempt_cap(tmp_path: Path, upstream: Upstream) -> None:
+    """Transient errors (5xx here) never count: after more failed runs than the cap, the upstream recovers and
+    the next run translates every row."""
+    src = write_rows(tmp_path / "in.jsonl", [{"id": str(i), "text": f"第{i}杯奶茶太好喝了"} for i in range(3)])
+    out = tmp_path / "out.jsonl"
+    args = ("translate", "-i", str(src), "-o", str(out), "--tgt", "en", "--model", upstream.url, "--max-retries", "0")
+    upstream.mode = "error"
+    for _ in range(MAX_ATTEMPTS + 1):
+        proc = run_cli(*args)
+        assert proc.returncode == 1, proc.stderr
+        assert "3 on an unavailable engine" in proc.stderr and "do not count against the attempt cap" in proc.stderr
+    rows = [row for _, row in read_jsonl(out)]
+    assert {(r["reason"], r["attempts"]) for r in rows} == {("engine_unavailable", 0)}
+    upstream.mode = "ok"
+    calls = upstream.calls
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert upstream.calls - calls == 3
+    assert {r["status"] for _, r in read_jsonl(out)} == {"ok"}
 
 
 # -- one writer per output; torn lines of any length ----------------------------------------------------------

@@ -55,13 +55,15 @@ def format_validation_error(exc: ValidationError, source: str = "config") -> str
     """One readable line per problem: ``source: field.sub: message (got value)``."""
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
+        elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
+            msg = str(err["ctx"]["error"])  # our own validator's message, without pydantic's "Value error, "
         got = err.get("input")
         shown = "" if err["type"] in {"missing", "extra_forbidden"} or isinstance(got, Mapping) else f" (got {got!r})"
-        lines.append(f"{loc}: {msg}{shown}")
+        lines.append(f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}")
     return f"{source}: " + "; ".join(lines)
 
 

@@ -11,16 +11,24 @@ RedtransError              exit 2: the command could not do what was asked; one 
 ├── EngineError            an engine that cannot generate (unreachable endpoint, bad answer, bad options)
 │   └── ModelError         a model that cannot be found, assembled or verified
 ├── MissingExtraError      an optional dependency that is not installed: names the extra to install
-├── RowsFailedError        exit 1: the command ran, but some rows failed (they are retried by a re-run)
+├── StorageError           the environment: no space left, permission denied, a read-only file system
+├── RowsFailedError        exit 1: the command ran, but some rows failed (see its message for which a re-run retries)
 └── ConflictError          exit 1: the command ran, but left conflicting records as they were (it says how to decide)
 ```
 
-Anything else that escapes a command is a bug and keeps its traceback. The exception classes also derive from
-the builtin they replaced (`ValueError`, `RuntimeError`) so existing `except ValueError` callers keep working.
+Anything else that escapes a command is a bug and keeps its traceback, except an `OSError` of the environment
+(`STORAGE_ERRNOS`: disk full, permission denied): the CLI boundary reports it as a StorageError would. The
+exception classes also derive from the builtin they replaced (`ValueError`, `RuntimeError`) so existing
+`except ValueError` callers keep working.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -119,18 +127,88 @@ class MissingExtraError(RedtransError):
         return cls(preferred if preferred in extras else extras[0], top)
 
 
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@'\"]+@")
+SECRET_ENV = ("OPENAI_API_KEY", "REDTRANS_API_KEYS", "REDTRANS_ANNOTATE_PASSWORD", "HF_TOKEN")
+"""Environment variables whose values are never shown in a message."""
+
+
+def redact(text: str) -> str:
+    """`text` without secrets: the ``user:password@`` of every URL (``scheme://***@host``) and the value of any
+    `SECRET_ENV` variable. The CLI prints every error through it."""
+    text = _USERINFO.sub(r"\g<scheme>***@", text)
+    for name in SECRET_ENV:
+        value = os.environ.get(name, "")
+        if len(value) >= 6:
+            text = text.replace(value, "***")
+    return text
+
+
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS})
+"""OSError numbers that say the environment, not the input or a bug, stopped a write."""
+
+
+class StorageError(RedtransError):
+    """An output cannot be written: no space left on the device, permission denied, a read-only file system.
+    Rows journaled before it are kept and temporary files removed: free space (or fix the permission) and
+    re-run the same command to resume."""
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, path: str | Path | None = None) -> StorageError:
+        where = path if path is not None else exc.filename
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        message = f"{reason} on {where}" if where is not None else reason
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            hint = "what was written before it is kept: free space and re-run the same command to resume"
+        else:
+            hint = "fix the permission (or write elsewhere) and re-run the same command"
+        return cls(f"{message}; {hint}")
+
+
+def storage_error_of(exc: BaseException, path: str | Path | None = None) -> StorageError | None:
+    """The StorageError an exception stands for, None when it is not the environment's: an `OSError` of
+    `STORAGE_ERRNOS` in its chain, or a library's own error that says the disk is full (safetensors' and
+    torch's writers report ENOSPC in their own exception types)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in STORAGE_ERRNOS:
+            return StorageError.from_os_error(seen, path)
+        text = str(seen)
+        if "No space left on device" in text or "os error 28" in text:
+            return StorageError.from_os_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@contextlib.contextmanager
+def storage_errors(path: str | Path | None = None) -> Iterator[None]:
+    """Raise an environment `OSError` (`STORAGE_ERRNOS`) met inside as a StorageError naming `path`."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        raise StorageError.from_os_error(exc, path) from None
+
+
 class RowsFailedError(RedtransError):
-    """The command ran to the end but `failed` rows have no usable output; a re-run retries them."""
+    """The command ran to the end but `failed` rows have no usable output. `detail` says why; `retry` what
+    a re-run does about them (by default: retries them)."""
 
     exit_code = 1
 
-    def __init__(self, failed: int, total: int, where: str | Path | None = None, detail: str = "") -> None:
+    def __init__(
+        self,
+        failed: int,
+        total: int,
+        where: str | Path | None = None,
+        detail: str = "",
+        retry: str = "re-run the same command to retry them",
+    ) -> None:
         self.failed, self.total = failed, total
         target = f" in {where}" if where is not None else ""
-        super().__init__(
-            f"{failed} of {total} rows failed{target}{': ' + detail if detail else ''}; "
-            "re-run the same command to retry them"
-        )
+        super().__init__(f"{failed} of {total} rows failed{target}{': ' + detail if detail else ''}; {retry}")
 
 
 class ConflictError(RedtransError):

@@ -23,6 +23,7 @@ import regex
 from redtrans import prompts
 from redtrans.engines.base import Engine, GenRequest, GenResult
 from redtrans.errors import InputError
+from redtrans.jsonl import ENGINE_FAILED, NO_TRANSLATION, UNAVAILABLE
 from redtrans.languages import LANGUAGES, chinese_script, default_target, get_language, to_chinese_script
 from redtrans.text import checks
 from redtrans.text.langid import detect_language, script_counts, script_of, segment_language, writes
@@ -100,6 +101,10 @@ class Result:
     completion_tokens: int = 0
     copied: list[int] = field(default_factory=list)
     """Line numbers (from 1) whose text was copied as it is, being already in the target language."""
+    reason: str | None = None
+    """Why a failed result failed, a stable code (`redtrans.jsonl`): ``engine_unavailable`` (only transient
+    engine errors: a re-run retries it without counting the attempt), ``engine_error`` (a permanent one) or
+    ``no_translation`` (the answers failed their checks)."""
 
     @property
     def ok(self) -> bool:
@@ -108,7 +113,7 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         del data["prompt_tokens"], data["completion_tokens"]
-        for key in ("error", "retried_for", "copied"):
+        for key in ("error", "reason", "retried_for", "copied"):
             if not data[key]:
                 del data[key]
         return data
@@ -172,6 +177,7 @@ class _Segment:
     first_flags: list[str] = field(default_factory=list)  # the failed checks that caused the retry
     error: str | None = None  # the engine's error text, when it gave no answer
     tokens: tuple[int, int] = (0, 0)  # (prompt, completion) tokens of its calls, first and retry
+    transient: bool = False  # that error was the engine being unavailable (GenResult.transient)
 
 
 @dataclass
@@ -250,6 +256,10 @@ def _paid(
     """The tokens of the markup terms item `index` is the first to need (a shared term is paid once)."""
     keys = [key for key, users in needed_by.items() if min(users) == index and key in term_tokens]
     return sum(term_tokens[k][0] for k in keys), sum(term_tokens[k][1] for k in keys)
+def _failure_reason(segment: _Segment) -> str:
+    if segment.error is None:
+        return NO_TRANSLATION
+    return UNAVAILABLE if segment.transient else ENGINE_FAILED
 
 
 def _wants_retry(segment: _Segment) -> bool:
@@ -655,8 +665,9 @@ class Translator:
         if out.finish_reason == "error":
             segment.output, segment.flags = "", [ENGINE_ERROR]
             segment.error = out.error or "the engine gave no answer"
+            segment.transient = out.transient
             return
-        segment.error = None
+        segment.error, segment.transient = None, False
         text = checks.clean_output(out.text, segment.core.masked)
         kept = functools.partial(self._kept, checks.words_language(segment.src), segment.tgt)
         flags = checks.check_output(text, segment.core.masked, segment.src, segment.tgt, len(segment.core.spans), kept)
@@ -699,6 +710,7 @@ class Translator:
         flags: set[str] = set()
         retried_for: set[str] = set()
         failures: list[str] = []
+        reasons: set[str] = set()
         queue = iter(segments)
         spaced = get_language(item.target).spaced
         lines_out: list[str] = []
@@ -733,6 +745,7 @@ class Translator:
                     if failed:
                         where = f"line {len(lines_out) + 1}: " if len(plan.lines) > 1 else ""
                         failures.append(where + (segment.error or ", ".join(failed)))
+                        reasons.add(_failure_reason(segment))
                     parts.append(text)
             lines_out.append("".join(parts))
         translation = to_chinese_script("\n".join(lines_out), item.script_tag)
@@ -742,6 +755,8 @@ class Translator:
                         completion_tokens=completion_tokens, copied=plan.copied)  # fmt: skip
         if failures:
             result.status, result.error = "failed", "; ".join(failures)
+            # Transient only when nothing else failed: a row with a real failure counts against its cap.
+            result.reason = next(r for r in (NO_TRANSLATION, ENGINE_FAILED, UNAVAILABLE) if r in reasons)
         return result
 
     def _plain_window(self, items: list[Item]) -> list[Result]:
@@ -754,8 +769,9 @@ class Translator:
             if out.finish_reason == "error" or not text:
                 error = (out.error or "the engine gave no answer") if out.finish_reason == "error" else "empty answer"
                 flags = [ENGINE_ERROR] if out.finish_reason == "error" else [checks.EMPTY]
+                reason = NO_TRANSLATION if out.finish_reason != "error" else UNAVAILABLE if out.transient else ENGINE_FAILED
                 results.append(Result(item.id, item.text, text, src, tgt, flags, self.model, "plain",
-                                      status="failed", error=error))  # fmt: skip
+                                      status="failed", error=error, reason=reason))  # fmt: skip
             else:
                 results.append(Result(item.id, item.text, text, src, tgt, [], self.model, "plain",
                                       prompt_tokens=out.prompt_tokens,

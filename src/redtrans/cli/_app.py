@@ -7,11 +7,12 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
+from typer._click.exceptions import UsageError
 from typer.core import TyperGroup
 
 from redtrans.console import err_console, progress_bar
 from redtrans.engines.spec import ENGINE_KINDS
-from redtrans.errors import InputError, MissingExtraError, RedtransError
+from redtrans.errors import InputError, MissingExtraError, RedtransError, redact, storage_error_of
 
 
 class _ErrorBoundary(TyperGroup):
@@ -22,17 +23,32 @@ class _ErrorBoundary(TyperGroup):
             return super().invoke(ctx)
         except RedtransError as exc:
             self._fail(exc)
+        except UsageError as exc:
+            # A bad option or argument: one line and one hint, as every other user error (not click's panel).
+            message = escape(redact(exc.format_message()))
+            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            if exc.ctx is not None:
+                err_console.print(f"Try '{exc.ctx.command_path} -h' for help.", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
         except ModuleNotFoundError as exc:
             # An optional dependency of an extra the install lacks: one line naming the extra, not a traceback.
             missing = MissingExtraError.of(exc, ctx.invoked_subcommand)
             if missing is None:
                 raise
             self._fail(missing)
+        except Exception as exc:
+            # Disk full, permission denied on an output: the environment, not a bug (no traceback), also when a
+            # library reports it in its own exception type (safetensors, torch).
+            storage = storage_error_of(exc)
+            if storage is None:
+                raise
+            self._fail(storage)
 
     @staticmethod
     def _fail(exc: RedtransError) -> NoReturn:
-        # The message is data (paths, posts, "[q_proj, v_proj]"): escaped, so rich reads no markup in it.
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        # The message is data (paths, posts, "[q_proj, v_proj]"): escaped, so rich reads no markup in it; no secret
+        # (a password in a URL, an API key) is shown.
+        err_console.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
 
 

@@ -127,12 +127,40 @@ def translate(
     ray_actors: RayActorsOpt = None,
     ray_cpus: RayCpusOpt = None,
     ray_gpus: RayGpusOpt = 0.0,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="Refuse the whole input (exit 2, before any work) when a row's text is empty, null, not valid "
+            "text or over the per-item limits, instead of failing those rows."
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(help="Redo every row of an existing --output made with other settings (model, --tgt, …)."),
+    ] = False,
+    retry_failed: Annotated[
+        bool, typer.Option(help="Try failed rows again even after their attempts are used up (resets the count).")
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=0.001, help="openai engine: seconds one attempt may take (default 120)."),
+    ] = None,
+    max_retries: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="openai engine: retries of a request on timeouts, connection errors, 429, 5xx (default 3)."
+        ),
+    ] = None,
 ) -> None:
     """Translate a text, stdin, or a file of rows (JSONL, CSV, Parquet, a Hugging Face dataset)."""
     from redtrans.engines import EngineSpec, create_engine
     from redtrans.engines.spec import with_default_mode
     from redtrans.errors import ConfigError, EngineError, RowsFailedError
+    from redtrans.jsonl import failure_summary
     from redtrans.languages import get_language
+    from redtrans.limits import check_text
+    from redtrans.resume import translation_settings
+    from redtrans.text.profiles import load_profile
     from redtrans.translate_file import FileFields, check_output_path, plan_columns, translate_file, validate_input
     from redtrans.translator import Translator, TranslatorConfig
 
@@ -157,8 +185,12 @@ def translate(
         text = _read_stdin()
     if text is not None and not text.strip():
         raise InputError("the text to translate is empty")
-    spec = with_default_mode(EngineSpec(kind=engine, model=model, parallel=parallel, served_model=served_model),
-                             deterministic)  # fmt: skip
+    options = {"timeout_s": timeout, "max_retries": max_retries}
+    options = {name: value for name, value in options.items() if value is not None}
+    spec = with_default_mode(EngineSpec(kind=engine, model=model, parallel=parallel, served_model=served_model,
+                                        options=options), deterministic)  # fmt: skip
+    if options and spec.resolved().kind != "openai":
+        raise ConfigError("--timeout and --max-retries apply to the openai engine (an http(s)://…/v1 --model)")
     spec.engine_config()  # engine options checked before any work
     fields = FileFields(text_field, id_field, src_field, tgt_field, translation_field)
     defaults = TranslatorConfig()
@@ -167,7 +199,7 @@ def translate(
     memory = defaults.examples if examples is None else None if examples.lower() == "none" else examples
     config = TranslatorConfig(profile=profile, mode=mode, termbases=bases, examples=memory,  # type: ignore[arg-type]
                               shots=shots, candidates=candidates)  # fmt: skip
-    rows = None
+    checked = settings = None
     columns: dict[str, None] = {}
     if ray is not None:
         assert input is not None and output is not None
@@ -179,17 +211,23 @@ def translate(
         if keep_columns.strip().lower() == "all":
             err_console.print("[yellow]note:[/] --ray keeps translate's own columns, not the input's", highlight=False)
         check_folder(output)
-        rows = validate_input(input, fields)  # before Ray starts: bad input fails fast
+        rows = validate_input(input, fields, strict=strict).rows  # before Ray starts: bad input fails fast
         _translate_ray(spec, config, input, output, fields, src, tgt, rows,
                        ray_options(ray, ray_actors, ray_cpus, ray_gpus))  # fmt: skip
         return
     if input is not None:
         assert output is not None
         check_output_path(output)
-        rows = validate_input(input, fields, columns)  # before loading a model: bad input fails fast
+        # Before loading a model: bad input fails fast, and the settings a resume key covers are known.
+        checked = validate_input(input, fields, columns, strict, load_profile(profile))
+        settings = translation_settings(config, spec)
         notice = plan_columns(list(columns), fields, keep_columns).notice()
         if notice:
             err_console.print(f"[yellow]note:[/] {escape(notice)}", highlight=False, soft_wrap=True)
+    elif text is not None:
+        problem = check_text(text)
+        if problem is not None and problem.reason != "empty":
+            raise InputError(problem.message.replace("field 'text'", "the text"))
     with err_console.status("loading model…"):
         eng = create_engine(spec)
     with eng:
@@ -213,14 +251,17 @@ def translate(
                     bar.update(tasks[0], start=done)  # the rate column counts from here (resumed rows excluded)
                 bar.update(tasks[0], completed=done)
 
-            summary = translate_file(translator, input, output, fields, src, tgt, on_progress, rows,
-                                     keep_columns, list(columns))  # fmt: skip
+            summary = translate_file(translator, input, output, fields, src, tgt, on_progress, checked, keep_columns,
+                                     list(columns), settings=settings, overwrite=overwrite,
+                                     retry_failed=retry_failed)  # fmt: skip
+        changed = f", {summary.changed} changed since last run" if summary.changed else ""
         err_console.print(
-            f"translated {summary.written} rows ({summary.skipped} already done, "
+            f"translated {summary.written} rows ({summary.skipped} already done{changed}, "
             f"{summary.flagged} flagged, {summary.failed} failed) → {output}"
         )
         if summary.failed:
-            raise RowsFailedError(summary.failed, summary.total, output, "their `error` field says why")
+            detail, retry = failure_summary(summary.failures)
+            raise RowsFailedError(summary.failed, summary.total, output, detail, retry)
 
 
 def _translate_ray(spec: Any, config: Any, input: Path, output: Path, fields: Any, src: str | None,

@@ -83,6 +83,10 @@ class GenResult:
     cached_tokens: int = 0  # prompt tokens the server reused from its cache (llama.cpp, vLLM when reported)
     seconds: float = 0.0  # time the engine spent on this request (queueing included)
     error: str | None = None
+    transient: bool = False
+    """An error result because the engine was unavailable (timeouts, connection errors, HTTP 5xx and 429, every
+    endpoint's breaker open): asking again later may succeed, and a row failed only by such errors does not
+    count against its attempt cap. False for permanent errors (an HTTP 4xx, an answer that is not one)."""
 
     @classmethod
     def from_openai(cls, data: Any, elapsed: float) -> GenResult:
@@ -110,9 +114,9 @@ class GenResult:
         )
 
     @classmethod
-    def failed(cls, error: str, elapsed: float = 0.0) -> GenResult:
-        """An error result: the request failed, the batch goes on."""
-        return cls("", "error", seconds=elapsed, error=error)
+    def failed(cls, error: str, elapsed: float = 0.0, transient: bool = False) -> GenResult:
+        """An error result: the request failed, the batch goes on. `transient`: the engine was unavailable."""
+        return cls("", "error", seconds=elapsed, error=error, transient=transient)
 
     @classmethod
     def from_openai_or_error(cls, data: Any, elapsed: float) -> GenResult:
@@ -135,6 +139,9 @@ class Engine(ABC):
     """The kind's own config model (built by `EngineSpec.engine_config`)."""
     spec_fields: ClassVar[dict[str, str]] = {}
     """Which config field each `EngineSpec` field (model, parallel, served_model) sets for this kind."""
+    speed_fields: ClassVar[frozenset[str]] = frozenset()
+    """Config fields that change only speed or transport, never an output (slots, concurrency, timeouts,
+    endpoints, keys): left out of the settings a resume key covers (`redtrans.resume.engine_settings`)."""
     model: str = ""
     chat: bool = True  # accepts chat messages; False = completion prompts only (base models)
     parallelism: int = 1  # how many requests it decodes together; callers size batches by it

@@ -71,6 +71,7 @@ class HFEngine(Engine):
     config_class = HFConfig
     spec_fields = {"model": "model", "parallel": "batch_size", "deterministic": "deterministic"}
     deterministic_decoding = "batch-of-one"
+    speed_fields = frozenset({"batch_size"})
 
     def __init__(self, config: HFConfig | None = None, **overrides: Any) -> None:
         import torch

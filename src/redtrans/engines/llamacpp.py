@@ -186,6 +186,7 @@ class LlamaCppEngine(Engine):
     name = "llamacpp"
     config_class = LlamaCppConfig
     spec_fields = {"model": "model", "parallel": "n_parallel", "deterministic": "deterministic"}
+    speed_fields = frozenset({"n_parallel"})
     supports_grammar = True
     supports_submit = True
     deterministic_decoding = DETERMINISTIC_DECODING

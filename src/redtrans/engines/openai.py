@@ -114,6 +114,25 @@ class OpenAIConfig(StageConfig):
     llama.cpp's server. None = grammars are not sent (OpenAI itself rejects unknown fields), and the
     translator retries with a stricter prompt instead."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_credential(cls, data: Any) -> Any:
+        """A user:password in an endpoint URL and a bearer key ($OPENAI_API_KEY or `api_key`) are two
+        credentials for one endpoint: refused before any request (the URL shown without its password)."""
+        if not isinstance(data, dict):
+            return data
+        urls = data.get("base_urls")
+        urls = urls.split(",") if isinstance(urls, str) else urls if isinstance(urls, list) else []
+        with_user = [str(u).strip() for u in urls if "@" in urllib.parse.urlsplit(str(u).strip()).netloc]
+        key_from = "api_key" if data.get("api_key") else "$OPENAI_API_KEY" if os.environ.get("OPENAI_API_KEY") else None
+        if with_user and key_from:
+            raise ValueError(
+                f"two credentials for one endpoint: {key_from} and the user:password in {_redact(with_user[0])}; "
+                f"give one ({'unset OPENAI_API_KEY' if key_from.startswith('$') else 'drop api_key'}, or drop "
+                "user:password@ from the URL)"
+            )
+        return data
+
     @field_validator("base_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:
@@ -173,12 +192,16 @@ class _Endpoint:
 
 
 class _Attempt(Exception):
-    """One failed attempt: why, whether another may help, and how long the server asked us to wait."""
+    """One failed attempt: why, whether another may help, how long the server asked us to wait, and whether
+    the engine was unavailable (`GenResult.transient`) even when another attempt now would not help."""
 
-    def __init__(self, message: str, retry: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry: bool, retry_after: float | None = None, unavailable: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry = retry
         self.retry_after = retry_after
+        self.unavailable = unavailable
 
 
 class _PastDeadline(Exception):
@@ -189,6 +212,8 @@ class OpenAIEngine(Engine):
     name = "openai"
     config_class = OpenAIConfig
     spec_fields = {"model": "base_urls", "served_model": "model", "parallel": "concurrency"}
+    speed_fields = frozenset({"base_urls", "api_key", "concurrency", "timeout_s", "max_retries", "backoff_s",
+                              "retry_after_cap_s", "breaker_failures", "breaker_cooldown_s", "http_client"})  # fmt: skip
 
     def __init__(
         self,
@@ -308,6 +333,7 @@ class OpenAIEngine(Engine):
         route = "/chat/completions" if request.messages is not None else "/completions"
         content = json.dumps(body, ensure_ascii=False).encode()
         last_error = ""
+        transient = True  # until an answer says otherwise: a deadline or an open breaker is the engine's state
         try:
             async with asyncio.timeout_at(self._loop_deadline(request)):
                 for attempt in range(self.config.max_retries + 1):
@@ -316,6 +342,7 @@ class OpenAIEngine(Engine):
                         return GenResult.from_openai_or_error(data, elapsed)
                     except _Attempt as failure:
                         last_error = str(failure)
+                        transient = failure.retry or failure.unavailable
                         if not failure.retry or attempt == self.config.max_retries:
                             break
                         if failure.retry_after is None:
@@ -326,7 +353,8 @@ class OpenAIEngine(Engine):
                             await asyncio.sleep(delay)
         except (TimeoutError, _PastDeadline):
             last_error = f"deadline reached; last error: {last_error}" if last_error else "deadline reached"
-        return GenResult.failed(last_error, time.perf_counter() - started)
+            transient = True
+        return GenResult.failed(last_error, time.perf_counter() - started, transient=transient)
 
     def _loop_deadline(self, request: GenRequest) -> float | None:
         """The request's deadline on this loop's clock (asyncio's clock is `time.monotonic`)."""
@@ -347,7 +375,7 @@ class OpenAIEngine(Engine):
                 probe.state, probe.probe_at = "half_open", now + self.config.breaker_cooldown_s
                 return await self._attempt(probe, route, content, request, started)
             if all(e.state != "closed" for e in self._endpoints):
-                raise _Attempt(self._all_open(last_error), retry=False)
+                raise _Attempt(self._all_open(last_error), retry=False, unavailable=True)
             async with self._slots:
                 now = time.monotonic()
                 count = len(self._endpoints)

@@ -109,6 +109,7 @@ class StandInEngine(Engine):
     config_class = StandInConfig
     spec_fields = {"model": "model", "parallel": "parallelism", "deterministic": "deterministic"}
     deterministic_decoding = "standin"
+    speed_fields = frozenset({"parallelism", "delay_s", "delay_per_char_s", "slots", "fail_after"})
 
     def __init__(self, config: StandInConfig | None = None, **overrides: Any) -> None:
         self.config = config or StandInConfig(**overrides)
