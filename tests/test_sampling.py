@@ -183,12 +183,13 @@ def test_jsonl_bad_rows_are_rejected_with_their_line_numbers(tmp_path: Path) -> 
     path.write_text(
         '{"id": "a", "text": "你不是我的菜", "reference": "You are not my type"}\n'
         "\n"
-        '{"text": "这个价格也太香了吧"\n'
+        '{"text": null}\n'
         '{"text": ""}\n'
-        "[1, 2]\n"
+        '{"text": "半个表情\\ud83d"}\n'
         '{"text": "周末一起去爬山吧", "reference": ""}\n'
         '{"body": "没有文本字段"}\n'
-        '{"text": "我的猫今天特别乖"}\n',
+        '{"text": "我的猫今天特别乖"}\n'
+        f'{{"text": "{"长" * 6000}"}}\n',
         encoding="utf-8",
     )
     config = load_config(None, {"corpora": [{"path": str(path), "src": "zh", "tgt": "en"}]})
@@ -199,20 +200,37 @@ def test_jsonl_bad_rows_are_rejected_with_their_line_numbers(tmp_path: Path) -> 
         ("posts:1", 1, "You are not my type", "a"),
         ("posts:8", 8, None, None),
     ]
-    assert [(b.line, b.reason.split(" (")[0]) for b in bad] == [
-        (3, "invalid JSON"),
-        (4, "field 'text' is empty"),
-        (5, "expected a JSON object, got list"),
-        (6, "field 'reference' is empty or not a string"),
-        (7, "field 'text' is missing"),
+    assert [(b.line, b.code, b.reason.split(" (")[0]) for b in bad] == [
+        (3, "empty", "field 'text' is missing"),
+        (4, "empty", "field 'text' is empty"),
+        (5, "invalid_text", "field 'text' has a lone UTF-16 surrogate U+D83D at character 5"),
+        (6, "empty", "field 'reference' is empty or not a string"),
+        (7, "empty", "field 'text' is missing"),
+        (9, "too_long", "field 'text' has 6,000 characters; the limit is 5,000"),
     ]
     assert all(b.file == str(path) for b in bad)
+    with pytest.raises(JSONLError, match=r"posts\.jsonl:3: field 'text' is missing.*6 such rows"):
+        Corpus(config.corpora[0]).check(strict=True)
 
-    def fail(b: object) -> None:
-        raise JSONLError(b.file, b.line, b.reason)  # type: ignore[attr-defined]
 
-    with pytest.raises(JSONLError, match=r"posts\.jsonl:3: invalid JSON"):
-        list(corpus.rows(fail))
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"text": "ok"}\n{"text": "\xe9t\xe9"}\n', r"posts\.jsonl:2: not UTF-8"),
+        (b'{"text": "ok"}\n{"text": "x"\n', r"posts\.jsonl:2: invalid JSON"),
+        (b'{"text": "ok"}\n[1, 2]\n', r"posts\.jsonl:2: expected a JSON object, got list"),
+        (b"\n\n", r"corpus 'posts' has no rows"),
+        (b'{"body": "a"}\n', r"no row has a field 'text'"),
+    ],
+)
+def test_a_corpus_that_is_not_jsonl_fails_before_any_model_loads(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "posts.jsonl"
+    path.write_bytes(content)
+    config = load_config(None, {"corpora": [{"path": str(path), "src": "zh", "tgt": "en"}]})
+    config.output_dir, config.m1, config.m2 = str(tmp_path / "out"), standin(1), standin(2)
+    with pytest.raises(JSONLError, match=message):
+        run_sample(config)
+    assert not (tmp_path / "out").exists()
 
 
 def test_parallel_files_of_different_length_fail_before_anything_runs(tmp_path: Path) -> None:
@@ -399,6 +417,28 @@ def test_a_journal_from_other_models_is_not_mixed_in(tmp_path: Path) -> None:
     run_sample(config)
     config.m2 = standin(3)
     with pytest.raises(ConfigError, match="m2=standin-2.*cannot be mixed"):
+        run_sample(config)
+
+
+def test_a_changed_corpus_row_is_redone_and_supersedes_its_journal_line(tmp_path: Path) -> None:
+    """Resume keys (issue 32 item 3): a row is journaled for its text; changing a line redoes that row only, its new
+    line replaces the old one, and other settings for every row (here the pipeline's mode) are refused."""
+    config = pair_config(tmp_path, n=8)
+    run_sample(config)
+    before = {r["line"]: r for r in journal_rows(config)}
+    assert all(r["key"] and r["settings"] for r in before.values())
+    zh = Path(config.corpora[0].path)
+    lines = zh.read_text(encoding="utf-8").splitlines()
+    lines[2] = "这家店的奶茶真的绝绝子"
+    write_lines(zh, lines)
+    report = run_sample(config)
+    assert report.run is not None and (report.run.written, report.run.changed, report.run.skipped) == (1, 1, 7)
+    after = journal_rows(config)
+    assert sorted(r["line"] for r in after) == list(range(1, 9))  # one line per row: superseded, not added
+    assert {r["line"]: r["source"] for r in after}[3] == "这家店的奶茶真的绝绝子"
+    assert [r for r in after if r["line"] != 3] == [r for line, r in before.items() if line != 3]
+    config.mode = "plain"
+    with pytest.raises(ConfigError, match="all 8 rows were made with other settings.*another output_dir"):
         run_sample(config)
 
 

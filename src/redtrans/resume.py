@@ -60,14 +60,20 @@ class SettingsChangedError(ConfigError):
 
 
 def check_settings(
-    path: str | Path, stored: Iterable[str | None], settings: str, remedy: str, seen: Mapping[str, Any] | None = None
+    path: str | Path,
+    stored: Iterable[str | None],
+    settings: str,
+    remedy: str,
+    seen: Mapping[str, Any] | None = None,
+    rows: int | None = None,
 ) -> None:
-    """Refuse (SettingsChangedError naming `remedy`) when `stored` (each previous row's settings digest) is not
-    empty and none of it is `settings`. `seen`: fields of a previous row (model, tgt, prompt_version) to name."""
-    rows = list(stored)
-    if not rows or settings in rows:
+    """Refuse (SettingsChangedError naming `remedy`) when `stored` (the settings digests previous rows were made
+    with) is not empty and none of it is `settings`. `seen`: fields of a previous row (model, tgt,
+    prompt_version) to name; `rows`: how many rows there are (default: one per stored digest)."""
+    digests = list(stored)
+    if not digests or settings in digests:
         return
-    legacy = all(value is None for value in rows)
+    legacy = all(value is None for value in digests)
     what = (
         "by a redtrans without resume keys"
         if legacy
@@ -76,7 +82,7 @@ def check_settings(
     )
     shown = ", ".join(f"{k} {v}" for k, v in (seen or {}).items() if v not in (None, ""))
     raise SettingsChangedError(
-        f"all {len(rows)} rows were made {what}{f' (the last: {shown})' if shown else ''}; every row would be "
+        f"all {rows if rows is not None else len(digests)} rows were made {what}{f' (the last: {shown})' if shown else ''}; every row would be "
         f"redone: {remedy}",
         path=path,
     )

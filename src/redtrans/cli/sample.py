@@ -49,6 +49,13 @@ def sample_cmd(
     ray_actors: RayActorsOpt = None,
     ray_cpus: RayCpusOpt = None,
     ray_gpus: RayGpusOpt = 0.0,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="Refuse a corpus with a bad row (empty or invalid text, over the limits) before any work, instead "
+            "of rejecting that row (on_bad_row: fail)."
+        ),
+    ] = False,
 ) -> None:
     """Dual-LLM back-translation sampling: round trips, ΔBLEU buckets, a stratified draw, the SFT set."""
     from redtrans.sampling.config import cli_overrides, load_config
@@ -56,7 +63,8 @@ def sample_cmd(
 
     options = {"input": input, "reference": reference, "src": src, "tgt": tgt, "output_dir": output_dir,
                "m1": m1, "m2": m2, "max_rows": max_rows, "target_size": target_size, "seed": seed, "edges": edges,
-               "weights": weights, "exclude": exclude, "method": method, "target_rule": target_rule}  # fmt: skip
+               "weights": weights, "exclude": exclude, "method": method, "target_rule": target_rule,
+               "on_bad_row": "fail" if strict else None}  # fmt: skip
     cfg = load_config(config, cli_overrides(options, set_))
     cfg.validate(need_corpora=not draw_only)
     if draw_only:
@@ -77,12 +85,20 @@ def sample_cmd(
                 from redtrans.sampling.stage import draw_and_export
                 from redtrans.scale.raydata import roundtrips_ray
 
-                run = roundtrips_ray(cfg, ray_options(ray, ray_actors, ray_cpus, ray_gpus), on_progress)
-                report = draw_and_export(cfg, run)
+                trips = roundtrips_ray(cfg, ray_options(ray, ray_actors, ray_cpus, ray_gpus), on_progress)
+                report = draw_and_export(cfg, trips)
     for line in summary_lines(report):
         err_console.print(line, highlight=False)
-    if report.run is not None and report.run.failed:
+    run = report.run
+    if run is not None and (run.failed or run.rejected):
         from redtrans.errors import RowsFailedError
 
-        total = report.run.written + report.run.skipped + report.run.failed
-        raise RowsFailedError(report.run.failed, total, cfg.journal_path, "engine errors; they are not journaled")
+        total = run.written + run.skipped + run.failed + run.rejected
+        parts, after = [], []
+        if run.failed:
+            parts.append(f"{run.failed} on engine errors (not journaled)")
+            after.append("re-run the same command to retry those")
+        if run.rejected:
+            parts.append(f"{run.rejected} on bad input (see {cfg.rejects_path})")
+            after.append("fix those rows (or drop them) in the corpus")
+        raise RowsFailedError(run.failed + run.rejected, total, cfg.journal_path, "; ".join(parts), "; ".join(after))

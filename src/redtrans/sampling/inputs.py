@@ -5,11 +5,13 @@ files of a parallel pair have the same number of lines, before any model is load
 one at a time, mixed across corpora by their ratios in a deterministic order, so a resumed run sees exactly
 the same sequence.
 
-Bad rows (invalid JSON, a non-object, empty or non-string text, an empty reference) are never dropped
-silently: with ``on_bad_row="reject"`` each goes to ``rejects.jsonl`` as ``{file, line, corpus, reason}``
-and is counted in the stats; with ``"fail"`` the first one stops the run with ``file:line: reason``.
-A parallel pair whose files differ in length always fails fast: nothing after the shorter file's end
-can be paired.
+The bad-input contract (docs/design.md): a file that is missing, not UTF-8, not JSON Lines (invalid JSON, a
+non-object line), without rows or without the text field, and a parallel pair whose files differ in length,
+fail the run before any model loads (exit 2). A row whose own text cannot be used (empty, missing or not a
+string, a lone surrogate, a NUL, over the per-item limits of `redtrans.limits`; an empty reference) is
+never dropped silently: with ``on_bad_row="reject"`` each goes to ``rejects.jsonl`` as ``{file, line,
+corpus, reason, code}`` and is counted (the command exits 1 with the count); with ``"fail"`` (``--strict``)
+the first one stops the run with ``file:line: reason`` before any work.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from redtrans.jsonl import JSONLError
+from redtrans.limits import RowProblem, check_text
 from redtrans.sampling.config import CorpusConfig
 
 
@@ -45,28 +48,37 @@ class BadRow:
     line: int
     corpus: str
     reason: str
+    code: str = "empty"
+    """The stable reason (`limits.check_text`): empty, invalid_text or too_long."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "line": self.line, "corpus": self.corpus, "reason": self.reason}
+        return {"file": self.file, "line": self.line, "corpus": self.corpus, "reason": self.reason, "code": self.code}
 
 
 OnBadRow = Callable[[BadRow], None]
 
 
-def _open(path: str | Path) -> Any:
+def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file; a line that is not UTF-8 is a JSONLError naming it (file-level)."""
     try:
-        return open(Path(path).expanduser(), encoding="utf-8")
+        handle = open(Path(path).expanduser(), "rb")  # noqa: SIM115 - closed below, also when the caller stops
     except FileNotFoundError:
         raise JSONLError(path, 0, "file not found") from None
+    except IsADirectoryError:
+        raise JSONLError(path, 0, "is a folder, not a corpus file") from None
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise JSONLError(path, number, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
-def _count_lines(path: str | Path, non_blank: bool) -> int:
-    n = 0
-    with _open(path) as handle:
-        for line in handle:
-            if not non_blank or line.strip():
-                n += 1
-    return n
+def _text_problem(value: Any, field: str) -> RowProblem | None:
+    problem = check_text(value, field)
+    if problem is not None and problem.reason == "empty" and value is None:
+        return RowProblem("empty", f"field {field!r} is missing")
+    return problem
 
 
 class Corpus:
@@ -79,19 +91,29 @@ class Corpus:
         self.path = str(Path(config.path).expanduser())
         self.reference_path = str(Path(config.reference_path).expanduser()) if config.reference_path else None
         self._size: int | None = None
+        self.bad_rows = 0
+        """Rows of the checked lines that fail on their own text (rejected, or refused with on_bad_row=fail)."""
 
-    def check(self) -> int:
-        """Lines available (non-blank lines for JSONL; all lines of a text pair), capped by max_rows.
-
-        Raises JSONLError when a file is missing or a parallel pair's line counts differ."""
+    def check(self, strict: bool = False) -> int:
+        """Lines available (non-blank lines for JSONL; all lines of a text pair), capped by max_rows, after
+        reading each once: a file that is missing, not UTF-8, not JSON Lines (invalid JSON, a non-object line)
+        or has no rows, and a parallel pair whose line counts differ, raise JSONLError (file-level, before any
+        model loads); a row whose own text cannot be used is counted in `bad_rows` (with `strict`, the first
+        one raises instead)."""
         if self._size is not None:
             return self._size
+        limit = self.config.max_rows
+        bad: list[BadRow] = []
         if self.format == "jsonl":
-            size = _count_lines(self.path, non_blank=True)
+            size = sum(1 for _, line in _lines(self.path) if line.strip())
+            if limit is not None:
+                size = min(size, limit)
+            for _ in self._jsonl_rows(bad.append, size):
+                pass
         else:
-            size = _count_lines(self.path, non_blank=False)
+            size = sum(1 for _ in _lines(self.path))
             if self.reference_path:
-                ref_size = _count_lines(self.reference_path, non_blank=False)
+                ref_size = sum(1 for _ in _lines(self.reference_path))
                 if ref_size != size:
                     shorter, line = (self.reference_path, ref_size) if ref_size < size else (self.path, size)
                     raise JSONLError(
@@ -100,8 +122,19 @@ class Corpus:
                         f"parallel files differ in length: {self.path} has {size} lines, "
                         f"{self.reference_path} has {ref_size}; line {line + 1} has no partner",
                     )
-        if self.config.max_rows is not None:
-            size = min(size, self.config.max_rows)
+            if limit is not None:
+                size = min(size, limit)
+            for _ in self._text_rows(bad.append, size):
+                pass
+        if limit is not None:
+            size = min(size, limit)
+        if size == 0 or len(bad) == size:
+            what = "no rows" if size == 0 else f"no usable row ({bad[0].reason}, and so on)"
+            raise JSONLError(self.path, 0, f"corpus {self.name!r} has {what}: nothing to sample")
+        if strict and bad:
+            first = bad[0]
+            raise JSONLError(first.file, first.line, f"{first.reason} (on_bad_row: fail; {len(bad)} such rows)")
+        self.bad_rows = len(bad)
         self._size = size
         return size
 
@@ -115,64 +148,68 @@ class Corpus:
         return SourceRow(f"{self.name}:{line}", self.name, line, source, c.src, c.tgt, reference, source_id)
 
     def _text_rows(self, on_bad: OnBadRow, limit: int) -> Iterator[SourceRow]:
-        with _open(self.path) as sources:
-            refs = _open(self.reference_path) if self.reference_path else None
-            try:
-                pairs = zip_longest(sources, refs) if refs is not None else ((s, None) for s in sources)
-                for number, (source, reference) in enumerate(pairs, start=1):
-                    if number > limit:
-                        break
-                    if source is None or (refs is not None and reference is None):
-                        # The files changed since `check`: refuse rather than mis-pair.
-                        missing = self.path if source is None else self.reference_path
-                        raise JSONLError(str(missing), number, "parallel files differ in length (changed while read)")
-                    source = source.rstrip("\r\n")
-                    if not source.strip():
-                        on_bad(BadRow(self.path, number, self.name, "empty source line"))
+        sources = _lines(self.path)
+        refs = _lines(self.reference_path) if self.reference_path else None
+        try:
+            pairs = zip_longest(sources, refs) if refs is not None else ((s, None) for s in sources)
+            for number, (numbered, numbered_ref) in enumerate(pairs, start=1):
+                if number > limit:
+                    break
+                if numbered is None or (refs is not None and numbered_ref is None):
+                    # The files changed since `check`: refuse rather than mis-pair.
+                    missing = self.path if numbered is None else self.reference_path
+                    raise JSONLError(str(missing), number, "parallel files differ in length (changed while read)")
+                source = numbered[1].rstrip("\r\n")
+                if not source.strip():
+                    on_bad(BadRow(self.path, number, self.name, "empty source line"))
+                    continue
+                problem = check_text(source, "source line")
+                if problem is not None:
+                    on_bad(BadRow(self.path, number, self.name, problem.message, problem.reason))
+                    continue
+                reference = None
+                if numbered_ref is not None:
+                    reference = numbered_ref[1].rstrip("\r\n")
+                    if not reference.strip():
+                        on_bad(BadRow(str(self.reference_path), number, self.name, "empty reference line"))
                         continue
-                    if reference is not None:
-                        reference = reference.rstrip("\r\n")
-                        if not reference.strip():
-                            on_bad(BadRow(str(self.reference_path), number, self.name, "empty reference line"))
-                            continue
-                    yield self._row(number, source, reference, None)
-            finally:
-                if refs is not None:
-                    refs.close()
+                yield self._row(number, source, reference, None)
+        finally:
+            sources.close()
+            if refs is not None:
+                refs.close()
 
     def _jsonl_rows(self, on_bad: OnBadRow, limit: int) -> Iterator[SourceRow]:
+        """Rows of a JSONL corpus, up to `limit` non-blank lines. Invalid JSON or a non-object is the whole file's
+        problem (JSONLError); a row's own bad text goes to `on_bad`."""
         c = self.config
         seen = 0
-        with _open(self.path) as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                seen += 1
-                if seen > limit:
-                    break
-                try:
-                    data = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    on_bad(BadRow(self.path, number, self.name, f"invalid JSON ({exc.msg} at column {exc.colno})"))
-                    continue
-                if not isinstance(data, dict):
-                    on_bad(BadRow(self.path, number, self.name, f"expected a JSON object, got {type(data).__name__}"))
-                    continue
-                text = data.get(c.text_field)
-                if not isinstance(text, str) or not text.strip():
-                    what = (
-                        "missing" if c.text_field not in data else "empty" if isinstance(text, str) else "not a string"
-                    )
-                    on_bad(BadRow(self.path, number, self.name, f"field {c.text_field!r} is {what}"))
-                    continue
-                reference = data.get(c.reference_field)
-                if reference is not None and (not isinstance(reference, str) or not reference.strip()):
-                    on_bad(
-                        BadRow(self.path, number, self.name, f"field {c.reference_field!r} is empty or not a string")
-                    )
-                    continue
-                raw_id = data.get(c.id_field)
-                yield self._row(number, text, reference, None if raw_id is None else str(raw_id))
+        has_text_field = False
+        for number, line in _lines(self.path):
+            if not line.strip():
+                continue
+            if seen == limit:
+                break
+            seen += 1
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise JSONLError(self.path, number, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(data, dict):
+                raise JSONLError(self.path, number, f"expected a JSON object, got {type(data).__name__}")
+            has_text_field = has_text_field or c.text_field in data
+            problem = _text_problem(data.get(c.text_field), c.text_field)
+            if problem is not None:
+                on_bad(BadRow(self.path, number, self.name, problem.message, problem.reason))
+                continue
+            reference = data.get(c.reference_field)
+            if reference is not None and (not isinstance(reference, str) or not reference.strip()):
+                on_bad(BadRow(self.path, number, self.name, f"field {c.reference_field!r} is empty or not a string"))
+                continue
+            raw_id = data.get(c.id_field)
+            yield self._row(number, data[c.text_field], reference, None if raw_id is None else str(raw_id))
+        if seen and not has_text_field:
+            raise JSONLError(self.path, 0, f"no row has a field {c.text_field!r} (set text_field for this corpus)")
 
 
 def _split(n: int, weights: list[float]) -> list[int]:

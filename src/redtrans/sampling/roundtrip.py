@@ -6,8 +6,10 @@ window is generated, and finished rows are appended to ``journal.jsonl`` in stre
 constant: one window in generation, a bounded number of windows in scoring, and a done-set of one bit per
 corpus line (row ids are ``corpus:line``).
 
-A killed run resumes: the journal's torn last line is cut off, rows already there are skipped, the rest are
-appended. A row whose round trip hit an engine error is not journaled (so the next run retries it) and is
+A killed run resumes: the journal's torn last line is cut off, rows already there *for their resume key*
+(`redtrans.resume`: the row's text, languages and reference and the run's settings) are skipped, the rest are
+appended; a row whose text changed is redone and its new line supersedes the old one (the journal is compacted
+to the last line per row at the end). A journal made with other settings for every row is refused. A row whose round trip hit an engine error is not journaled (so the next run retries it) and is
 counted in the summary; a window in which every row failed stops the run (the engine is down).
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +31,7 @@ from redtrans import prompts
 from redtrans.engines.base import Engine, EngineError
 from redtrans.engines.spec import create_engine
 from redtrans.jsonl import JSONLError, JSONLWriter, read_jsonl, repair_tail
+from redtrans.resume import KEY_FIELD, SETTINGS_FIELD, check_settings, resume_key, settings_digest, translation_settings
 from redtrans.sampling.buckets import Buckets
 from redtrans.sampling.config import ConfigError, ModelSpec, SampleConfig
 from redtrans.sampling.inputs import BadRow, Corpus, MixState, SourceRow, mix, quotas
@@ -46,43 +50,69 @@ def build_engine(spec: ModelSpec) -> Engine:
 
 
 class DoneSet:
-    """Journaled rows as one bit per corpus line: O(lines / 8) bytes, not O(rows) strings."""
+    """Journaled rows by corpus line: the first 8 bytes of the resume key each line was journaled for (0: none),
+    O(lines) machine words rather than O(rows) strings. `superseded` counts journal lines a later line of the
+    same row replaces (a run killed after redoing a changed row)."""
 
     def __init__(self, sizes: dict[str, int]) -> None:
-        self._bits = {name: bytearray(size // 8 + 1) for name, size in sizes.items()}
+        self._keys = {name: array("Q", bytes(8 * (size + 1))) for name, size in sizes.items()}
         self.count = 0
+        self.superseded = 0
 
-    def add(self, corpus: str, line: int) -> None:
-        bits = self._bits.get(corpus)
-        if bits is None or line // 8 >= len(bits):
+    def add(self, corpus: str, line: int, key: str | None) -> None:
+        keys = self._keys.get(corpus)
+        if keys is None or not 0 <= line < len(keys):
             return  # a row of a corpus (or a line) no longer in the config: irrelevant to this run
-        mask = 1 << (line % 8)
-        if not bits[line // 8] & mask:
-            bits[line // 8] |= mask
+        if keys[line]:
+            self.superseded += 1
+        else:
             self.count += 1
+        keys[line] = key_prefix(key) if key else 1  # 1: journaled without a key (never matches)
 
-    def __contains__(self, row: SourceRow) -> bool:
-        bits = self._bits.get(row.corpus)
-        return bits is not None and line_set(bits, row.line)
-
-
-def line_set(bits: bytearray, line: int) -> bool:
-    return line // 8 < len(bits) and bool(bits[line // 8] & (1 << (line % 8)))
+    def stored(self, row: SourceRow) -> int:
+        """The key prefix `row`'s line was journaled for, 0 when it was not."""
+        keys = self._keys.get(row.corpus)
+        return keys[row.line] if keys is not None and row.line < len(keys) else 0
 
 
-def read_journal_state(journal: Path, sizes: dict[str, int]) -> tuple[DoneSet, dict[str, str] | None]:
-    """The done set and the models of the journal's first row (for a consistency check)."""
+def key_prefix(key: str) -> int:
+    """The first 8 bytes of a resume key as a non-zero integer."""
+    return int(key[:16], 16) or 2
+
+
+def row_key(row: SourceRow, settings: str) -> str:
+    """The resume key of a round-trip row: its id, source, languages and reference, and the run's settings."""
+    content = {"source": row.source, "src": row.src, "tgt": row.tgt, "reference": row.reference}
+    return resume_key(row.id, content, settings)
+
+
+def sample_settings(config: SampleConfig) -> str:
+    """The settings digest of a sampling run: both translators (engine spec and pipeline) and the labels."""
+    tcfg = TranslatorConfig(profile=config.profile, mode=config.mode, retry=config.retry)  # type: ignore[arg-type]
+    return settings_digest({
+        m: {**translation_settings(tcfg, getattr(config, m)), "label": getattr(config, m).provenance}
+        for m in MODELS
+    })  # fmt: skip
+
+
+def read_journal_state(
+    journal: Path, sizes: dict[str, int]
+) -> tuple[DoneSet, dict[str, str] | None, list[str | None]]:
+    """The done set, the models of the journal's first row (for a consistency check) and the distinct settings
+    digests its rows were made with."""
     done = DoneSet(sizes)
     models: dict[str, str] | None = None
+    settings: dict[str | None, None] = {}
     if not journal.is_file():
-        return done, None
+        return done, None, []
     repair_tail(journal)
     for _, row in read_jsonl(journal):
         if models is None and isinstance(row.get("models"), dict):
             models = row["models"]
+        settings[row.get(SETTINGS_FIELD)] = None
         if "corpus" in row and isinstance(row.get("line"), int):
-            done.add(str(row["corpus"]), row["line"])
-    return done, models
+            done.add(str(row["corpus"]), row["line"], row.get(KEY_FIELD))
+    return done, models, list(settings)
 
 
 @dataclass
@@ -102,6 +132,7 @@ class RoundTripSummary:
     skipped: int  # already in the journal
     written: int  # journaled in this run
     failed: int  # engine errors: not journaled, retried by the next run
+    changed: int  # redone because their row's text (or reference) changed since it was journaled
     rejected: int  # bad input rows (see rejects.jsonl)
     rejected_by_corpus: dict[str, int]
     taken: dict[str, int]  # good rows per corpus this run saw (done + new + failed)
@@ -146,7 +177,7 @@ class _Rejects:
 def open_corpora(config: SampleConfig) -> tuple[list[Corpus], list[int]]:
     """The corpora of the config, checked (files exist, parallel pairs aligned), and their quotas."""
     corpora = [Corpus(c) for c in config.corpora]
-    sizes = [c.check() for c in corpora]
+    sizes = [c.check(strict=config.on_bad_row == "fail") for c in corpora]
     return corpora, quotas(sizes, [c.config.ratio for c in corpora], config.max_rows)
 
 
@@ -199,7 +230,7 @@ def _batches(rows: Iterable[SourceRow], size: int) -> Iterator[list[SourceRow]]:
 
 
 def journal_row(
-    row: SourceRow, legs: dict[str, _Leg], score: Any, buckets: Buckets, models: dict[str, str]
+    row: SourceRow, legs: dict[str, _Leg], score: Any, buckets: Buckets, models: dict[str, str], settings: str = ""
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"id": row.id, "corpus": row.corpus, "line": row.line, "src": row.src, "tgt": row.tgt}
     out["source"] = row.source
@@ -216,6 +247,8 @@ def journal_row(
     out["flags"] = {m: {"forward": legs[m].forward_flags, "back": legs[m].back_flags} for m in MODELS}
     out["models"] = models
     out["prompt_version"] = prompts.PROMPT_VERSION
+    if settings:
+        out[KEY_FIELD], out[SETTINGS_FIELD] = row_key(row, settings), settings
     return out
 
 
@@ -232,28 +265,34 @@ def run_roundtrips(
     sizes = {c.name: c.check() for c in corpora}
     journal = config.journal_path
     models = {m: engines[m].model for m in MODELS}
-    done, journal_models = read_journal_state(journal, sizes)
+    settings = sample_settings(config)
+    done, journal_models, journal_settings = read_journal_state(journal, sizes)
     if journal_models is not None and journal_models != models:
         raise ConfigError(
             f"{journal} was written by m1={journal_models.get('m1')}, m2={journal_models.get('m2')}, not by "
             f"m1={models['m1']}, m2={models['m2']}: ΔBLEU from different model pairs cannot be mixed "
             "(use another output_dir, or set m1.label / m2.label to match)"
         )
+    check_settings(journal, journal_settings, settings, "ΔBLEU from different settings cannot be mixed; use "
+                   "another output_dir", rows=done.count + done.superseded)  # fmt: skip
     buckets = Buckets(config.edges, config.weights, config.exclude)
     total = sum(row_quotas)
     rejects = _Rejects(config.rejects_path, config.on_bad_row == "fail")
     state = MixState()
-    skipped = written = failed = 0
+    skipped = written = failed = changed = 0
     width = config.batch_size or max(8, 4 * max(e.parallelism for e in engines.values()))
     tripper = RoundTripper(engines, config)
     scorer = ScorePool(config.score_workers)
     inflight: deque[tuple[list[SourceRow], dict[str, list[_Leg]], Future]] = deque()
 
     def count_skip(row: SourceRow) -> bool:
-        nonlocal skipped
-        if row in done:
+        """Whether `row` is left to do: not journaled, or journaled for another key (its text changed)."""
+        nonlocal skipped, changed
+        stored = done.stored(row)
+        if stored and stored == key_prefix(row_key(row, settings)):
             skipped += 1
             return False
+        changed += bool(stored)
         return True
 
     def flush(limit: int) -> None:
@@ -263,7 +302,7 @@ def run_roundtrips(
             scores = iter(future.result())
             for i, row in enumerate(rows):
                 row_legs = {m: legs[m][i] for m in MODELS}
-                writer.write(journal_row(row, row_legs, next(scores), buckets, models))
+                writer.write(journal_row(row, row_legs, next(scores), buckets, models, settings))
                 written += 1
             if on_progress:
                 on_progress(skipped + written + failed, total)
@@ -291,6 +330,8 @@ def run_roundtrips(
                     flush(0)  # keep the windows already generated: a crash loses only the window at hand
                 raise
             flush(0)
+            if changed or done.superseded:
+                writer.compact()  # a redone row's new line supersedes its old one
     finally:
         scorer.close()
         tripper.close()
@@ -301,6 +342,7 @@ def run_roundtrips(
         skipped=skipped,
         written=written,
         failed=failed,
+        changed=changed,
         rejected=rejects.count,
         rejected_by_corpus=rejects.by_corpus,
         taken=dict(state.taken),

@@ -146,8 +146,9 @@ def summary_lines(report: SampleReport) -> list[str]:
     run = report.run
     if run is not None:
         lines.append(
-            f"round trips: {run.written} new, {run.skipped} already journaled, {run.failed} failed (engine errors; "
-            f"re-run to retry), {run.rejected} bad input rows"
+            f"round trips: {run.written} new, {run.skipped} already journaled"
+            + (f" ({run.changed} redone: changed since last run)" if run.changed else "")
+            + f", {run.failed} failed (engine errors; re-run to retry), {run.rejected} bad input rows"
             + (f" (see {report.stats_path.parent / 'rejects.jsonl'})" if run.rejected else "")
             + f" · {run.rows_per_s:.2f} rows/s"
         )
