@@ -747,6 +747,23 @@ def test_a_rerun_retries_failed_rows_even_when_every_row_is_cached(tmp_path: Pat
     assert again["systems"][0]["failed"] == 0
 
 
+def test_a_cache_is_done_for_its_resume_key_not_its_ids(tmp_path: Path, suite_file: Path) -> None:
+    """Issue 32 item 3: a cached hypothesis is reused only for the exact settings it was made with: editing the
+    system's term base file (same name, same path) redoes every segment; an unchanged rerun redoes none."""
+    termbase = tmp_path / "slang.yaml"
+    entry = "entries:\n  - {term: 绝绝子, meaning: amazing, translations: {en: [%s]}}\n"
+    termbase.write_text("lang: zh\n" + entry % "amazing", encoding="utf-8")
+    system = SystemSpec("tb", engine=EngineSpec(kind="standin"), levers={"termbases": [str(termbase)]})
+    config = BenchConfig(suite="jsonl", data=str(suite_file), systems=[system], out=tmp_path)
+    first = run_bench(config, show_progress=False)
+    rows = _cache_lines(tmp_path / "hyps" / "tb.jsonl")
+    assert len(rows) == len(POSTS) and len({r["settings"] for r in rows}) == 1 and all(r["key"] for r in rows)
+    assert first["systems"][0]["translated_this_run"] == len(POSTS) and first["systems"][0]["failed"] == 0
+    assert run_bench(config, show_progress=False)["systems"][0]["translated_this_run"] == 0
+    termbase.write_text("lang: zh\n" + entry % "incredible", encoding="utf-8")
+    assert run_bench(config, show_progress=False)["systems"][0]["translated_this_run"] == len(POSTS)
+
+
 def test_resume_after_a_kill(tmp_path: Path, suite_file: Path) -> None:
     script = tmp_path / "run.py"
     script.write_text(

@@ -150,6 +150,15 @@ def test_generate_two_systems_resumes_and_retries_failed_rows(tmp_path: Path) ->
     assert len(out.read_text(encoding="utf-8").splitlines()) == lines_before + n_failed
     assert all(r["status"] == "ok" for r in latest_rows(out).values())
     assert run_generate(cfg).written == 0  # all done: nothing to do, nothing built
+    # Resume keys (issue 32 item 3): a source whose text changed is generated again, the others are not.
+    rows_in = [json.loads(line) for line in sources.read_text(encoding="utf-8").splitlines()]
+    rows_in[1]["text"] = "这家店的奶茶真的绝绝子"
+    sources.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows_in), encoding="utf-8")
+    again = run_generate(cfg.model_copy(update={"systems": [EngineSpec(**standin(1)), EngineSpec(**standin(2))]}))
+    assert (again.written, again.skipped) == (1, 4)
+    assert latest_rows(out)["p1"]["source"] == "这家店的奶茶真的绝绝子"
+    with pytest.raises(ConfigError, match="other settings"):  # another system for every row: refused
+        run_generate(cfg.model_copy(update={"systems": [EngineSpec(**standin(1)), EngineSpec(**standin(3))]}))
 
 
 def test_generate_one_system_needs_sampling_and_records_seeds(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ processed; the command then exits 1 with the count (or 2 before any work with ``
 | reason | what is wrong with the text |
 |---|---|
 | ``empty`` | missing, null, or nothing but whitespace |
-| ``invalid_text`` | not a string (its type is named), a lone UTF-16 surrogate (half an emoji cut off by a scraper), a NUL character |
+| ``invalid_text`` | not a string (its type is named), a lone UTF-16 surrogate (half an emoji cut off), a NUL |
 | ``too_long`` | more than `MAX_TEXT_CHARS` characters, or more than `MAX_SEGMENTS_PER_ITEM` segments |
 
 Serve answers the same cases with its route's 4xx; its `max_text_chars` / `max_segments_per_item` settings

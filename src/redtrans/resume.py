@@ -81,10 +81,10 @@ def check_settings(
         "engine options)"
     )
     shown = ", ".join(f"{k} {v}" for k, v in (seen or {}).items() if v not in (None, ""))
+    last = f" (the last: {shown})" if shown else ""
+    count = rows if rows is not None else len(digests)
     raise SettingsChangedError(
-        f"all {rows if rows is not None else len(digests)} rows were made {what}{f' (the last: {shown})' if shown else ''}; every row would be "
-        f"redone: {remedy}",
-        path=path,
+        f"all {count} rows were made {what}{last}; every row would be redone: {remedy}", path=path
     )
 
 
@@ -126,18 +126,19 @@ def translation_settings(config: TranslatorConfig, engine: EngineSpec | Mapping[
     from redtrans.text.profiles import load_profile
     from redtrans.text.termbase import load_termbase
 
+    plain = config.mode == "plain"  # the whole post in one plain prompt: no hints, examples or candidates
     profile = load_profile(config.profile)
     rules = [
         (r.name, r.kind, r.pattern.pattern, r.output, r.output_by_lang, r.labels, r.default_label)
         for r in profile.markup
     ]
-    termbase = load_termbase(config.termbases)
+    termbase = None if plain else load_termbase(config.termbases)
     entries = [
         (e.term, e.lang, e.meaning, {t: [(r.text, r.register) for r in rs] for t, rs in e.translations.items()},
          e.variants, e.patterns, e.examples, e.tags)
         for e in (termbase.entries if termbase is not None else [])
     ]  # fmt: skip
-    memory = load_memory(config.examples)
+    memory = None if plain else load_memory(config.examples)
     pairs = [(p.src, p.tgt, p.source, p.target) for p in memory.pairs()] if memory is not None else []
     prompt = prompts.PromptSettings(tuple(config.termbases), config.max_hints, config.examples, config.shots)
     return {
@@ -155,7 +156,7 @@ def translation_settings(config: TranslatorConfig, engine: EngineSpec | Mapping[
         "min_similarity": prompt.min_similarity if memory is not None else None,
         "candidates": (
             {"n": config.candidates, "temperature": config.candidate_temperature, "seed": config.seed}
-            if config.candidates > 0 and config.mode == "sns"
+            if config.candidates > 0 and not plain
             else None
         ),
     }

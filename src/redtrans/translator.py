@@ -769,7 +769,9 @@ class Translator:
             if out.finish_reason == "error" or not text:
                 error = (out.error or "the engine gave no answer") if out.finish_reason == "error" else "empty answer"
                 flags = [ENGINE_ERROR] if out.finish_reason == "error" else [checks.EMPTY]
-                reason = NO_TRANSLATION if out.finish_reason != "error" else UNAVAILABLE if out.transient else ENGINE_FAILED
+                reason = (
+                    NO_TRANSLATION if out.finish_reason != "error" else UNAVAILABLE if out.transient else ENGINE_FAILED
+                )
                 results.append(Result(item.id, item.text, text, src, tgt, flags, self.model, "plain",
                                       status="failed", error=error, reason=reason))  # fmt: skip
             else:

@@ -35,6 +35,7 @@ from redtrans.bench.systems import (
     prompt_version,
     read_cache,
     safe_name,
+    system_settings,
     translate_missing,
     translator_for,
 )
@@ -134,7 +135,10 @@ def _collect(
     check_cache_config(cache.with_suffix(".config.json"), spec.config())
     # A failed row with attempts left is not done: it counts as left to do, so a run retries it even when every
     # segment has a row.
-    done = sum(not retry_pending(row) for row in read_cache(cache, suite.segments, prompt_version(spec)).values())
+    settings = system_settings(spec)  # a cached row is done for its resume key (redtrans.resume)
+    done = sum(
+        not retry_pending(row) for row in read_cache(cache, suite.segments, prompt_version(spec), settings).values()
+    )
     started = time.perf_counter()
     translated = reused = 0
     engine_spec = spec.engine_spec().resolved()
@@ -169,7 +173,7 @@ def _collect(
             for row in translate_missing(spec, translator, suite.segments, cache, advance, reuse):
                 reused += "reused_from" in row
                 translated += "reused_from" not in row
-    rows = read_cache(cache, suite.segments, prompt_version(spec))
+    rows = read_cache(cache, suite.segments, prompt_version(spec), settings)
     lost = [s.id for s in suite.segments if s.id not in rows]
     if lost:
         raise BenchError(f"system {spec.name!r} produced no hypothesis for {len(lost)} segments ({lost[:3]})")

@@ -38,6 +38,7 @@ from redtrans.engines.models import DEFAULT_MODEL
 from redtrans.engines.spec import PARALLEL_DETERMINISTIC_KINDS, infer_kind, with_default_mode
 from redtrans.errors import ConfigError, InputError
 from redtrans.jsonl import JSONLWriter, read_jsonl, repair_tail, retry_pending, stamp_attempts
+from redtrans.resume import KEY_FIELD, SETTINGS_FIELD, resume_key, settings_digest, translation_settings
 from redtrans.translator import Item, Translator, TranslatorConfig
 
 _TRANSLATOR_KEYS = {"termbase", "examples", "shots", "candidates"}
@@ -208,20 +209,41 @@ def load_outputs(spec: SystemSpec, all_ids: list[str]) -> dict[str, str]:
 
 
 # -- engine systems (cached) ----------------------------------------------------------------------------
-def read_cache(path: Path, segments: list[Segment], version: str | None = None) -> dict[str, dict]:
+def read_cache(
+    path: Path, segments: list[Segment], version: str | None = None, settings: str | None = None
+) -> dict[str, dict]:
     """Cached rows for `segments`: the last row per id whose source text matches the segment's (and, when
-    given, whose prompt version is `version`: a changed prompt makes old hypotheses stale)."""
+    given, whose prompt version is `version`: a changed prompt makes old hypotheses stale, and whose resume
+    key is the segment's under `settings` (`system_settings`): a changed model file, term base or engine option
+    makes them stale too)."""
     if not path.is_file():
         return {}
     repair_tail(path)
-    wanted = {s.id: s.source for s in segments}
+    wanted = {s.id: s for s in segments}
     rows: dict[str, dict] = {}
     for _, row in read_jsonl(path):
         key = str(row.get("id"))
+        segment = wanted.get(key)
+        if segment is None or row.get("text") != segment.source:
+            continue
         fresh = version is None or row.get("prompt_version") == version
-        if key in wanted and row.get("text") == wanted[key] and fresh:
+        if settings is not None:
+            fresh = fresh and row.get(KEY_FIELD) == segment_key(segment, settings)
+        if fresh:
             rows[key] = row
     return rows
+
+
+def system_settings(spec: SystemSpec) -> str:
+    """The settings digest an engine system's cached rows are keyed by (`redtrans.resume`): its pipeline
+    config and engine spec, with the model file, profile, term bases and example set as content hashes."""
+    config = TranslatorConfig(profile=spec.profile, mode=spec.mode, **spec.levers)  # type: ignore[arg-type]
+    return settings_digest(translation_settings(config, spec.engine_spec()))
+
+
+def segment_key(segment: Segment, settings: str) -> str:
+    """A segment's resume key: its id, source text and languages under a system's settings."""
+    return resume_key(segment.id, {"text": segment.source, "src": segment.src, "tgt": segment.tgt}, settings)
 
 
 def prompt_version(spec: SystemSpec) -> str:
@@ -347,8 +369,9 @@ def translate_missing(
     Each row records `seconds`: the wall time since the previous row of this run (the first: since the loop
     began, the model already loaded). A run's rows sum to its translation time, so the time per segment of a
     system survives runs resumed in parts."""
+    settings = system_settings(spec)
     with JSONLWriter(cache_path, drop=retry_pending) as writer:  # locked before the cache is read
-        done = read_cache(cache_path, segments, prompt_version(spec))
+        done = read_cache(cache_path, segments, prompt_version(spec), settings)
         todo = [s for s in segments if s.id not in done]
         if reuse is not None:
             left = []
@@ -357,16 +380,19 @@ def translate_missing(
                 if row is None:
                     left.append(segment)
                     continue
+                row = {**row, KEY_FIELD: segment_key(segment, settings), SETTINGS_FIELD: settings}
                 writer.write(row)
                 if on_result:
                     on_result(1)
                 yield row
             todo = left
+        by_id = {s.id: s for s in todo}
         items = (Item(s.id, s.source, s.tgt, s.src) for s in todo)
         last = time.perf_counter()
         for result in translator.translate(items):
             now = time.perf_counter()
             row = stamp_attempts({**result.to_dict(), "seconds": round(now - last, 3)}, writer.dropped)
+            row[KEY_FIELD], row[SETTINGS_FIELD] = segment_key(by_id[result.id], settings), settings
             last = now
             writer.write(row)
             if on_result:

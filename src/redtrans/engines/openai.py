@@ -195,9 +195,7 @@ class _Attempt(Exception):
     """One failed attempt: why, whether another may help, how long the server asked us to wait, and whether
     the engine was unavailable (`GenResult.transient`) even when another attempt now would not help."""
 
-    def __init__(
-        self, message: str, retry: bool, retry_after: float | None = None, unavailable: bool = False
-    ) -> None:
+    def __init__(self, message: str, retry: bool, retry_after: float | None = None, unavailable: bool = False) -> None:
         super().__init__(message)
         self.retry = retry
         self.retry_after = retry_after
@@ -212,8 +210,10 @@ class OpenAIEngine(Engine):
     name = "openai"
     config_class = OpenAIConfig
     spec_fields = {"model": "base_urls", "served_model": "model", "parallel": "concurrency"}
-    speed_fields = frozenset({"base_urls", "api_key", "concurrency", "timeout_s", "max_retries", "backoff_s",
-                              "retry_after_cap_s", "breaker_failures", "breaker_cooldown_s", "http_client"})  # fmt: skip
+    speed_fields = frozenset({
+        "base_urls", "api_key", "concurrency", "timeout_s", "max_retries", "backoff_s", "retry_after_cap_s",
+        "breaker_failures", "breaker_cooldown_s", "http_client",
+    })  # fmt: skip
 
     def __init__(
         self,

@@ -4,7 +4,9 @@ The candidates come from two systems (two `EngineSpec`s, e.g. the base and the S
 seeded samples of one (temperature > 0). Both go through the `Translator`, so a candidate is exactly what
 the system would serve. Rows are written a batch at a time, once both candidates of a source exist; a source
 whose candidate failed (an engine error, an empty answer) is written with ``status: "failed"`` and is
-retried by the next run, which skips every id that succeeded.
+retried by the next run, which skips every source that succeeded *for its resume key* (`redtrans.resume`:
+its text, languages and reference, and the systems' settings): a changed source is generated again and its
+new row supersedes the old one; a file made with other settings for every row is refused.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from redtrans.engines.spec import create_engine
 from redtrans.errors import EngineError, RedtransError, RowsFailedError
 from redtrans.jsonl import JSONLWriter
 from redtrans.prefs.config import GenerateConfig
-from redtrans.prefs.rows import Source, read_sources, succeeded_ids
+from redtrans.prefs.rows import Source, latest_rows, read_sources
+from redtrans.resume import KEY_FIELD, SETTINGS_FIELD, check_settings, resume_key, settings_digest, translation_settings
 from redtrans.translator import ENGINE_ERROR, Item, Result, Translator, TranslatorConfig
 
 
@@ -74,6 +77,22 @@ def _failure(result: Result | None) -> str | None:
     return None
 
 
+def generate_settings(config: GenerateConfig) -> str:
+    """The settings digest of a candidates file (`redtrans.resume`): both systems (engine spec and pipeline),
+    the sampling temperature and seeds, and the default languages."""
+    specs = config.systems if len(config.systems) == 2 else [config.systems[0], config.systems[0]]
+    tcfg = TranslatorConfig(profile=config.profile)
+    return settings_digest({"systems": [translation_settings(tcfg, spec) for spec in specs],
+                            "sampling": config.sampling.model_dump(mode="json"), "src": config.src,
+                            "tgt": config.tgt})  # fmt: skip
+
+
+def source_key(source: Source, settings: str) -> str:
+    """A source's resume key: its id, text, languages and reference under the file's settings."""
+    content = {"text": source.text, "src": source.src, "tgt": source.tgt, "reference": source.reference}
+    return resume_key(source.id, content, settings)
+
+
 def run_generate(
     config: GenerateConfig,
     on_progress: Callable[[int, int], None] | None = None,
@@ -81,8 +100,16 @@ def run_generate(
 ) -> GenerateReport:
     """Write the candidates file; raises RowsFailedError (after writing everything) when rows failed.
     `engines` replaces building them from `config.systems` (same order; a test or a caller holding models)."""
-    done = succeeded_ids(config.output)
+    settings = generate_settings(config)
+    previous = latest_rows(config.output)
+    check_settings(config.output, [row.get(SETTINGS_FIELD) for row in previous.values()], settings,
+                   "candidates of other systems or settings cannot be mixed; use another --output")  # fmt: skip
     sources = list(read_sources(config.input, config.reference, config.src, config.tgt, config.limit))
+    keys = {s.id: source_key(s, settings) for s in sources}
+    # Done for its resume key: a source whose text, languages or reference changed is generated again.
+    done = {
+        k for k, row in previous.items() if row.get("status", "ok") != "failed" and row.get(KEY_FIELD) == keys.get(k)
+    }
     todo = [s for s in sources if s.id not in done]
     report = GenerateReport(skipped=len(sources) - len(todo), total=len(sources))
     if on_progress:
@@ -113,7 +140,7 @@ def run_generate(
         with JSONLWriter(config.output) as writer:
             for start in range(0, len(todo), config.batch_size):
                 batch = todo[start : start + config.batch_size]
-                _write_batch(writer, batch, translators, labels, seeds, temperature, report)
+                _write_batch(writer, batch, translators, labels, seeds, temperature, report, keys, settings)
                 if on_progress:
                     on_progress(report.skipped + report.written + report.failed, len(sources))
     finally:
@@ -140,6 +167,8 @@ def _write_batch(
     seeds: list[int | None],
     temperature: float,
     report: GenerateReport,
+    keys: dict[str, str],
+    settings: str,
 ) -> None:
     outputs = [_translate_all(t, batch) for t in translators]
     for source in batch:
@@ -165,4 +194,5 @@ def _write_batch(
         else:
             row["status"] = "ok"
             report.written += 1
+        row[KEY_FIELD], row[SETTINGS_FIELD] = keys[source.id], settings
         writer.write(row)

@@ -3,14 +3,15 @@
 For each window of source rows: both models translate A → B (forward) and B → A (back) through the full
 translator pipeline, the round trips are scored in worker processes (`scoring.ScorePool`) while the next
 window is generated, and finished rows are appended to ``journal.jsonl`` in stream order. Memory stays
-constant: one window in generation, a bounded number of windows in scoring, and a done-set of one bit per
-corpus line (row ids are ``corpus:line``).
+constant: one window in generation, a bounded number of windows in scoring, and a done-set of one machine word
+per corpus line (row ids are ``corpus:line``).
 
 A killed run resumes: the journal's torn last line is cut off, rows already there *for their resume key*
 (`redtrans.resume`: the row's text, languages and reference and the run's settings) are skipped, the rest are
 appended; a row whose text changed is redone and its new line supersedes the old one (the journal is compacted
-to the last line per row at the end). A journal made with other settings for every row is refused. A row whose round trip hit an engine error is not journaled (so the next run retries it) and is
-counted in the summary; a window in which every row failed stops the run (the engine is down).
+to the last line per row at the end). A journal made with other settings for every row is refused. A row whose
+round trip hit an engine error is not journaled (so the next run retries it) and is counted in the summary; a
+window in which every row failed stops the run (the engine is down).
 """
 
 from __future__ import annotations
@@ -95,9 +96,7 @@ def sample_settings(config: SampleConfig) -> str:
     })  # fmt: skip
 
 
-def read_journal_state(
-    journal: Path, sizes: dict[str, int]
-) -> tuple[DoneSet, dict[str, str] | None, list[str | None]]:
+def read_journal_state(journal: Path, sizes: dict[str, int]) -> tuple[DoneSet, dict[str, str] | None, list[str | None]]:
     """The done set, the models of the journal's first row (for a consistency check) and the distinct settings
     digests its rows were made with."""
     done = DoneSet(sizes)
