@@ -4,6 +4,7 @@ prompt, completion-only loss, LoRA and full training, resume, outputs the ``hf``
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -277,6 +278,18 @@ def test_resume_from_the_last_checkpoint(tiny_model: Path, tiny_data: Path, tmp_
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]  # the log continues, nothing repeated
     with pytest.raises(ConfigError, match="no checkpoint directory"):
         run_sft(fast_config(tiny_model, tiny_data, out, resume_from_checkpoint=str(out / "checkpoint-99")))
+
+
+def test_a_resume_logs_each_step_once(tiny_model: Path, tiny_data: Path, tmp_path: Path) -> None:
+    """Issue 32 item 12: steps logged after the last checkpoint are redone by the resumed run; logs.jsonl keeps
+    one record per step (the killed run's records of the redone steps are taken out)."""
+    out = tmp_path / "relog"
+    run_sft(fast_config(tiny_model, tiny_data, out, max_steps=3, eval_split=0))  # steps 1-3 logged
+    shutil.rmtree(out / "checkpoint-3")  # as if killed after step 3 was logged, before its checkpoint was saved
+    second = run_sft(fast_config(tiny_model, tiny_data, out, max_steps=4, eval_split=0))
+    assert second.resumed_from == str(out / "checkpoint-2")
+    rows = [json.loads(line) for line in (out / "logs.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]
 
 
 # -------------------------------------------------------------------------------------------- CLI

@@ -25,6 +25,23 @@ annotate_app = typer.Typer(help="The expert annotation web app (preferences and 
 app.add_typer(annotate_app, name="annotate")
 
 
+def _existing_store(db: str) -> str:
+    """`db`, when it names a store that exists. Commands that only read a store (export, report, serve) refuse a
+    SQLite path with no file instead of creating an empty store there and answering from it (a typo in --db);
+    a server URL is checked by connecting. Stores are created by the commands that add to them."""
+    if "://" in db and not db.startswith("sqlite"):
+        return db
+    path = db.split(":///", 1)[1] if db.startswith("sqlite") else db
+    if path in {"", ":memory:"}:
+        return db
+    if not Path(path).expanduser().is_file():
+        raise InputError(
+            f"no annotation store at {path}: check --db (a store is created by `redtrans annotate import` or "
+            "`annotate add-user`)"
+        )
+    return db
+
+
 @prefs_app.command("generate")
 def prefs_generate_cmd(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Generate config (YAML).")] = None,
@@ -102,6 +119,8 @@ def prefs_export_cmd(
     from redtrans.prefs.config import ExportConfig
     from redtrans.prefs.export import run_export
 
+    if db is not None:
+        _existing_store(db)
     values = {"output": output, "db": db, "input": input, "mode": mode, "tau": tau, "tau_auto": tau_auto,
               "min_annotators": min_annotators, "include_accepted": include_accepted or None, "profile": profile,
               "termbases": termbase, "examples": examples}  # fmt: skip
@@ -186,7 +205,9 @@ def annotate_serve_cmd(
 
     options = {"db": db, "host": host, "port": port, "tau": tau, "trusted_proxies": trusted_proxy,
                "allowed_hosts": allowed_host}  # fmt: skip
-    serve(load_config(AnnotateConfig, config, {**options, **parse_overrides(set_ or [])}))
+    cfg = load_config(AnnotateConfig, config, {**options, **parse_overrides(set_ or [])})
+    _existing_store(cfg.db)
+    serve(cfg)
 
 
 @annotate_app.command("add-user")
@@ -255,4 +276,4 @@ def annotate_report_cmd(
     """Progress, agreement, export counts and the human-evaluation win rate (Markdown)."""
     from redtrans.prefs.report import store_report
 
-    typer.echo(store_report(db, tau), nl=False)
+    typer.echo(store_report(_existing_store(db), tau), nl=False)

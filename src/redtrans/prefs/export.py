@@ -36,7 +36,6 @@ each text in the same marker form (`TrainingPlan.align`). A segment that cannot 
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from redtrans.errors import InputError
+from redtrans.jsonl import atomic_write
 from redtrans.prefs.config import ExportConfig
 from redtrans.prefs.rows import candidate_rows
 from redtrans.scoring import sentence_chrf
@@ -302,13 +302,9 @@ def sibling(output: Path, part: str) -> Path:
 
 
 def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
+    with atomic_write(path) as handle:  # a full disk: one line, exit 2, no partial or temp file left
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
 
 
 def write_export(export: Export, output: Path) -> Path:
@@ -320,7 +316,8 @@ def write_export(export: Export, output: Path) -> Path:
     _write_jsonl(sibling(output, "original"), export.original)
     _write_jsonl(sibling(output, "excluded"), export.excluded)
     stats_path = output.with_name(output.name + ".stats.json")
-    stats_path.write_text(json.dumps(export.stats.to_dict(), indent=2) + "\n", encoding="utf-8")
+    with atomic_write(stats_path) as handle:
+        handle.write(json.dumps(export.stats.to_dict(), indent=2) + "\n")
     return stats_path
 
 

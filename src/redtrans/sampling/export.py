@@ -24,13 +24,13 @@ model, leg and flag).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from redtrans import prompts
+from redtrans.jsonl import atomic_write
 from redtrans.sampling.buckets import Buckets, Draw
 
 BENIGN_FLAGS = {"retried"}
@@ -71,15 +71,11 @@ def choose_target(row: dict[str, Any], rule: str, allow_flagged: bool = False) -
 
 def _write_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with tmp.open("w", encoding="utf-8") as handle:
+    with atomic_write(path) as handle:  # a full disk leaves no partial file (and no temp file) behind
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             n += 1
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
     return n
 
 
@@ -272,9 +268,8 @@ def bucket_table(buckets: Buckets, drawn: Draw) -> list[dict[str, Any]]:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_write(path) as handle:
+        handle.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
 
 def write_histogram(path: Path, stats: dict[str, Any], buckets: Buckets) -> Path:

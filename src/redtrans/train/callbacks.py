@@ -14,7 +14,8 @@ __all__ = ["JSONLLogCallback"]
 
 
 class JSONLLogCallback(TrainerCallback):
-    """Appends every log and evaluation record to `output_dir/logs.jsonl` (main process only)."""
+    """Appends every log and evaluation record to `output_dir/logs.jsonl` (main process only), each step once
+    across resumes."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -28,6 +29,16 @@ class JSONLLogCallback(TrainerCallback):
         row = {"time": round(time.time(), 3), "kind": kind, "step": state.global_step, "epoch": state.epoch}
         row.update({k: v for k, v in values.items() if isinstance(v, int | float | str | bool | None)})
         self._writer.write(row)
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        """Open the log. A run resumed from a checkpoint at step N redoes every step after N: the records a killed
+        run wrote for those steps are taken out (temp file + rename), so each step is logged once."""
+        if not state.is_world_process_zero or self._writer is not None:
+            return
+        resumed_at = int(state.global_step or 0)
+        self._writer = JSONLWriter(
+            self.path, fsync_every=1, drop=lambda row: isinstance(row.get("step"), int) and row["step"] > resumed_at
+        )
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         logs = logs or {}
