@@ -51,10 +51,10 @@ def test_empty_text_unknown_language_and_duplicates_are_reported_with_lines(tmp_
     src = write_jsonl(tmp_path / "in.jsonl", rows)
     proc = run_cli("translate", "--input", str(src), "--output", str(tmp_path / "o.jsonl"), "--tgt", "en")
     assert proc.returncode == 2
-    assert f"{src}:2: field 'text' is missing or empty" in proc.stderr
-    assert f"{src}:3: unknown language 'klingon'" in proc.stderr
-    assert f"{src}:4: duplicate id 'a'" in proc.stderr
+    assert f"{src}:3: unknown language 'klingon'" in proc.stderr and "(and 1 more: lines 4)" in proc.stderr
     assert not (tmp_path / "o.jsonl").exists()
+    strict = run_cli("translate", "--input", str(src), "--output", str(tmp_path / "o.jsonl"), "--tgt", "en", "--strict")
+    assert f"{src}:2: field 'text' is empty (and 2 more: lines 3, 4)" in strict.stderr
 
 
 def test_argument_errors() -> None:
