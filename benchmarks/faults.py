@@ -16,6 +16,18 @@ calls), prints what happened in numbers, and decides pass or miss:
                    OpenAI/DeepL/LibreTranslate routes; the embedded llama.cpp listener refuses a keyless
                    request (needs qwen2.5-coder-0.5b's GGUF; skipped, and not counted as passed, without it).
 6. two_writers     a second writer of the same JSONL output is refused (exit 2, one line), no duplicate ids.
+10. changed_input  (issue 32 item 3) 10 rows translated; 2 rows' text edited: the rerun redoes exactly those 2
+                   (their new lines supersede the old, one line per id), the other 8 untouched; `--tgt de` on
+                   the same output is refused (exit 2) and `--overwrite` redoes all.
+11. outage_recovery (item 4) the upstream answers 500 for MAX_ATTEMPTS + 1 runs (each exits 1 and says the
+                   rows do not count against the attempt cap); it recovers and the next run translates every
+                   row (upstream calls made, exit 0). A 400 (permanent) does count: after MAX_ATTEMPTS runs
+                   the row is failed for good, and `--retry-failed` tries it again.
+12. full_disk      (item 6) the output on a 1 MB tmpfs (`mount -t tmpfs`; skipped, and not counted as passed,
+                   where it cannot be mounted): translate to JSONL and to Parquet, sample and prefs export fill
+                   it; each exits 2 with one line "no space left on device", leaves no temp file, keeps the
+                   rows journaled before it, and once the disk grows (remount 16 MB) the same command resumes
+                   and finishes with every row once.
 
 Issue 32 (round 3), serve:
 7. form_utf8       docs/serve.md's curl example (raw UTF-8 bytes in a form) on /v2/translate and /translate
@@ -575,6 +587,172 @@ def hang_recovery() -> bool:
     return all(results)
 
 
+def changed_input() -> bool:
+    src, out = TMP / "changed.jsonl", TMP / "changed.out.jsonl"
+    rows_in = [{"id": f"c{n}", "text": f"第{n}家店的奶茶绝绝子"} for n in range(10)]
+    src.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows_in), encoding="utf-8")
+    args = ["translate", "-i", str(src), "-o", str(out), "--engine", "standin", "--src", "zh", "--tgt", "en"]
+    first = run_cli(args)
+    before = {row["id"]: row for _, row in read_jsonl(out)}
+    rows_in[3]["text"], rows_in[7]["text"] = "这家店的奶茶真的绝绝子", "周末一起去爬山吧"
+    src.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows_in), encoding="utf-8")
+    second = run_cli(args)
+    after = [row for _, row in read_jsonl(out)]
+    by_id = {row["id"]: row for row in after}
+    redone = sorted(k for k, row in by_id.items() if row != before.get(k))
+    summary = " ".join(second.stderr.split())  # rich wraps lines on a pipe
+    summary = summary[summary.find("translated") :]
+    print(f"  run 1: exit {first.returncode}, rows {len(before)}; 2 texts edited -> run 2: exit {second.returncode}")
+    print(f"    {summary[:160]}")
+    print(f"  rows after: {len(after)} lines, {len(by_id)} ids; redone {redone}; texts follow the input: "
+          f"{by_id['c3']['text'] == rows_in[3]['text'] and by_id['c7']['text'] == rows_in[7]['text']}")  # fmt: skip
+    refused = run_cli([*args[:-1], "de"])
+    lines = [ln for ln in refused.stderr.strip().splitlines() if ln.strip()]
+    overwrite = run_cli([*args[:-1], "de", "--overwrite"])
+    tgts = {row["tgt"] for _, row in read_jsonl(out)}
+    print(f"  --tgt de: exit {refused.returncode}, {len(lines)} line: {(lines or [''])[0][:140]}")
+    print(f"  --tgt de --overwrite: exit {overwrite.returncode}, targets now {sorted(tgts)}")
+    return (first.returncode == 0 and second.returncode == 0 and redone == ["c3", "c7"] and len(after) == 10
+            and "2 changed since last run" in summary and refused.returncode == 2 and len(lines) == 1
+            and overwrite.returncode == 0 and tgts == {"de"})  # fmt: skip
+
+
+def outage_recovery() -> bool:
+    from redtrans.jsonl import MAX_ATTEMPTS
+
+    state = {"status": 500}
+    upstream = StandInUpstream(
+        lambda i, b: Reply(status=state["status"], body={"error": "down"}) if state["status"] != 200 else Reply(
+            body=completion(b, "so good I could cry"))
+    )  # fmt: skip
+    try:
+        src, out = TMP / "outage.jsonl", TMP / "outage.out.jsonl"
+        src.write_text("".join(json.dumps({"id": f"o{n}", "text": f"第{n}杯奶茶太好喝了"}) + "\n" for n in range(5)))
+        args = ["translate", "-i", str(src), "-o", str(out), "--model", upstream.url, "--src", "zh", "--tgt", "en",
+                "--max-retries", "0"]  # fmt: skip
+        outage_ok = True
+        for run in range(MAX_ATTEMPTS + 1):
+            proc = run_cli(args)
+            said = "do not count against the attempt cap" in proc.stderr
+            outage_ok &= proc.returncode == 1 and said
+            print(f"  outage run {run + 1}: exit {proc.returncode}, says not counted: {said}")
+        state["status"] = 200
+        calls = upstream.calls
+        recovered = run_cli(args)
+        ok_rows = [row for _, row in read_jsonl(out) if row.get("status") == "ok"]
+        made = upstream.calls - calls
+        print(f"  recovered: exit {recovered.returncode}, upstream calls {made}, ok rows {len(ok_rows)}/5")
+        # A permanent error (400) counts against the cap; --retry-failed resets it.
+        src2, out2 = TMP / "permanent.jsonl", TMP / "permanent.out.jsonl"
+        src2.write_text(json.dumps({"id": "p", "text": "太好吃了"}) + "\n")
+        args2 = [*args[:2], str(src2), args[3], str(out2), *args[5:]]
+        state["status"] = 400
+        for _ in range(MAX_ATTEMPTS):
+            run_cli(args2)
+        state["status"] = 200
+        calls = upstream.calls
+        capped = run_cli(args2)
+        capped_calls = upstream.calls - calls
+        retried = run_cli([*args2, "--retry-failed"])
+        print(f"  400 x {MAX_ATTEMPTS}: then exit {capped.returncode} with {capped_calls} calls (failed for good); "
+              f"--retry-failed: exit {retried.returncode}")  # fmt: skip
+        return (outage_ok and recovered.returncode == 0 and upstream.calls > calls and len(ok_rows) == 5
+                and capped.returncode == 1 and capped_calls == 0 and retried.returncode == 0)  # fmt: skip
+    finally:
+        upstream.close()
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    return done.returncode == 0
+
+
+def _full_disk_case(name: str, disk: Path, args: list[str], rows_of: Callable[[], list[Any]], want: int) -> bool:
+    """One command on a full 1 MB tmpfs, then on the same tmpfs grown to 16 MB."""
+    full = run_cli(args, timeout=300)
+    lines = [ln for ln in full.stderr.strip().splitlines() if ln.startswith("error:")]
+    temps = sorted(p.name for p in disk.rglob("*") if p.name.endswith(".tmp"))
+    kept = rows_of()
+    subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)
+    again = run_cli(args, timeout=300)
+    rows = rows_of()
+    ids = [str(r) for r in rows]
+    print(f"  {name}: full disk -> exit {full.returncode}, traceback {'Traceback' in full.stderr}, error lines "
+          f"{len(lines)}: {(lines or [''])[0][:110]}")  # fmt: skip
+    print(f"    temp files left {temps}, rows kept {len(kept)}; after the disk grows: exit {again.returncode}, rows "
+          f"{len(rows)} ({len(set(ids))} distinct, want {want})")  # fmt: skip
+    return (full.returncode == 2 and "Traceback" not in full.stderr and len(lines) == 1
+            and "no space left on device" in lines[0] and not temps and again.returncode == 0
+            and len(rows) == len(set(ids)) == want)  # fmt: skip
+
+
+def full_disk() -> tuple[bool, bool]:
+    """(passed, ran_fully)."""
+    root = TMP / "disks"
+    probe = root / "probe"
+    if not _mount_tmpfs(probe, "1m"):
+        print("  SKIPPED: cannot mount a tmpfs here (needs root) - not counted as passed")
+        return False, False
+    subprocess.run(["umount", str(probe)], check=False)
+    data = TMP / "fill.jsonl"
+    long_post = "这家店的奶茶绝绝子，姐妹们冲！" * 60  # ~900 characters: ~9 KB a row with its translation
+    data.write_text("".join(json.dumps({"id": f"f{n}", "text": f"{n}{long_post}"}, ensure_ascii=False) + "\n"
+                            for n in range(200)), encoding="utf-8")  # fmt: skip
+    results = []
+    try:
+        disk = root / "translate"
+        _mount_tmpfs(disk, "1m")
+        out = disk / "out.jsonl"
+        args = ["translate", "-i", str(data), "-o", str(out), "--engine", "standin", "--src", "zh", "--tgt", "en"]
+        results.append(_full_disk_case("translate -o .jsonl", disk, args, lambda: _ids(out), 200))
+        disk = root / "parquet"
+        _mount_tmpfs(disk, "1m")
+        pq_out = disk / "out.parquet"
+        args = ["translate", "-i", str(data), "-o", str(pq_out), "--engine", "standin", "--src", "zh", "--tgt", "en"]
+        results.append(_full_disk_case("translate -o .parquet", disk, args, lambda: _parquet_ids(pq_out), 200))
+        disk = root / "sample"
+        _mount_tmpfs(disk, "1m")
+        corpus = TMP / "corpus.jsonl"
+        corpus.write_text("".join(json.dumps({"text": f"{n}{long_post[:300]}"}, ensure_ascii=False) + "\n"
+                                  for n in range(150)), encoding="utf-8")  # fmt: skip
+        args = ["sample", "-i", str(corpus), "--src", "zh", "--tgt", "en", "-o", str(disk / "run"), "--set",
+                "m1.kind=standin", "--set", "m2.kind=standin", "--set", "m2.options={salt: 2}", "--set",
+                "score_workers=1"]  # fmt: skip
+        results.append(_full_disk_case("sample", disk, args, lambda: _ids(disk / "run" / "journal.jsonl"), 150))
+        disk = root / "export"
+        _mount_tmpfs(disk, "1m")
+        cands = TMP / "cands.jsonl"
+        cands.write_text("".join(json.dumps({
+            "id": f"c{n}", "source": long_post, "src": "zh", "tgt": "en", "reference": "so good " * 100,
+            "status": "ok",
+            "candidates": [{"text": "nice " * 150, "system": "a"}, {"text": "good " * 160, "system": "b"}],
+        }, ensure_ascii=False) + "\n" for n in range(300)), encoding="utf-8")  # fmt: skip
+        export = disk / "pairs.jsonl"
+        args = ["prefs", "export", "--mode", "reference-rewrite", "-i", str(cands), "-o", str(export)]
+        # reference-rewrite gives two pairs an item (the reference over each candidate)
+        results.append(_full_disk_case("prefs export", disk, args, lambda: _ids(export), 600))
+    finally:
+        for disk in sorted(root.iterdir()):
+            subprocess.run(["umount", str(disk)], capture_output=True)
+    return all(results) and len(results) == 4, True
+
+
+def _ids(path: Path) -> list[Any]:
+    from redtrans.jsonl import repair_tail
+
+    if not path.is_file():
+        return []
+    repair_tail(path)
+    return [row.get("id") for _, row in read_jsonl(path)]
+
+
+def _parquet_ids(path: Path) -> list[Any]:
+    import pyarrow.parquet as pq
+
+    return list(pq.read_table(path).column("id").to_pylist()) if path.is_file() else []
+
+
 def main() -> int:
     scenarios: list[tuple[str, Callable[[], Any]]] = [
         ("failed_rows", failed_rows),
@@ -586,6 +764,9 @@ def main() -> int:
         ("form_utf8", form_utf8),
         ("refusals_through_routes", refusals_through_routes),
         ("hang_recovery", hang_recovery),
+        ("changed_input", changed_input),
+        ("outage_recovery", outage_recovery),
+        ("full_disk", full_disk),
     ]
     only = set(sys.argv[1:])
     passed = total = 0
