@@ -333,12 +333,13 @@ def prefs_generate(d: Path, case: str) -> Probe | Skip:
         case "missing database":
             return Skip("prefs generate opens no store")
         case "two credentials":
-            return Probe(["prefs", "generate", "-i", str(good), "-o", str(out), "-m",
-                          f"http://bob:{SECRET}@127.0.0.1:9/v1"], "file", env={"OPENAI_API_KEY": KEY},
-                         absent=[out.parent])  # fmt: skip
+            url = f"http://bob:{SECRET}@127.0.0.1:9/v1"
+            return Probe(["prefs", "generate", "-i", str(good), "-o", str(out), "-m", url, "-m", url], "file",
+                         env={"OPENAI_API_KEY": KEY}, absent=[out.parent])  # fmt: skip
         case "secret in a URL":
-            return Probe(["prefs", "generate", "-i", str(good), "-o", str(out), "--engine", "llamacpp", "-m",
-                          f"http://bob:{SECRET}@127.0.0.1:9/v1"], "file", absent=[out.parent])  # fmt: skip
+            url = f"http://bob:{SECRET}@127.0.0.1:9/v1"
+            return Probe(["prefs", "generate", "-i", str(good), "-o", str(out), "--engine", "llamacpp", "-m", url, "-m",
+                          url], "file", absent=[out.parent])  # fmt: skip
         case "full disk":
             disk = tmpfs(d)
             if disk is None:
@@ -425,7 +426,7 @@ def candidates_in(command: list[str], out_flag: str | None) -> Callable[[Path, s
                 if disk is None:
                     return Skip("no tmpfs can be mounted here (needs root)")
                 big = jsonl(d / "fill.jsonl", [{**_cands(i), "source": GOOD[0] * 40, "reference": "so good " * 100}
-                                               for i in range(300)])  # fmt: skip
+                                               for i in range(800)])  # fmt: skip
                 return Probe([*command, str(big), out_flag, str(disk / "o.jsonl")], "env", disk=disk)
         return Skip("?")
 

@@ -110,6 +110,11 @@ class EngineSpec(StageConfig):
                 f"the {kind} engine's deterministic mode decodes one sequence at a time; parallel={self.parallel} is "
                 "its throughput mode (outputs may then vary between runs): give one or the other"
             )
+        if kind in {"llamacpp", "hf"} and is_endpoint(self.model):
+            raise ConfigError(
+                f"the {kind} engine runs a model in this process (a registry name, a .gguf file or a model "
+                "directory), not an http(s)://…/v1 endpoint: drop --engine (or use kind openai) for an endpoint"
+            )
         if kind == "openai" and self.model is not None and not is_endpoint(self.model):
             raise ConfigError(
                 f"the openai engine needs http(s)://…/v1 endpoint(s) as --model, not {self.model!r} "

@@ -19,7 +19,7 @@ from typing import Any
 from redtrans import prompts
 from redtrans.engines.base import Engine, GenRequest, GenResult
 from redtrans.engines.spec import create_engine
-from redtrans.errors import EngineError, RedtransError, RowsFailedError
+from redtrans.errors import EngineError, InputError, RedtransError, RowsFailedError
 from redtrans.jsonl import JSONLWriter
 from redtrans.prefs.config import GenerateConfig
 from redtrans.prefs.rows import Source, latest_rows, read_sources
@@ -105,6 +105,8 @@ def run_generate(
     check_settings(config.output, [row.get(SETTINGS_FIELD) for row in previous.values()], settings,
                    "candidates of other systems or settings cannot be mixed; use another --output")  # fmt: skip
     sources = list(read_sources(config.input, config.reference, config.src, config.tgt, config.limit))
+    if not sources:
+        raise InputError("has no rows: nothing to generate", path=config.input)
     keys = {s.id: source_key(s, settings) for s in sources}
     # Done for its resume key: a source whose text, languages or reference changed is generated again.
     done = {
@@ -170,6 +172,15 @@ def _write_batch(
     keys: dict[str, str],
     settings: str,
 ) -> None:
+    bad = [s for s in batch if s.problem is not None]
+    batch = [s for s in batch if s.problem is None]
+    for source in bad:  # fails on its own text: no engine call (the bad-input contract, `redtrans.limits`)
+        assert source.problem is not None
+        writer.write({"id": source.id, "source": source.text, "src": source.src, "tgt": source.tgt,
+                      "candidates": [], "prompt_version": prompts.PROMPT_VERSION, "status": "failed",
+                      "error": source.problem.message, "reason": source.problem.reason, KEY_FIELD: keys[source.id],
+                      SETTINGS_FIELD: settings})  # fmt: skip
+        report.failed += 1
     outputs = [_translate_all(t, batch) for t in translators]
     for source in batch:
         results = [out[0].get(source.id) for out in outputs]

@@ -80,6 +80,8 @@ class PrescoreReport:
 def run_prescore(
     config: PrescoreConfig, on_progress: Callable[[int, int], None] | None = None, judge: Engine | None = None
 ) -> PrescoreReport:
+    if config.judge is not None:
+        config.judge.engine_config()  # a judge that cannot work is refused before any row, needed or not
     rows, _ = candidate_rows(config.input)
     done = succeeded_ids(config.output)
     todo = [row for row in rows if str(row["id"]) not in done]

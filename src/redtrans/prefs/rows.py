@@ -16,6 +16,7 @@ from typing import Any
 from redtrans.errors import InputError
 from redtrans.jsonl import JSONLError, read_jsonl, repair_tail
 from redtrans.languages import get_language
+from redtrans.limits import RowProblem, check_text, printable
 
 
 @dataclass
@@ -25,6 +26,8 @@ class Source:
     src: str | None
     tgt: str | None
     reference: str | None = None
+    problem: RowProblem | None = None
+    """Why this row's text cannot be translated (`redtrans.limits`): the row fails on its own, the rest go on."""
 
 
 def _text_lines(path: Path) -> list[str]:
@@ -40,18 +43,23 @@ def read_sources(
     path: Path, reference: Path | None = None, src: str | None = None, tgt: str | None = None, limit: int | None = None
 ) -> Iterator[Source]:
     """Sources of a JSONL file (`text` or `source`, optional `id`, `src`, `tgt`, `reference`) or of a text file
-    with an optional line-aligned reference file. Ids default to the line number."""
+    with an optional line-aligned reference file. Ids default to the line number; two rows with one id are a
+    JSONLError. A row whose text cannot be translated comes with its `problem` (`limits.check_text`)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise InputError("file not found", path=path)
     count = 0
+    seen: set[str] = set()
     if path.suffix == ".jsonl":
         if reference is not None:
             raise InputError("a JSONL input carries its references in a `reference` field", path=reference)
         for line, row in read_jsonl(path):
             text = row.get("text", row.get("source"))
-            if not isinstance(text, str) or not text.strip():
-                raise JSONLError(path, line, "needs a non-empty string `text` (or `source`)")
+            problem = check_text(text, "text" if "text" in row else "source")
+            row_id = str(row.get("id", line))
+            if row_id in seen:
+                raise JSONLError(path, line, f"duplicate id {row_id!r}")
+            seen.add(row_id)
             ref = row.get("reference")
             if ref is not None and not isinstance(ref, str):
                 raise JSONLError(path, line, "`reference` must be a string")
@@ -60,7 +68,8 @@ def read_sources(
                 row_tgt = get_language(row["tgt"]).code if row.get("tgt") else tgt
             except InputError as exc:
                 raise JSONLError(path, line, exc.message) from None
-            yield Source(str(row.get("id", line)), text, row_src, row_tgt, ref or None)
+            yield Source(row_id, text if problem is None else printable(str(text or "")), row_src, row_tgt, ref or None,
+                         problem)  # fmt: skip
             count += 1
             if limit is not None and count >= limit:
                 return
@@ -73,18 +82,21 @@ def read_sources(
         if not text.strip():
             continue
         ref = refs[number - 1].replace("\\n", "\n") if refs is not None else None
-        yield Source(str(number), text.replace("\\n", "\n"), src, tgt, ref or None)
+        text = text.replace("\\n", "\n")
+        yield Source(str(number), text, src, tgt, ref or None, check_text(text))
         count += 1
         if limit is not None and count >= limit:
             return
 
 
-def latest_rows(path: Path) -> dict[str, dict[str, Any]]:
-    """The last row of each id in an append-only stage output (a torn last line is cut off first)."""
+def latest_rows(path: Path, repair: bool = True) -> dict[str, dict[str, Any]]:
+    """The last row of each id in an append-only stage output (a torn last line is cut off first, when `repair`:
+    never on an input, whose bad last line is the user's to see, not ours to cut)."""
     path = Path(path).expanduser()
     if not path.is_file():
         return {}
-    repair_tail(path)
+    if repair:
+        repair_tail(path)
     rows: dict[str, dict[str, Any]] = {}
     for line, row in read_jsonl(path):
         if "id" not in row:
@@ -104,7 +116,10 @@ def candidate_rows(path: Path) -> tuple[list[dict[str, Any]], int]:
     if not path.is_file():
         raise InputError("file not found", path=path)
     rows, failed = [], 0
-    for key, row in latest_rows(path).items():
+    latest = latest_rows(path, repair=False)
+    if not latest:
+        raise InputError("has no rows", path=path)
+    for key, row in latest.items():
         if row.get("status", "ok") == "failed":
             failed += 1
             continue
@@ -113,5 +128,18 @@ def candidate_rows(path: Path) -> tuple[list[dict[str, Any]], int]:
             raise InputError(f"row {key!r} needs `candidates`: two objects with `text`", path=path)
         if not isinstance(row.get("source"), str):
             raise InputError(f"row {key!r} needs a string `source`", path=path)
+        # The rows experts judge and models train on are refused whole (a set silently missing rows would change
+        # what is measured): the same per-item limits as everywhere (`redtrans.limits`), known languages.
+        for name, value in [("source", row["source"]), *((f"candidate {i + 1}", c.get("text")) for i, c in
+                                                         enumerate(cands))]:  # fmt: skip
+            problem = check_text(value, name)
+            if problem is not None:
+                raise InputError(f"row {key!r}: {problem.message}", path=path)
+        for lang in ("src", "tgt"):
+            if row.get(lang):
+                try:
+                    get_language(str(row[lang]))
+                except InputError as exc:
+                    raise InputError(f"row {key!r}: {exc.message}", path=path) from None
         rows.append(row)
     return rows, failed
