@@ -113,7 +113,8 @@ def test_bad_rows_fail_with_their_reason_and_the_others_are_translated(tmp_path:
     ]
     src = tmp_path / "in.jsonl"
     src.write_text(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows) + '{"id": "surrogate", "text": "表情\\ud83d"}\n',
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        + '{"id": "surrogate", "text": "表情\\ud83d"}\n',
         encoding="utf-8",
     )
     out = tmp_path / "out.jsonl"
@@ -136,7 +137,12 @@ def test_bad_rows_fail_with_their_reason_and_the_others_are_translated(tmp_path:
     again = translate(src, out)
     assert again.returncode == 1 and "translated 0 rows (7 already done" in again.stderr
     strict_out = tmp_path / "strict.jsonl"
-    one_line_error(translate(src, strict_out, "--strict"), 2, ":2: field 'text' is missing or null", "(and 5 more: lines 3, 4, 5, 6, 7)")
+    one_line_error(
+        translate(src, strict_out, "--strict"),
+        2,
+        ":2: field 'text' is missing or null",
+        "(and 5 more: lines 3, 4, 5, 6, 7)",
+    )
     assert not strict_out.exists()
 
 
@@ -217,7 +223,9 @@ def test_no_space_left_is_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr("redtrans.jsonl.JSONLWriter.write", full)
     src = write_rows(tmp_path / "in.jsonl", POSTS[:3])
     out = tmp_path / "out.jsonl"
-    result = CliRunner().invoke(app, ["translate", "-i", str(src), "-o", str(out), "--engine", "standin", "--tgt", "en"])
+    result = CliRunner().invoke(
+        app, ["translate", "-i", str(src), "-o", str(out), "--engine", "standin", "--tgt", "en"]
+    )
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "no space left on device" in lines[0] and "re-run the same command" in lines[0]

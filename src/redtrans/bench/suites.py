@@ -34,6 +34,7 @@ from typing import Any
 from redtrans.errors import SuiteError
 from redtrans.jsonl import read_jsonl
 from redtrans.languages import UnknownLanguageError, get_language
+from redtrans.limits import check_text
 from redtrans.paths import redtrans_home
 
 REDTRANS_BENCH_FILE = "RedTrans-Bench.json"
@@ -230,6 +231,9 @@ def _pair_segments(name: str, src_path: Path, ref_path: Path, src: str, tgt: str
     for index, (source, reference) in enumerate(zip(sources, references, strict=True)):
         if not source.strip():
             raise SuiteError(f"{src_path}:{index + 1}: empty source line")
+        problem = check_text(source, "source line")
+        if problem is not None:
+            raise SuiteError(f"{src_path}:{index + 1}: {problem.message}")
         segments.append(Segment(f"{name}:{src}-{tgt}:{index}", source, reference, src, tgt, category))
     return segments
 
@@ -348,6 +352,10 @@ def _row_segments(
         reference = row.get("reference", row.get("ref"))
         if not isinstance(source, str) or not source.strip():
             raise SuiteError(f"{where}: field 'source' (or 'text') is missing or empty")
+        # A test set is refused whole: one silently missing segment would change what is scored.
+        problem = check_text(source, "source")
+        if problem is not None:
+            raise SuiteError(f"{where}: {problem.message}")
         if not isinstance(reference, str):
             raise SuiteError(f"{where}: field 'reference' is missing")
         try:

@@ -88,9 +88,14 @@ class TermBaseError(InputError):
 
     def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems = list(problems)
-        shown = "\n".join(str(p) for p in self.problems[:20])
-        more = f"\n… and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
-        super().__init__(f"invalid term base ({len(self.problems)} problems):\n{shown}{more}")
+        # One line (the bad-input contract): the first problem; `redtrans termbase check` lists every one.
+        more = (
+            f" (and {len(self.problems) - 1} more: `redtrans termbase check` lists them)"
+            if len(self.problems) > 1
+            else ""
+        )
+        first = " ".join(str(self.problems[0]).split()) if self.problems else "no entries"
+        super().__init__(f"invalid term base: {first}{more}")
 
 
 @dataclass(frozen=True)
