@@ -68,8 +68,8 @@ def read_sources(
                 row_tgt = get_language(row["tgt"]).code if row.get("tgt") else tgt
             except InputError as exc:
                 raise JSONLError(path, line, exc.message) from None
-            yield Source(row_id, text if problem is None else printable(str(text or "")), row_src, row_tgt, ref or None,
-                         problem)  # fmt: skip
+            shown = text if problem is None and isinstance(text, str) else printable(str(text or ""))
+            yield Source(row_id, shown, row_src, row_tgt, ref or None, problem)
             count += 1
             if limit is not None and count >= limit:
                 return

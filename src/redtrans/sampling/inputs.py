@@ -58,7 +58,7 @@ class BadRow:
 OnBadRow = Callable[[BadRow], None]
 
 
-def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
+def _lines(path: str | Path) -> Generator[tuple[int, str], None, None]:
     """(line number, text) of a UTF-8 file; a line that is not UTF-8 is a JSONLError naming it (file-level)."""
     try:
         handle = open(Path(path).expanduser(), "rb")  # noqa: SIM115 - closed below, also when the caller stops

@@ -89,7 +89,7 @@ def row_key(row: SourceRow, settings: str) -> str:
 
 def sample_settings(config: SampleConfig) -> str:
     """The settings digest of a sampling run: both translators (engine spec and pipeline) and the labels."""
-    tcfg = TranslatorConfig(profile=config.profile, mode=config.mode, retry=config.retry)  # type: ignore[arg-type]
+    tcfg = TranslatorConfig(profile=config.profile, mode=config.mode, retry=config.retry)
     return settings_digest({
         m: {**translation_settings(tcfg, getattr(config, m)), "label": getattr(config, m).provenance}
         for m in MODELS
