@@ -30,7 +30,7 @@ The cases (what the benchmark writes for each command that takes that kind of in
 | missing database | ``--db`` naming a SQLite file that does not exist | file |
 | two credentials | ``$OPENAI_API_KEY`` and ``user:password@`` in the endpoint URL | file |
 | secret in a URL | ``user:password@`` in a URL the command cannot use | file, the password never shown |
-| full disk | the output on a 1 MB tmpfs (``mount -t tmpfs``; skipped where it cannot be mounted) | env |
+| full disk | the output on a 1 MB tmpfs (96 KB for a tiny model's training; ``mount -t tmpfs``; else skipped) | env |
 
 Row-level cases in data a command *trains on or scores against* (``sft``, ``repo``: training rows; ``bench``: a
 suite; ``annotate import``/``prefs prescore``/``prefs export``: candidates rows) are refused as a whole (file
@@ -129,13 +129,13 @@ def mount_tmpfs(path: Path, size: str = "1m") -> bool:
 CAN_MOUNT: bool | None = None
 
 
-def tmpfs(d: Path) -> Path | None:
-    """A fresh 1 MB tmpfs under `d`, or None where none can be mounted."""
+def tmpfs(d: Path, size: str = "1m") -> Path | None:
+    """A fresh tmpfs (1 MB) under `d`, or None where none can be mounted."""
     global CAN_MOUNT
     disk = d / "disk"
     if CAN_MOUNT is False:
         return None
-    CAN_MOUNT = mount_tmpfs(disk)
+    CAN_MOUNT = mount_tmpfs(disk, size)
     return disk if CAN_MOUNT else None
 
 
@@ -670,7 +670,7 @@ def training(command: str) -> Callable[[Path, str], Probe | Skip]:
             case "unknown language":
                 return bad({**row(9), "tgt": "xx"}) if command == "sft" else Skip("preference rows carry no language")
             case "full disk":
-                disk = tmpfs(d)
+                disk = tmpfs(d, "96k")  # a tiny model's LoRA checkpoint fits in 1 MB
                 if disk is None:
                     return Skip("no tmpfs can be mounted here (needs root)")
                 cfg.write_text(f"model_name_or_path: {tiny_model()}\ntrain_file: {good}\noutput_dir: {disk / 'o'}\n"

@@ -112,6 +112,20 @@ def check_text(
     return None
 
 
+def check_messages(messages: Any, field: str) -> RowProblem | None:
+    """The first problem of a chat's texts (training rows): every turn must be valid text; a user or assistant
+    turn (a post, a translation) also within the per-item limits, a system turn (the prompt) of any length."""
+    for message in messages if isinstance(messages, list) else []:
+        if isinstance(message, dict):
+            unlimited = message.get("role") == "system"
+            problem = check_text(message.get("content"), f"{field} ({message.get('role')})",
+                                 max_chars=2**62 if unlimited else MAX_TEXT_CHARS,
+                                 max_segments=2**62 if unlimited else MAX_SEGMENTS_PER_ITEM)  # fmt: skip
+            if problem is not None:
+                return problem
+    return None
+
+
 def printable(text: str) -> str:
     """`text` safe to write as UTF-8 anywhere (JSONL, CSV, Parquet): lone surrogates become U+FFFD."""
     return _SURROGATE.sub("\ufffd", text)

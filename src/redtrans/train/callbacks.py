@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
+from redtrans.errors import storage_error_of
 from redtrans.jsonl import JSONLWriter
 
-__all__ = ["JSONLLogCallback"]
+__all__ = ["JSONLLogCallback", "full_disk_stops_cleanly"]
+
+
+@contextlib.contextmanager
+def full_disk_stops_cleanly(output_dir: str | Path) -> Iterator[None]:
+    """A training run that meets a full disk (a checkpoint or model cut off) ends as a StorageError (one line,
+    exit 2) with the half-written checkpoint removed; the finished checkpoints stay, and the same command resumes
+    from the last of them once there is space (`last_checkpoint` takes only complete ones)."""
+    try:
+        yield
+    except Exception as exc:
+        storage = storage_error_of(exc, output_dir)
+        if storage is None:
+            raise
+        for partial in Path(output_dir).glob("checkpoint-*"):
+            if partial.is_dir() and not (partial / "trainer_state.json").is_file():
+                shutil.rmtree(partial, ignore_errors=True)
+        raise storage from None
 
 
 class JSONLLogCallback(TrainerCallback):

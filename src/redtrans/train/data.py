@@ -14,7 +14,8 @@ Accepted rows (JSON Lines, one object a line):
   ``id/sN`` when a post has several. A pair whose target does not fit the segments (another number of lines,
   a marker it lacks, nothing the translator would send) is refused, all such rows named in one error.
 
-A bad row is a `JSONLError` naming the file and line.
+A bad row is a `JSONLError` naming the file and line; rows over the per-item limits (`redtrans.limits`: a
+lone surrogate, too long, too many segments) are bad rows (training data is refused whole).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 from redtrans.errors import ConfigError, InputError
 from redtrans.jsonl import JSONLError, read_jsonl
+from redtrans.limits import check_messages, check_text
 
 __all__ = ["Example", "load_sft_rows", "split_examples", "to_dataset"]
 
@@ -118,6 +120,10 @@ def _row_to_examples(
         source, reference = row["source"], row["target"]
         if not isinstance(source, str) or not isinstance(reference, str) or not source.strip() or not reference.strip():
             raise JSONLError(path, line, "`source` and `target` must be non-empty strings")
+        # The per-item limits apply to the post (as serve and translate apply them), before it is segmented.
+        problem = check_text(source, "source") or check_text(reference, "target")
+        if problem is not None:
+            raise JSONLError(path, line, problem.message)
         row_src = row_src or _detect(source)
         row_tgt = row_tgt or _detect(reference)
         if not row_src or not row_tgt:
@@ -132,6 +138,14 @@ def _row_to_examples(
         )
     if not reference.strip():
         raise JSONLError(path, line, "empty translation (assistant answer)")
+    # Training data is refused whole at a bad row (a set silently missing rows would change what is trained).
+    if isinstance(prompt, list):
+        problem = check_messages(prompt, "prompt")
+    else:  # a few-shot completion prompt: valid text of any length
+        problem = check_text(prompt, "prompt", max_chars=2**62, max_segments=2**62)
+    problem = problem or (check_messages(completion, "completion") if isinstance(completion, list) else None)
+    if problem is not None:
+        raise JSONLError(path, line, problem.message)
     if row_tgt is None:
         row_tgt = _detect(reference)
     return [Example(rid, prompt, completion, reference, row_src, row_tgt)]

@@ -40,6 +40,7 @@ from pydantic import Field, TypeAdapter, ValidationError, model_validator
 from redtrans.config import StageConfig, load_config
 from redtrans.errors import ConfigError, InputError
 from redtrans.jsonl import JSONLError, read_jsonl
+from redtrans.limits import MAX_SEGMENTS_PER_ITEM, MAX_TEXT_CHARS, check_messages, check_text
 
 __all__ = [
     "RePOConfig",
@@ -266,6 +267,12 @@ def _messages(value: Any, role: str | None, where: tuple[Path, int], name: str) 
     if isinstance(value, str):
         if not value.strip():
             raise JSONLError(path, line, f"`{name}` is empty")
+        unlimited = 2**62 if name == "prompt" else None  # a completion prompt (few-shot) may be long
+        problem = check_text(
+            value, name, max_chars=unlimited or MAX_TEXT_CHARS, max_segments=unlimited or MAX_SEGMENTS_PER_ITEM
+        )
+        if problem is not None:
+            raise JSONLError(path, line, problem.message)
         return [{"role": role, "content": value}] if role else value
     if (
         not isinstance(value, list)
@@ -275,7 +282,11 @@ def _messages(value: Any, role: str | None, where: tuple[Path, int], name: str) 
         raise JSONLError(path, line, f"`{name}` must be a string or a non-empty list of {{role, content}} messages")
     if role and value[-1].get("role") != role:
         raise JSONLError(path, line, f"the last message of `{name}` must have role {role!r}")
-    return [{"role": str(m.get("role")), "content": m["content"]} for m in value]
+    messages = [{"role": str(m.get("role")), "content": m["content"]} for m in value]
+    problem = check_messages(messages, name)  # the same per-item limits as every stage (`redtrans.limits`)
+    if problem is not None:
+        raise JSONLError(path, line, problem.message)
+    return messages
 
 
 def load_preference_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -496,6 +507,7 @@ def build_repo_trainer(config: RePOConfig, callbacks: list[Any] | None = None) -
 def run_repo(config: RePOConfig, callbacks: list[Any] | None = None) -> RePOResult:
     """Train RePO (or the DPO baseline) from the SFT model; the same code in every process of a launch."""
     from redtrans.prompts import PROMPT_VERSION
+    from redtrans.train.callbacks import full_disk_stops_cleanly
     from redtrans.train.modeling import save_run
     from redtrans.train.sft import last_checkpoint
 
@@ -507,7 +519,8 @@ def run_repo(config: RePOConfig, callbacks: list[Any] | None = None) -> RePOResu
         raise ConfigError(f"resume_from_checkpoint: no checkpoint directory {resume}")
     setup = build_repo_trainer(config, callbacks)
     trainer = setup.trainer
-    train_metrics = dict(trainer.train(resume_from_checkpoint=resume).metrics)
+    with full_disk_stops_cleanly(out):
+        train_metrics = dict(trainer.train(resume_from_checkpoint=resume).metrics)
     eval_metrics: dict[str, Any] = dict(trainer.evaluate()) if setup.eval_rows else {}
     setup.log.close()
     record = {

@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 # re-exported: public names other stages (train/repo.py) and callers import from here
-from redtrans.train.callbacks import JSONLLogCallback  # noqa: E402
+from redtrans.train.callbacks import JSONLLogCallback, full_disk_stops_cleanly  # noqa: E402
 from redtrans.train.data import load_sft_rows  # noqa: E402
 from redtrans.train.modeling import load_dense_model, resolve_base  # noqa: E402
 
@@ -438,7 +438,8 @@ def run_sft(config: SFTRunConfig, callbacks: list[Any] | None = None) -> SFTResu
     setup = build_trainer(config, callbacks)
     trainer = setup.trainer
 
-    train_output = trainer.train(resume_from_checkpoint=resume)
+    with full_disk_stops_cleanly(out):
+        train_output = trainer.train(resume_from_checkpoint=resume)
     train_metrics: dict[str, Any] = dict(train_output.metrics)
     # non-padding tokens the model was trained on in this run (all processes), as TRL counts them
     train_metrics["train_tokens"] = int(getattr(trainer, "_total_train_tokens", 0))
