@@ -256,6 +256,8 @@ def _paid(
     """The tokens of the markup terms item `index` is the first to need (a shared term is paid once)."""
     keys = [key for key, users in needed_by.items() if min(users) == index and key in term_tokens]
     return sum(term_tokens[k][0] for k in keys), sum(term_tokens[k][1] for k in keys)
+
+
 def _failure_reason(segment: _Segment) -> str:
     if segment.error is None:
         return NO_TRANSLATION

@@ -114,25 +114,6 @@ class OpenAIConfig(StageConfig):
     llama.cpp's server. None = grammars are not sent (OpenAI itself rejects unknown fields), and the
     translator retries with a stricter prompt instead."""
 
-    @model_validator(mode="before")
-    @classmethod
-    def _one_credential(cls, data: Any) -> Any:
-        """A user:password in an endpoint URL and a bearer key ($OPENAI_API_KEY or `api_key`) are two
-        credentials for one endpoint: refused before any request (the URL shown without its password)."""
-        if not isinstance(data, dict):
-            return data
-        urls = data.get("base_urls")
-        urls = urls.split(",") if isinstance(urls, str) else urls if isinstance(urls, list) else []
-        with_user = [str(u).strip() for u in urls if "@" in urllib.parse.urlsplit(str(u).strip()).netloc]
-        key_from = "api_key" if data.get("api_key") else "$OPENAI_API_KEY" if os.environ.get("OPENAI_API_KEY") else None
-        if with_user and key_from:
-            raise ValueError(
-                f"two credentials for one endpoint: {key_from} and the user:password in {_redact(with_user[0])}; "
-                f"give one ({'unset OPENAI_API_KEY' if key_from.startswith('$') else 'drop api_key'}, or drop "
-                "user:password@ from the URL)"
-            )
-        return data
-
     @field_validator("base_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:

@@ -37,6 +37,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from redtrans.config import read_yaml_mapping
 from redtrans.engines.spec import EngineSpec
 from redtrans.errors import ConfigError
+from redtrans.limits import MAX_SEGMENTS_PER_ITEM, MAX_TEXT_CHARS
 from redtrans.paths import redtrans_home
 from redtrans.serve.logging import redact
 from redtrans.webguard import ClientAddress
@@ -149,7 +150,7 @@ class ServeConfig(BaseSettings):
     for a shorter one with `deadline_ms`."""
     retry_after_s: int = Field(default=0, ge=0)
     """Retry-After sent with 429 for overload; 0 = estimated from the queue and recent batch times."""
-    max_segments_per_item: int = Field(default=200, ge=1)
+    max_segments_per_item: int = Field(default=MAX_SEGMENTS_PER_ITEM, ge=1)
     """Most segments (lines with text to translate, as the translator splits a post) in one item; more gives
     413 `too_many_segments`. Each segment is at least one model call."""
     max_model_calls: int = Field(default=1000, ge=1)
@@ -193,7 +194,7 @@ class ServeConfig(BaseSettings):
     """Largest request body; larger ones get 413 before they are read into memory."""
     max_items: int = Field(default=64, ge=1)
     """Most items in one request (422 above)."""
-    max_text_chars: int = Field(default=5_000, ge=1)
+    max_text_chars: int = Field(default=MAX_TEXT_CHARS, ge=1)
     """Longest text of one item, in characters (422 above)."""
 
     # -- logging --------------------------------------------------------------------------------------

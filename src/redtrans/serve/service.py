@@ -22,12 +22,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import regex
-
 from redtrans import prompts
 from redtrans.engines.base import Engine, GenRequest, GenResult
 from redtrans.errors import EngineError
 from redtrans.languages import LANGUAGES, UnknownLanguageError, chinese_script, language_tag, to_chinese_script
+from redtrans.limits import check_text as row_problem
+from redtrans.limits import count_calls
 from redtrans.serve.auth import Authenticator
 from redtrans.serve.batcher import Batcher, CancelCheck, DeadlineExceeded, Done, Draining, QueueFull, Unit
 from redtrans.serve.cache import CacheEntry, TranslationCache, cache_key, normalise_text, open_store
@@ -39,13 +39,11 @@ from redtrans.serve.metrics import Metrics
 from redtrans.serve.protocol import TranslateItem, TranslateRequest, TranslateResponse, Translation
 from redtrans.serve.ratelimit import RateLimit
 from redtrans.text.langid import detect_language, warm_up
-from redtrans.text.profiles import PlatformProfile, load_profile
-from redtrans.text.spans import Core, Span, plan_line, split_emoji, split_lines
+from redtrans.text.profiles import load_profile
 from redtrans.translator import ENGINE_ERROR, Item, Translator, TranslatorConfig
 from redtrans.webguard import ClientAddress, FailureThrottle, HostAllowList
 
 log = logging.getLogger("redtrans.serve")
-_SURROGATE = regex.compile(r"[\ud800-\udfff]")
 SHUTTING_DOWN = "the service is shutting down"
 NO_TRANSLATION = "no_translation"
 """The code of a text the engine answered without a usable translation (empty, echo, refusal after the retry)."""
@@ -108,27 +106,6 @@ class _GuardedEngine(Engine):
 
     def describe(self) -> dict[str, Any]:
         return self.inner.describe()
-
-
-def count_calls(text: str, profile: PlatformProfile, mode: str, limit: int) -> tuple[int, int]:
-    """(segments, model calls) the translator plans for `text`, with its own line planning; counting stops
-    once the segments pass `limit`. A segment is a line with text to translate; markup terms add a call each."""
-    if mode == "plain":
-        return 1, 1
-    segments = 0
-    terms: set[tuple[str, str]] = set()
-    for raw in split_lines(text):
-        plan = plan_line(raw, profile)
-        if plan.core is not None:
-            segments += 1
-            if segments > limit:
-                break
-        for piece in plan.pieces:
-            spans = piece.spans if isinstance(piece, Core) else [piece] if isinstance(piece, Span) else []
-            for span in spans:
-                if span.rule is not None:
-                    terms.add((split_emoji(span.inner)[1], span.rule.kind))
-    return segments, segments + len(terms)
 
 
 @dataclass
@@ -436,13 +413,14 @@ class TranslationService:
                 f"item {n} has {len(text)} characters; the limit is {self.config.max_text_chars}",
                 item=n,
             )
-        if _SURROGATE.search(text):
-            raise ServiceError(
-                422,
-                "invalid_text",
-                f"item {n} holds a lone UTF-16 surrogate (half of an emoji cut in two?); send valid Unicode",
-                item=n,
+        problem = row_problem(text, max_chars=self.config.max_text_chars, max_segments=2**62)  # segments: 413 below
+        if problem is not None and problem.reason == "invalid_text":  # a lone surrogate, a NUL (`redtrans.limits`)
+            what = (
+                "a NUL character"
+                if "NUL" in problem.message
+                else "a lone UTF-16 surrogate (half of an emoji cut in two?)"
             )
+            raise ServiceError(422, "invalid_text", f"item {n} holds {what}; send valid Unicode", item=n)
         if not text.strip():
             raise ServiceError(422, "empty_text", f"item {n} has no text", item=n)
 
