@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ def full_disk_stops_cleanly(output_dir: str | Path) -> Iterator[None]:
         for partial in Path(output_dir).glob("checkpoint-*"):
             if partial.is_dir() and not (partial / "trainer_state.json").is_file():
                 shutil.rmtree(partial, ignore_errors=True)
+        sys.stderr.write("\n")  # the trainer's progress bar is left mid-line: the error gets a line of its own
         raise storage from None
 
 
