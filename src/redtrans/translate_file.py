@@ -286,15 +286,18 @@ class _Previous:
     row: dict[str, Any]  # `_KEPT` fields only
 
 
-def _read_previous(path: Path) -> tuple[dict[str, _Previous], dict[str, Any]]:
-    """The last line of each id, and the model / tgt / prompt version of the last row (for a refusal message)."""
+def _read_previous(path: Path) -> tuple[dict[str, _Previous], dict[str, Any], int]:
+    """The last line of each id, the model / tgt / prompt version of the last row (for a refusal message), and
+    how many lines a later line of the same id supersedes (a run killed before it compacted the output)."""
     previous: dict[str, _Previous] = {}
     last: dict[str, Any] = {}
+    lines = 0
     for _, row in read_jsonl(path):
         slim = {name: row[name] for name in _KEPT if name in row}
         previous[str(row.get("id"))] = _Previous(row.get(KEY_FIELD), row.get(SETTINGS_FIELD), slim)
         last = {name: row.get(name) for name in ("model", "tgt", "prompt_version")}
-    return previous, last
+        lines += 1
+    return previous, last, lines - len(previous)
 
 
 def default_settings(translator: Translator) -> dict[str, Any]:
@@ -359,7 +362,7 @@ def translate_file(
     with JSONLWriter(rows_path) as writer:
         if overwrite:
             writer.truncate()
-        previous, last = _read_previous(rows_path)
+        previous, last, superseded = _read_previous(rows_path)
         if previous:
             check_settings(output_path, (p.settings for p in previous.values()), run_settings,
                            "give --overwrite to redo them, or write to another --output", last)  # fmt: skip
@@ -383,7 +386,7 @@ def translate_file(
 
         def items() -> Iterator[Item]:
             """The rows left to do, as items; a row failing on its own text is recorded here, not translated."""
-            nonlocal skipped, changed
+            nonlocal skipped, changed, superseded
             source = open_rows(input_path)
             for number, row in source:
                 row_id = _row_id(source, row, fields, number)
@@ -403,6 +406,7 @@ def translate_file(
                     attempts = 0 if retry_failed else attempts_of(before.row)
                 elif before is not None:
                     changed += 1
+                superseded += before is not None  # its new line will supersede the old one
                 stamp = {"key": key, "attempts": attempts}
                 problem = check_text(text, fields.text, profile=translator.profile)
                 item_src, item_tgt = row_src or src, row_tgt or tgt
@@ -426,7 +430,8 @@ def translate_file(
                 row["attempts"] = stamp["attempts"] + counts_against_cap(row)
             row[KEY_FIELD], row[SETTINGS_FIELD] = stamp["key"], run_settings
             record(plan.compose(row, in_flight.pop(result.id, {})))
-        writer.compact()  # a redone row's new line supersedes its old one
+        if superseded:
+            writer.compact()  # a redone row's new line supersedes its old one: one line per id
         if journal is not None:  # every row is flushed as written; converted while the lock is still held
             with storage_errors(output_path):
                 export_journal(journal, output_path, plan.types())

@@ -91,15 +91,13 @@ class Corpus:
         self.path = str(Path(config.path).expanduser())
         self.reference_path = str(Path(config.reference_path).expanduser()) if config.reference_path else None
         self._size: int | None = None
-        self.bad_rows = 0
-        """Rows of the checked lines that fail on their own text (rejected, or refused with on_bad_row=fail)."""
 
     def check(self, strict: bool = False) -> int:
         """Lines available (non-blank lines for JSONL; all lines of a text pair), capped by max_rows, after
         reading each once: a file that is missing, not UTF-8, not JSON Lines (invalid JSON, a non-object line)
         or has no rows, and a parallel pair whose line counts differ, raise JSONLError (file-level, before any
-        model loads); a row whose own text cannot be used is counted in `bad_rows` (with `strict`, the first
-        one raises instead)."""
+        model loads); a row whose own text cannot be used is rejected when the rows are read (with `strict`, the
+        first one raises here instead)."""
         if self._size is not None:
             return self._size
         limit = self.config.max_rows
@@ -134,7 +132,6 @@ class Corpus:
         if strict and bad:
             first = bad[0]
             raise JSONLError(first.file, first.line, f"{first.reason} (on_bad_row: fail; {len(bad)} such rows)")
-        self.bad_rows = len(bad)
         self._size = size
         return size
 
