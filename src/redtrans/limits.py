@@ -89,6 +89,11 @@ def check_text(
     surrogate = _SURROGATE.search(value)
     if surrogate:
         code = ord(surrogate.group())
+        if 0xDC80 <= code <= 0xDCFF:  # Python's stand-in for a byte that was not UTF-8 (a command-line argument)
+            return RowProblem(
+                "invalid_text", f"field {field!r} is not UTF-8 text (byte 0x{code - 0xDC00:02X} at character "
+                f"{surrogate.start() + 1})"
+            )  # fmt: skip
         return RowProblem(
             "invalid_text",
             f"field {field!r} has a lone UTF-16 surrogate U+{code:04X} at character {surrogate.start() + 1} "
