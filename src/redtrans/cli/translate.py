@@ -227,7 +227,7 @@ def translate(
     elif text is not None:
         problem = check_text(text)
         if problem is not None and problem.reason != "empty":
-            raise InputError(problem.message.replace("field 'text'", "the text"))
+            raise InputError(problem.message.replace("field 'text'", "the text argument"))
     with err_console.status("loading model…"):
         eng = create_engine(spec)
     with eng:
