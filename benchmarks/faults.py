@@ -423,9 +423,10 @@ def two_writers() -> bool:
     src, out = TMP / "writers.jsonl", TMP / "writers.out.jsonl"
     src.write_text("".join(json.dumps({"id": f"w{n}", "text": f"第{n}条帖子好吃"}) + "\n" for n in range(10)))
     args = ["translate", "-i", str(src), "-o", str(out), "--engine", "standin", "--src", "zh", "--tgt", "en"]
-    with JSONLWriter(out) as writer:  # the first writer, still writing
-        for n in range(5):
-            writer.write({"id": f"w{n}", "text": f"第{n}条帖子好吃", "translation": "held", "status": "ok"})
+    half = TMP / "writers.half.jsonl"
+    half.write_text("".join(json.dumps({"id": f"w{n}", "text": f"第{n}条帖子好吃"}) + "\n" for n in range(5)))
+    run_cli([args[0], "-i", str(half), *args[3:]], timeout=120)  # the first writer's first 5 rows
+    with JSONLWriter(out):  # the first writer, still writing
         second = run_cli(args, timeout=120)
     lines = [ln for ln in second.stderr.strip().splitlines() if ln.strip()]
     rows = [row for _, row in read_jsonl(out)]
