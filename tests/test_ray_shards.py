@@ -11,9 +11,10 @@ import pytest
 from redtrans.datafiles import open_rows
 from redtrans.engines import EngineSpec, create_engine
 from redtrans.errors import ConfigError, InputError
+from redtrans.resume import translation_settings
 from redtrans.scale import shards as sh
-from redtrans.scale.raydata import actor_spec, pool_size, translation_settings
-from redtrans.translate_file import FileFields
+from redtrans.scale.raydata import actor_spec, job_settings, pool_size
+from redtrans.translate_file import FileFields, translate_file
 from redtrans.translator import Translator, TranslatorConfig
 
 SPEC = EngineSpec(kind="standin", deterministic=True)
@@ -47,7 +48,7 @@ def translator() -> Translator:
 def test_shards_by_key_resume_and_no_duplicates(tmp_path: Path, translator: Translator) -> None:
     posts = _posts(tmp_path / "posts.jsonl", 40)
     folder = tmp_path / "out"
-    settings = translation_settings(SPEC, CONFIG, None, None)
+    settings = job_settings(SPEC, CONFIG, None, None)
     plan = _run(folder, posts, translator, settings)
     assert plan.shards == 4 and sum(c.rows for c in plan.expected) == 40
     rows = [row for _, row in open_rows(folder)]  # the datafiles reader takes the folder by its manifest
@@ -75,7 +76,7 @@ def test_shards_by_key_resume_and_no_duplicates(tmp_path: Path, translator: Tran
 def test_failed_rows_of_committed_shards_redone_within_the_cap(tmp_path: Path, translator: Translator) -> None:
     posts = _posts(tmp_path / "posts.jsonl", 40)
     folder = tmp_path / "out"
-    settings = translation_settings(SPEC, CONFIG, None, None)
+    settings = job_settings(SPEC, CONFIG, None, None)
     _run(folder, posts, translator, settings)
     # Mark two rows of shard 0 failed as an earlier attempt left them: one with attempts left, one at the cap.
     table = pq.read_table(folder / sh.shard_name(0)).to_pylist()
@@ -97,8 +98,8 @@ def test_failed_rows_of_committed_shards_redone_within_the_cap(tmp_path: Path, t
 def test_folder_and_settings_checks(tmp_path: Path, translator: Translator) -> None:
     posts = _posts(tmp_path / "posts.jsonl", 40)
     folder = tmp_path / "out"
-    _run(folder, posts, translator, translation_settings(SPEC, CONFIG, None, None))
-    other = translation_settings(SPEC, CONFIG, None, "de")
+    _run(folder, posts, translator, job_settings(SPEC, CONFIG, None, None))
+    other = job_settings(SPEC, CONFIG, None, "de")
     with pytest.raises(ConfigError, match="other settings"):
         sh.plan_translate(posts, folder, FileFields(), other, total=40)
     (tmp_path / "mine").mkdir()
@@ -164,3 +165,18 @@ def test_an_actors_own_error_reaches_the_user_as_itself() -> None:
     assert isinstance(_unwrap(outer), ConfigError)
     plain = RuntimeError("a bug")
     assert _unwrap(plain) is plain
+
+
+def test_shard_rows_have_the_single_process_key_bad_rows_fail_alone(tmp_path: Path, translator: Translator) -> None:
+    posts = _posts(tmp_path / "posts.jsonl", 40, changed={3: "   "})
+    folder = tmp_path / "out"
+    _run(folder, posts, translator, job_settings(SPEC, CONFIG, None, None))
+    shards = {r["id"]: r for _, r in open_rows(folder)}
+    assert (shards["p3"]["status"], shards["p3"]["reason"]) == ("failed", "empty")  # no engine call, no stop
+    assert sum(r["status"] == "ok" for r in shards.values()) == 39
+    # The same rows translated by one process: the same resume keys (a job can move between the two).
+    single = translate_file(translator, posts, tmp_path / "single.jsonl",
+                            settings=translation_settings(CONFIG, SPEC))  # fmt: skip
+    assert single.failed == 1
+    rows = [json.loads(line) for line in (tmp_path / "single.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {r["id"]: r["key"] for r in rows} == {i: r["key"] for i, r in shards.items()}

@@ -307,6 +307,12 @@ def default_settings(translator: Translator) -> dict[str, Any]:
     return translation_settings(translator.config, engine)
 
 
+def job_settings(settings: Mapping[str, Any], src: str | None, tgt: str | None) -> str:
+    """The settings digest of a translate job (`resume.translation_settings` and the default languages): what
+    every row's resume key covers, the same for a single-process run and a Ray job's shards."""
+    return settings_digest({**settings, "default_src": src, "default_tgt": tgt})
+
+
 def translate_file(
     translator: Translator,
     input_path: str | Path,
@@ -350,10 +356,7 @@ def translate_file(
     if columns is None:
         columns = list(seen_columns) if validated is None else input_columns(input_path)
     plan = plan_columns(columns, fields, keep)
-    run_settings = settings_digest(
-        {**(settings if settings is not None else default_settings(translator)), "default_src": src,
-         "default_tgt": tgt}
-    )  # fmt: skip
+    run_settings = job_settings(settings if settings is not None else default_settings(translator), src, tgt)
     journal = journal_path(output_path) if fmt != "jsonl" else None
     rows_path = journal or Path(output_path)
     written = flagged = changed = skipped = 0

@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 import regex
 
-from redtrans import errors, prompts
+from redtrans import errors, translate_file
 from redtrans.engines.spec import EngineSpec, create_engine
 from redtrans.errors import ConfigError, EngineError, RedtransError
-from redtrans.resume import settings_digest
+from redtrans.resume import translation_settings
 from redtrans.scale import shards as sh
 from redtrans.translate_file import FileFields
 from redtrans.translator import Translator, TranslatorConfig
@@ -148,13 +148,10 @@ def actor_spec(spec: EngineSpec, actors: int, cpus: float) -> EngineSpec:
     return resolved.model_copy(update=update)
 
 
-def translation_settings(spec: EngineSpec, config: TranslatorConfig, src: str | None, tgt: str | None) -> str:
-    """The settings digest of a translate job: what changes every row's output (not how parallel it runs)."""
-    engine = spec.resolved().model_dump(mode="json")
-    engine.pop("parallel", None)
-    translator = dataclasses.asdict(config)
-    run = {"prompt_version": prompts.PROMPT_VERSION, "default_src": src, "default_tgt": tgt}
-    return settings_digest({"engine": engine, "translator": translator, **run})
+def job_settings(spec: EngineSpec, config: TranslatorConfig, src: str | None, tgt: str | None) -> str:
+    """The settings digest of a translate job, as a single-process `translate` computes it
+    (`translate_file.job_settings` of `resume.translation_settings`): one resume key for a row either way."""
+    return translate_file.job_settings(translation_settings(config, spec), src, tgt)
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -244,8 +241,8 @@ def translate_ray(
     fields = fields or FileFields()
     sh.check_folder(Path(output))
     if total is None:
-        total = validate_input(input_path, fields)
-    settings = translation_settings(spec, config, src, tgt)
+        total = validate_input(input_path, fields).rows
+    settings = job_settings(spec, config, src, tgt)
     lock = sh.lock_folder(Path(output))  # one driver per folder; released by the OS when this process dies
     try:
         session = connect(options.address)
@@ -365,11 +362,11 @@ class RoundTripActor:
     rows; out come their journal rows (JSON text; an empty string for a row whose round trip hit an engine
     error), window by window as the single-process run makes them."""
 
-    def __init__(self, config: SampleConfig, width: int) -> None:
+    def __init__(self, config: SampleConfig, width: int, settings: str) -> None:
         from redtrans.sampling.buckets import Buckets
         from redtrans.sampling.roundtrip import MODELS, RoundTripper, build_engine
 
-        self.config, self.width = config, width
+        self.config, self.width, self.settings = config, width, settings
         self.engines = {m: build_engine(getattr(config, m)) for m in MODELS}
         self.tripper = RoundTripper(self.engines, config)
         self.buckets = Buckets(config.edges, config.weights, config.exclude)
@@ -404,7 +401,8 @@ class RoundTripActor:
                 out.append("")
                 continue
             row_legs = {m: legs[m][i] for m in MODELS}
-            out.append(json.dumps(journal_row(row, row_legs, scores[i], self.buckets, self.models), ensure_ascii=False))
+            journaled = journal_row(row, row_legs, scores[i], self.buckets, self.models, self.settings)
+            out.append(json.dumps(journaled, ensure_ascii=False))
         return out
 
 
@@ -443,14 +441,27 @@ def roundtrips_ray(
     """`sampling.roundtrip.run_roundtrips` on a Ray actor pool: the same rows, the same journal rows (see the
     module docstring). Engines are built in the actors only."""
     from redtrans.jsonl import JSONLWriter
+    from redtrans.resume import check_settings
     from redtrans.sampling.inputs import MixState, mix
-    from redtrans.sampling.roundtrip import MODELS, RoundTripSummary, _Rejects, open_corpora, read_journal_state
+    from redtrans.sampling.roundtrip import (
+        MODELS,
+        RoundTripSummary,
+        _Rejects,
+        key_prefix,
+        open_corpora,
+        read_journal_state,
+        row_key,
+        sample_settings,
+    )
 
     started = time.perf_counter()
     corpora, row_quotas = open_corpora(config)
     sizes = {c.name: c.check() for c in corpora}
     journal = config.journal_path
-    done, journal_models = read_journal_state(journal, sizes)
+    settings = sample_settings(config)
+    done, journal_models, journal_settings = read_journal_state(journal, sizes)
+    check_settings(journal, journal_settings, settings, "ΔBLEU from different settings cannot be mixed; use "
+                   "another output_dir", rows=done.count + done.superseded)  # fmt: skip
     models: dict[str, str] = {}
 
     def check_models(row: dict[str, Any]) -> None:
@@ -466,13 +477,16 @@ def roundtrips_ray(
     total = sum(row_quotas)
     rejects = _Rejects(config.rejects_path, config.on_bad_row == "fail")
     state = MixState()
-    skipped = 0
+    skipped = changed = 0
 
     def left(row: Any) -> bool:
-        nonlocal skipped
-        if row in done:
+        """Whether `row` is left to do: not journaled, or journaled for another key (its text changed)."""
+        nonlocal skipped, changed
+        stored = done.stored(row)
+        if stored and stored == key_prefix(row_key(row, settings)):
             skipped += 1
             return False
+        changed += bool(stored)
         return True
 
     staging = config.out / ".ray-staging"
@@ -495,7 +509,7 @@ def roundtrips_ray(
             dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=len(paths))
             results = dataset.map_batches(
                 RoundTripActor,
-                fn_constructor_kwargs={"config": config, "width": width},
+                fn_constructor_kwargs={"config": config, "width": width, "settings": settings},
                 batch_size=1,
                 compute=ray.data.ActorPoolStrategy(size=actors),
                 num_cpus=cpus,
@@ -516,8 +530,13 @@ def roundtrips_ray(
                             on_progress(skipped + written + failed, total)
                 except Exception as exc:
                     raise _unwrap(exc) from None
+                if changed or done.superseded:
+                    writer.compact()  # a redone row's new line supersedes its old one
             if on_progress:
                 on_progress(skipped + written + failed, total)
+        elif done.superseded:  # an earlier run killed after redoing a changed row: only the compaction is left
+            with JSONLWriter(journal) as writer:
+                writer.compact()
         for m in MODELS:  # described without loading a model in the driver
             described[m] = {"model": models.get(m), "engine": getattr(config, m).label()}
     finally:
@@ -529,7 +548,7 @@ def roundtrips_ray(
             staging.rmdir()
     short = {name: state.quota[name] - state.taken[name] for name in state.exhausted if state.quota.get(name)}
     return RoundTripSummary(
-        total=total, skipped=skipped, written=written, failed=failed, rejected=rejects.count,
+        total=total, skipped=skipped, written=written, failed=failed, changed=changed, rejected=rejects.count,
         rejected_by_corpus=rejects.by_corpus, taken=dict(state.taken), quota=dict(state.quota),
         short={k: v for k, v in short.items() if v > 0}, seconds=time.perf_counter() - started,
         engine_seconds={m: 0.0 for m in MODELS}, models=described,

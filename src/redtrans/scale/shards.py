@@ -29,9 +29,10 @@ from typing import IO, Any
 
 from redtrans.datafiles import MANIFEST_NAME, Shard, open_rows, output_format, read_manifest, shard_name, write_manifest
 from redtrans.errors import ConfigError, InputError
-from redtrans.jsonl import lock_exclusive, read_jsonl, retry_pending
+from redtrans.jsonl import attempts_of, counts_against_cap, lock_exclusive, read_jsonl, retry_pending
+from redtrans.limits import check_text
 from redtrans.resume import resume_key
-from redtrans.translate_file import OUTPUT_COLUMNS, FileFields, _row_id
+from redtrans.translate_file import OUTPUT_COLUMNS, FileFields, _bad_row, _row_id
 from redtrans.translator import Item, Translator
 
 STATE_NAME = ".ray-job.json"
@@ -193,8 +194,8 @@ def plan_translate(
         key = resume_key(row_id, {"text": text, "src": row_src, "tgt": row_tgt}, settings)
         shard = shard_of(key, state.shards)
         expected[shard].add(key)
-        staged = {"id": row_id, "where": source.where(number), "text": text, "src": row_src or src,
-                  "tgt": row_tgt or tgt, "key": key}  # fmt: skip
+        staged = {"id": row_id, "where": source.where(number), "field": fields.text, "text": text,
+                  "src": row_src or src, "tgt": row_tgt or tgt, "key": key}  # fmt: skip
         line = json.dumps(staged, ensure_ascii=False) + "\n"
         buffers.setdefault(shard, []).append(line)
         buffered += len(line)
@@ -260,7 +261,8 @@ def write_shard(folder: Path, shard: int, rows: list[dict[str, Any]]) -> None:
 
 def translate_shard(translator: Translator, folder: Path, shard: int, settings: str) -> ShardSummary:
     """Do one shard: its staged rows, keeping those of its committed file whose key is unchanged and that need
-    no retry, translating the rest, then commit it (`write_shard`)."""
+    no retry, translating the rest, then commit it (`write_shard`). A row whose own text cannot be translated
+    (`limits.check_text`) is failed with its reason without an engine call, as `translate_file` does."""
     staging = staging_file(folder, shard)
     staged = [row for _, row in read_jsonl(staging)] if staging.is_file() else []
     before = {str(row["key"]): row for row in read_shard(folder, shard) or []}
@@ -275,7 +277,14 @@ def translate_shard(translator: Translator, folder: Path, shard: int, settings: 
             summary.reused += 1
             continue
         if old is not None:
-            attempts[row["id"]] = int(old.get("attempts") or 1)
+            attempts[row["id"]] = attempts_of(old)
+        problem = check_text(row["text"], row.get("field", "text"), profile=translator.profile)
+        if problem is not None:
+            stamp = {"key": row["key"], "attempts": attempts.get(row["id"], 0)}
+            out[row["key"]] = _bad_row(row["id"], row["text"], row["src"], row["tgt"], problem, translator, stamp,
+                                       settings)  # fmt: skip
+            summary.written += 1
+            continue
         try:
             items.append(Item(row["id"], row["text"], row["tgt"], row["src"]))
         except (ValueError, KeyError) as exc:
@@ -283,8 +292,8 @@ def translate_shard(translator: Translator, folder: Path, shard: int, settings: 
     keys = {row["id"]: row["key"] for row in staged}
     for result in translator.translate(items):
         data = result.to_dict()
-        if not result.ok:
-            data["attempts"] = attempts.get(result.id, 0) + 1
+        if not result.ok:  # an unavailable engine does not count against the cap (`jsonl.counts_against_cap`)
+            data["attempts"] = attempts.get(result.id, 0) + counts_against_cap(data)
         data["key"], data["settings"] = keys[result.id], settings
         out[data["key"]] = data
         summary.written += 1
