@@ -18,6 +18,7 @@ import pytest
 from sacrebleu.metrics import BLEU, CHRF
 from typer.testing import CliRunner
 
+import redtrans
 from redtrans.bench import BenchConfig, BenchError, SuiteError, SystemSpecError, load_suite, parse_system, run_bench
 from redtrans.bench.scoring import (
     NeuralMetricError,
@@ -766,11 +767,13 @@ def test_a_cache_is_done_for_its_resume_key_not_its_ids(tmp_path: Path, suite_fi
 
 def test_resume_after_a_kill(tmp_path: Path, suite_file: Path) -> None:
     script = tmp_path / "run.py"
+    # The repository (for tests.*) and the redtrans this test imports (a worktree's src, not the installed one).
+    paths = [str(Path(__file__).resolve().parent.parent), str(Path(redtrans.__file__).parent.parent)]
     script.write_text(
         textwrap.dedent(
             f"""
             import sys
-            sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+            sys.path[:0] = {paths!r}
             from tests.test_bench import ScriptedEngine
             from redtrans.bench import BenchConfig, run_bench
             from redtrans.bench.systems import SystemSpec
