@@ -30,12 +30,13 @@ def _posts(path: Path, n: int, changed: dict[int, str] | None = None) -> Path:
     return path
 
 
-def _run(folder: Path, posts: Path, translator: Translator, settings: str) -> sh.Plan:
+def _run(folder: Path, posts: Path, translator: Translator, settings: str, overwrite: bool = False,
+         retry_failed: bool = False) -> sh.Plan:  # fmt: skip
     """What `translate_ray` does, with the shards done here in turn instead of on actors."""
-    plan = sh.plan_translate(posts, folder, FileFields(), settings, total=40, shard_rows=10)
-    todo, _ = sh.pending_shards(plan)
+    plan = sh.plan_translate(posts, folder, FileFields(), settings, total=40, shard_rows=10, overwrite=overwrite)
+    todo, _ = sh.pending_shards(plan, retry_failed)
     for shard in todo:
-        sh.translate_shard(translator, folder, shard, settings)
+        sh.translate_shard(translator, folder, shard, settings, retry_failed)
     sh.finish(plan)
     return plan
 
@@ -118,6 +119,39 @@ def test_folder_and_settings_checks(tmp_path: Path, translator: Translator) -> N
         sh.lock_folder(folder)  # a second driver on the same folder
     held.close()
     sh.lock_folder(folder).close()
+
+
+def test_overwrite_starts_over_and_retry_failed_resets_the_cap(tmp_path: Path, translator: Translator) -> None:
+    """`translate --ray --overwrite / --retry-failed` behave as in one process (`translate_file`)."""
+    posts = _posts(tmp_path / "posts.jsonl", 40, changed={3: "   "})
+    folder = tmp_path / "out"
+    settings = job_settings(SPEC, CONFIG, None, None)
+    _run(folder, posts, translator, settings)
+    # A row failed on its own text is failed for good: a rerun has nothing to do.
+    plan = sh.plan_translate(posts, folder, FileFields(), settings, total=40, shard_rows=10)
+    assert sh.pending_shards(plan)[0] == []
+    # A row out of attempts is left failed, unless --retry-failed, which tries it again with its count reset.
+    shard = next(s for s in range(plan.shards) if "p5" in {r["id"] for r in sh.read_shard(folder, s) or []})
+    rows = sh.read_shard(folder, shard) or []
+    row = next(r for r in rows if r["id"] == "p5")
+    row.update(status="failed", error="engine error", reason="engine_error", attempts=3, translation="")
+    sh.write_shard(folder, shard, rows)
+    assert sh.pending_shards(plan)[0] == []
+    _run(folder, posts, translator, settings, retry_failed=True)
+    after = {r["id"]: r for r in sh.iter_output(folder)}
+    assert after["p5"]["status"] == "ok" and after["p5"]["translation"]
+    assert (after["p3"]["status"], after["p3"]["attempts"]) == ("failed", 1)  # tried again, from a count of 0
+    # Other settings: refused, unless --overwrite, which starts the folder over (every row redone).
+    other = job_settings(SPEC, CONFIG, None, "de")
+    with pytest.raises(ConfigError, match="give --overwrite"):
+        sh.plan_translate(posts, folder, FileFields(), other, total=40)
+    plan = _run(folder, posts, translator, other, overwrite=True)
+    rows = list(sh.iter_output(folder))
+    assert len(rows) == 40 and {r["settings"] for r in rows} == {other}
+    assert sh.read_state(folder) == sh.JobState(plan.shards, other)
+    # --overwrite with the same settings redoes every shard too (translate_file empties its output).
+    plan = sh.plan_translate(posts, folder, FileFields(), other, total=40, shard_rows=10, overwrite=True)
+    assert sh.pending_shards(plan)[0] == list(range(plan.shards))
 
 
 def test_pool_sizing_leaves_a_tenth_free() -> None:

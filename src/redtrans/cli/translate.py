@@ -213,7 +213,7 @@ def translate(
         check_folder(output)
         rows = validate_input(input, fields, strict=strict).rows  # before Ray starts: bad input fails fast
         _translate_ray(spec, config, input, output, fields, src, tgt, rows,
-                       ray_options(ray, ray_actors, ray_cpus, ray_gpus))  # fmt: skip
+                       ray_options(ray, ray_actors, ray_cpus, ray_gpus), overwrite, retry_failed)  # fmt: skip
         return
     if input is not None:
         assert output is not None
@@ -265,12 +265,13 @@ def translate(
 
 
 def _translate_ray(spec: Any, config: Any, input: Path, output: Path, fields: Any, src: str | None,
-                   tgt: str | None, rows: int, options: Any) -> None:  # fmt: skip
+                   tgt: str | None, rows: int, options: Any, overwrite: bool, retry_failed: bool) -> None:  # fmt: skip
     """`translate --ray`: the job on a Ray actor pool (redtrans.scale.raydata); Ray shows its own progress."""
     from redtrans.errors import RowsFailedError
     from redtrans.scale.raydata import translate_ray
 
-    summary = translate_ray(spec, config, input, output, options, fields, src, tgt, rows)
+    summary = translate_ray(spec, config, input, output, options, fields, src, tgt, rows, overwrite=overwrite,
+                            retry_failed=retry_failed)  # fmt: skip
     err_console.print(summary.line(output), highlight=False)
     if summary.failed:
         raise RowsFailedError(summary.failed, summary.total, output, "their `error` field says why")

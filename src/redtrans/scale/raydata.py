@@ -178,15 +178,17 @@ def _unwrap(exc: BaseException) -> BaseException:
 class ShardTranslator:
     """A Ray Data actor: one `Translator` and its engine, built once; each batch names shards to do."""
 
-    def __init__(self, spec: EngineSpec, config: TranslatorConfig, folder: str, settings: str) -> None:
+    def __init__(
+        self, spec: EngineSpec, config: TranslatorConfig, folder: str, settings: str, retry_failed: bool = False
+    ) -> None:
         self.engine = create_engine(spec)
         self.translator = Translator(self.engine, config)
-        self.folder, self.settings = Path(folder), settings
+        self.folder, self.settings, self.retry_failed = Path(folder), settings, retry_failed
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {"summary": []}
         for shard in batch["shard"]:
-            summary = sh.translate_shard(self.translator, self.folder, int(shard), self.settings)
+            summary = sh.translate_shard(self.translator, self.folder, int(shard), self.settings, self.retry_failed)
             out["summary"].append(json.dumps(dataclasses.asdict(summary)))
         return out
 
@@ -232,9 +234,14 @@ def translate_ray(
     tgt: str | None = None,
     total: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    *,
+    overwrite: bool = False,
+    retry_failed: bool = False,
 ) -> JobSummary:
     """Translate `input_path` into the folder `output` on a Ray actor pool (see the module docstring).
-    `total`: the row count from an earlier `translate_file.validate_input` (which this does otherwise)."""
+    `total`: the row count from an earlier `translate_file.validate_input` (which this does otherwise).
+    `overwrite` starts the folder over, `retry_failed` retries every failed row with its count reset (as
+    `translate_file`'s)."""
     from redtrans.translate_file import validate_input
 
     started = time.perf_counter()
@@ -252,8 +259,8 @@ def translate_ray(
     try:
         actors, cpus = pool_size(session.cpus, options.actors, options.cpus)
         plan = sh.plan_translate(input_path, output, fields, settings, total, src, tgt, options.shard_rows,
-                                 min_shards=2 * actors)  # fmt: skip
-        todo, done = sh.pending_shards(plan)
+                                 min_shards=2 * actors, overwrite=overwrite)  # fmt: skip
+        todo, done = sh.pending_shards(plan, retry_failed)
         summaries = {s.shard: s for s in done}
         skipped = sum(s.rows for s in done)
         if on_progress:
@@ -268,6 +275,7 @@ def translate_ray(
                     "config": config,
                     "folder": str(plan.folder),
                     "settings": settings,
+                    "retry_failed": retry_failed,
                 },  # fmt: skip
                 batch_size=1,
                 compute=ray.data.ActorPoolStrategy(size=actors),

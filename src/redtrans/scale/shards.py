@@ -151,17 +151,22 @@ def plan_translate(
     tgt: str | None = None,
     shard_rows: int = SHARD_ROWS,
     min_shards: int = 1,
+    overwrite: bool = False,
 ) -> Plan:
     """Stage the input's rows by shard (one streaming pass) and return the `Plan`. The shard count is the
     folder's (kept from its first run), else ``max(min_shards, ceil(total / shard_rows))``. ConfigError when
-    the folder was made with other settings (every row would be redone under the same name)."""
+    the folder was made with other settings (every row would be redone under the same name) unless
+    `overwrite`, which starts the folder over (`clear_folder`) whatever its settings, as ``translate
+    --overwrite`` empties a single-process output."""
     folder = Path(folder)
     check_folder(folder)
+    if overwrite:
+        clear_folder(folder)
     state = read_state(folder)
     if state is not None and state.settings != settings:
         raise ConfigError(
             "was made with other settings (model file, languages, prompt version, profile, term base, examples or "
-            "engine options): every row would be redone; write to another folder, or remove this one",
+            "engine options): every row would be redone; give --overwrite to redo them, or write to another folder",
             path=folder,
         )
     if state is None:
@@ -206,6 +211,15 @@ def plan_translate(
     return Plan(folder, state.shards, settings, expected, rows)
 
 
+def clear_folder(folder: Path) -> None:
+    """Start a job's folder over: its manifest first (the folder is no dataset from then on), the committed and
+    temporary shards, then the job state (so a run killed meanwhile leaves a folder a Ray job still owns)."""
+    (folder / MANIFEST_NAME).unlink(missing_ok=True)
+    for entry in (*folder.glob("part-*.parquet"), *folder.glob(".part-*.tmp")):
+        entry.unlink(missing_ok=True)
+    (folder / STATE_NAME).unlink(missing_ok=True)
+
+
 def _arrow_schema() -> Any:
     import pyarrow as pa
 
@@ -227,14 +241,20 @@ def read_shard(folder: Path, shard: int, columns: list[str] | None = None) -> li
     return rows
 
 
-def shard_done(expected: ShardCount, rows: list[dict[str, Any]] | None) -> bool:
-    """A committed shard holds exactly the planned keys and no failed row with attempts left."""
+def redo(row: dict[str, Any], retry_failed: bool = False) -> bool:
+    """Whether a committed row is translated again: a failed row with attempts left (`jsonl.retry_pending`),
+    or with `retry_failed` any failed row (its count starts again), as in `translate_file`."""
+    return retry_pending(row) or (retry_failed and row.get("status") == "failed")
+
+
+def shard_done(expected: ShardCount, rows: list[dict[str, Any]] | None, retry_failed: bool = False) -> bool:
+    """A committed shard holds exactly the planned keys and no row to redo (`redo`)."""
     if rows is None:
         return expected.rows == 0
     found = ShardCount()
     for row in rows:
         found.add(str(row["key"]))
-        if retry_pending(row):
+        if redo(row, retry_failed):
             return False
     return found == expected
 
@@ -259,9 +279,12 @@ def write_shard(folder: Path, shard: int, rows: list[dict[str, Any]]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def translate_shard(translator: Translator, folder: Path, shard: int, settings: str) -> ShardSummary:
+def translate_shard(
+    translator: Translator, folder: Path, shard: int, settings: str, retry_failed: bool = False
+) -> ShardSummary:
     """Do one shard: its staged rows, keeping those of its committed file whose key is unchanged and that need
-    no retry, translating the rest, then commit it (`write_shard`). A row whose own text cannot be translated
+    no retry (`redo`; `retry_failed` retries every failed row with its count reset), translating the rest,
+    then commit it (`write_shard`). A row whose own text cannot be translated
     (`limits.check_text`) is failed with its reason without an engine call, as `translate_file` does."""
     staging = staging_file(folder, shard)
     staged = [row for _, row in read_jsonl(staging)] if staging.is_file() else []
@@ -272,11 +295,11 @@ def translate_shard(translator: Translator, folder: Path, shard: int, settings: 
     items: list[Item] = []
     for row in staged:
         old = before.get(row["key"])
-        if old is not None and not retry_pending(old):
+        if old is not None and not redo(old, retry_failed):
             out[row["key"]] = old
             summary.reused += 1
             continue
-        if old is not None:
+        if old is not None and not retry_failed:
             attempts[row["id"]] = attempts_of(old)
         problem = check_text(row["text"], row.get("field", "text"), profile=translator.profile)
         if problem is not None:
@@ -308,13 +331,13 @@ def translate_shard(translator: Translator, folder: Path, shard: int, settings: 
     return summary
 
 
-def pending_shards(plan: Plan) -> tuple[list[int], list[ShardSummary]]:
+def pending_shards(plan: Plan, retry_failed: bool = False) -> tuple[list[int], list[ShardSummary]]:
     """The shards a run must do, and the summaries of those already done (their rows count as skipped)."""
     todo: list[int] = []
     done: list[ShardSummary] = []
     for shard, expected in enumerate(plan.expected):
-        rows = read_shard(plan.folder, shard, ["id", "key", "status", "attempts", "flags"])
-        if not shard_done(expected, rows):
+        rows = read_shard(plan.folder, shard, ["id", "key", "status", "attempts", "flags", "reason"])
+        if not shard_done(expected, rows, retry_failed):
             todo.append(shard)
             continue
         summary = ShardSummary(shard, rows=expected.rows, reused=expected.rows)
