@@ -214,3 +214,30 @@ def test_shard_rows_have_the_single_process_key_bad_rows_fail_alone(tmp_path: Pa
     assert single.failed == 1
     rows = [json.loads(line) for line in (tmp_path / "single.jsonl").read_text(encoding="utf-8").splitlines()]
     assert {r["id"]: r["key"] for r in rows} == {i: r["key"] for i, r in shards.items()}
+
+
+def test_a_glob_or_a_folder_of_shard_files_is_one_input(tmp_path: Path, translator: Translator) -> None:
+    """`translate --ray -i 'shards/*.jsonl'` (or the folder): the files' rows, validated as one file's are."""
+    from redtrans.translate_file import validate_input
+
+    lines = _posts(tmp_path / "posts.jsonl", 40).read_text(encoding="utf-8").splitlines(keepends=True)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "a.jsonl").write_text("".join(lines[:25]), encoding="utf-8")
+    (shards / "b.jsonl").write_text("".join(lines[25:]), encoding="utf-8")
+    settings = job_settings(SPEC, CONFIG, None, None)
+    _run(tmp_path / "out", tmp_path / "posts.jsonl", translator, settings)
+    single = {r["id"]: r["key"] for r in sh.iter_output(tmp_path / "out")}
+    for spec in (shards / "*.jsonl", shards):
+        assert validate_input(spec, FileFields()).rows == 40
+        folder = tmp_path / f"out-{len(list(tmp_path.iterdir()))}"
+        _run(folder, spec, translator, settings)
+        assert {r["id"]: r["key"] for r in sh.iter_output(folder)} == single  # the rows of the one file
+    (shards / "b.jsonl").write_text(lines[25] + lines[0], encoding="utf-8")  # p0 again, on b's 2nd line
+    with pytest.raises(InputError, match=r"b\.jsonl:2: duplicate id 'p0'"):
+        validate_input(shards / "*.jsonl", FileFields())
+    with pytest.raises(InputError, match="no file matches"):
+        open_rows(shards / "*.parquet")
+    (shards / "c.csv").write_text("id,text\nc1,hello\n", encoding="utf-8")
+    with pytest.raises(InputError, match="several formats"):
+        open_rows(shards)

@@ -8,11 +8,13 @@
 | ``posts.jsonl`` (``.json``, ``.ndjson``, others) | `jsonl.read_jsonl` (a BOM skipped) | ``posts.jsonl:7`` |
 | ``posts.csv`` / ``posts.tsv`` | stdlib `csv` (every cell a string; a BOM skipped) | ``posts.csv: row 7`` |
 | ``posts.parquet``, a folder of ``*.parquet`` | ``pyarrow``, in batches (``files`` extra) | ``posts.parquet: row 7`` |
+| a glob (``'shards/*.jsonl'``), a folder of ``*.jsonl`` / ``*.csv`` | each file as above, in name order | by its file |
 | a dataset folder this module wrote (``.manifest.json``) | its shards, in the manifest's order | ``out: row 7`` |
 | a folder saved by ``save_to_disk`` | ``datasets.load_from_disk`` (``files`` extra) | ``ds: row 7`` |
 | ``owner/name`` (not a path) | ``datasets.load_dataset`` **offline**: only the local HF cache | ``owner/name: row 7`` |
 
-Rows are numbered from 1 in file order; a CSV's header is not a row (row 7 is the 7th record under it, blank
+Rows are numbered from 1 in file order (over a glob's files, on from one file to the next; its files must
+share one format); a CSV's header is not a row (row 7 is the 7th record under it, blank
 lines skipped). A CSV row with more or fewer cells than the header is an InputError naming ``file:line`` (a
 shifted row would put one column's value in another). A split is chosen with ``#split`` (``ds#test``); a dataset
 with one split needs none, and with several the error lists them. Nothing is downloaded: a Hub id is read with
@@ -51,10 +53,12 @@ from __future__ import annotations
 
 import array
 import base64
+import bisect
 import contextlib
 import csv
 import datetime as dt
 import decimal
+import glob
 import json
 import math
 import os
@@ -73,6 +77,9 @@ Kind = Literal["jsonl", "csv", "parquet", "hf-disk", "hf-hub"]
 TABLE_SUFFIXES: dict[str, Kind] = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _HUB_ID = regex.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _PARQUET_BATCH = 1024  # rows per batch read from a Parquet file
+_GLOB = regex.compile(r"[*?\[]")
+_SHARD_SUFFIXES = frozenset({".jsonl", ".ndjson", ".csv", ".tsv"})
+"""Files a folder of shards may hold besides .parquet (a folder of .json files is not taken for one)."""
 
 
 def files_extra(module: str) -> Any:
@@ -140,28 +147,54 @@ class FieldPath:
 # -- reading -------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RowSource:
-    """A place rows come from. Iterate it for ``(number, row)``; `where(number)` names a row in errors."""
+    """A place rows come from. Iterate it for ``(number, row)``; `where(number)` names a row in errors.
+
+    A source of several files (`files`: a glob, or a folder of JSONL/CSV shards) numbers its rows on from one
+    file to the next (a JSONL file's lines after the previous file's last), and names a row by its own file."""
 
     path: str
     kind: Kind
     split: str | None = None
+    files: tuple[str, ...] = ()
+    _starts: list[int] = field(default_factory=list, compare=False, repr=False)
+    """With `files`: the number before each file's first row, filled as the files are read."""
 
     @property
     def label(self) -> str:
         return self.path + (f"#{self.split}" if self.split else "")
 
+    def _locate(self, number: int) -> tuple[RowSource, int]:
+        """The single file holding row `number`, and the row's number in it."""
+        if not self.files or not self._starts:
+            return self, number
+        index = max(0, bisect.bisect_left(self._starts, number) - 1)
+        return RowSource(self.files[index], self.kind), number - self._starts[index]
+
     def where(self, number: int) -> str:
         """``posts.jsonl:7`` for JSON Lines (a line), ``posts.csv: row 7`` for the rest."""
-        return f"{self.path}:{number}" if self.kind == "jsonl" else f"{self.label}: row {number}"
+        source, number = self._locate(number)
+        return f"{source.path}:{number}" if source.kind == "jsonl" else f"{source.label}: row {number}"
 
     def error(self, number: int, message: str) -> InputError:
         """InputError naming the row: ``posts.csv: row 7: field 'text' is empty``."""
-        if self.kind == "jsonl":
-            return InputError(message, path=self.path, line=number)
-        return InputError(f"row {number}: {message}", path=self.label)
+        source, number = self._locate(number)
+        if source.kind == "jsonl":
+            return InputError(message, path=source.path, line=number)
+        return InputError(f"row {number}: {message}", path=source.label)
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        if self.kind == "jsonl":
+        if self.files:
+            if self.split:
+                raise InputError(f"has no splits; drop #{self.split}", path=self.path)
+            self._starts.clear()
+            last = 0
+            for file in self.files:
+                self._starts.append(last)
+                offset = last
+                for number, row in RowSource(file, self.kind):
+                    last = offset + number
+                    yield last, row
+        elif self.kind == "jsonl":
             yield from read_jsonl(self.path)
         elif self.kind == "csv":
             yield from _read_csv(Path(self.path))
@@ -219,6 +252,8 @@ def open_rows(spec: str | Path) -> RowSource:
     if "#" in text and not Path(text).exists():
         text, split = text.rsplit("#", 1)
     path = Path(text).expanduser()
+    if not path.exists() and _GLOB.search(text):
+        return _files_source(text, sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file()), split)
     if path.is_dir():
         if (path / MANIFEST_NAME).is_file():
             return RowSource(str(path), "parquet", split)
@@ -226,8 +261,13 @@ def open_rows(spec: str | Path) -> RowSource:
             return RowSource(str(path), "hf-disk", split)
         if any(_visible_parquet(path)):
             return RowSource(str(path), "parquet", split)
+        shards = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _SHARD_SUFFIXES
+                        and not p.name.startswith((".", "_")))  # fmt: skip
+        if shards:
+            return _files_source(str(path), shards, split)
         raise InputError(
-            "is a folder, but neither a dataset saved with save_to_disk nor a folder of .parquet files", path=path
+            "is a folder, but neither a dataset saved with save_to_disk nor a folder of .parquet, .jsonl or .csv files",
+            path=path,
         )
     kind = TABLE_SUFFIXES.get(path.suffix.lower())
     if path.is_file():
@@ -235,6 +275,20 @@ def open_rows(spec: str | Path) -> RowSource:
     if kind is None and path.suffix.lower() not in {".jsonl", ".json", ".ndjson"} and _HUB_ID.match(text):
         return RowSource(text, "hf-hub", split)
     raise InputError(f"input file not found: {path}")
+
+
+def _file_kind(path: Path) -> Kind:
+    return TABLE_SUFFIXES.get(path.suffix.lower(), "jsonl")
+
+
+def _files_source(spec: str, files: Sequence[Path], split: str | None) -> RowSource:
+    """The source of a glob's or a folder's files, all of one format; InputError for none, or for mixed ones."""
+    if not files:
+        raise InputError(f"no file matches {spec}")
+    kinds = sorted({_file_kind(f) for f in files})
+    if len(kinds) > 1:
+        raise InputError(f"holds files of several formats ({', '.join(kinds)}): give one format's files", path=spec)
+    return RowSource(spec, kinds[0], split, tuple(map(str, files)))
 
 
 def read_rows(spec: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -39,8 +39,9 @@ def translate(
         typer.Option(
             "--input",
             "-i",
-            help="Rows to translate: JSONL, CSV/TSV, Parquet, a save_to_disk dataset folder, or a Hugging Face "
-            "Hub id already in the local cache (never downloaded); DATASET#SPLIT picks a split.",
+            help="Rows to translate: JSONL, CSV/TSV, Parquet, a folder or quoted glob of such shards ('in/*.jsonl'), "
+            "a save_to_disk dataset folder, or a Hugging Face Hub id already in the local cache (never downloaded); "
+            "DATASET#SPLIT picks a split.",
         ),
     ] = None,
     output: Annotated[
