@@ -46,7 +46,7 @@ def cluster() -> Iterator[str]:
 def _posts(path: Path, n: int) -> Path:
     with path.open("w", encoding="utf-8") as out:
         for i in range(n):
-            out.write(json.dumps({"id": f"p{i}", "text": f"{TEXTS[i % 5]} {i}"}, ensure_ascii=False) + "\n")
+            out.write(json.dumps({"id": f"p{i}", "text": f"{TEXTS[i % 5]} {i}", "likes": i}, ensure_ascii=False) + "\n")
     return path
 
 
@@ -61,8 +61,9 @@ def _same_rows(folder: Path, single: dict[str, dict]) -> None:
     assert sorted(r["id"] for r in rows) == sorted(single)  # every row once: none lost, none duplicated
     for row in rows:
         expected = single[row["id"]]
-        assert (row["translation"], row["flags"], row["status"]) == (
-            expected["translation"], expected["flags"], expected["status"],
+        # The input's columns are kept, as in one process.
+        assert (row["translation"], row["flags"], row["status"], row["likes"]) == (
+            expected["translation"], expected["flags"], expected["status"], expected["likes"],
         )  # fmt: skip
 
 

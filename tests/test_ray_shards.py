@@ -241,3 +241,37 @@ def test_a_glob_or_a_folder_of_shard_files_is_one_input(tmp_path: Path, translat
     (shards / "c.csv").write_text("id,text\nc1,hello\n", encoding="utf-8")
     with pytest.raises(InputError, match="several formats"):
         open_rows(shards)
+
+
+def test_input_columns_kept_as_one_process_keeps_them(tmp_path: Path, translator: Translator) -> None:
+    """`translate --ray --keep-columns`: the shards hold the input columns a single-process folder output holds
+    (a column named like ours as input.NAME, mixed types as JSON text); a rerun keeping others rewrites them."""
+    from redtrans.translate_file import plan_columns
+
+    posts = tmp_path / "posts.jsonl"
+    with posts.open("w", encoding="utf-8") as out:
+        for i in range(40):
+            extra = {"likes": i, "status": "draft", "meta": i if i % 2 else f"m{i}", "tags": ["a", str(i)]}
+            out.write(json.dumps({"id": f"p{i}", "text": f"no cap best latte ever {i}", **extra}) + "\n")
+    settings = job_settings(SPEC, CONFIG, None, None)
+    translate_file(translator, posts, tmp_path / "single/", settings=translation_settings(CONFIG, SPEC))
+    single = {r["id"]: r for _, r in open_rows(tmp_path / "single")}
+    folder = tmp_path / "out"
+    written: list[int] = []
+
+    def run(keep: str) -> dict[str, dict]:
+        columns = plan_columns(["id", "text", "likes", "status", "meta", "tags"], FileFields(), keep)
+        plan = sh.plan_translate(posts, folder, FileFields(), settings, total=40, shard_rows=10, columns=columns)
+        todo = sh.pending_shards(plan)[0]
+        written.append(sum(sh.translate_shard(translator, folder, s, settings, layout=plan.layout).written
+                           for s in todo))  # fmt: skip
+        sh.finish(plan)
+        return {r["id"]: r for _, r in open_rows(folder)}
+
+    rows = run("all")
+    assert rows == single and rows["p3"]["input.status"] == "draft" and rows["p3"]["meta"] == "3"
+    assert pq.read_schema(folder / sh.shard_name(0)).names == list(next(iter(single.values())))
+    rows = run("likes")  # another choice of columns: every shard rewritten, no row translated again
+    assert set(rows["p3"]) == set(sh.OUTPUT_TYPES) | {"likes"} and rows["p3"]["likes"] == 3
+    assert {r["translation"] for r in rows.values()} == {r["translation"] for r in single.values()}
+    assert written == [40, 0]

@@ -570,6 +570,33 @@ class _JournalScan:
                 self.kinds.pop(name, None)
 
 
+class RowSchema:
+    """One Arrow schema for rows written in pieces (the shards of a Ray job): the `fixed` columns first, of
+    their types, then the others in first-seen order, of the type seen over every row `observe`d — the
+    schema `export_journal` gives the same rows (a column of mixed types is JSON text: `cells`)."""
+
+    def __init__(self, fixed: Mapping[str, str]) -> None:
+        self.fixed = dict(fixed)
+        self._scan = _JournalScan(columns=dict.fromkeys(fixed))
+
+    def observe(self, row: dict[str, Any]) -> None:
+        self._scan.observe(row, self.fixed)
+
+    def schema(self) -> Any:
+        """The `pyarrow.Schema` of the rows observed so far."""
+        return _arrow_schema(self._scan, self.fixed)
+
+    @property
+    def as_text(self) -> frozenset[str]:
+        """Columns written as JSON text (call after `schema`, which may add some)."""
+        return frozenset(self._scan.as_text)
+
+
+def cells(row: dict[str, Any], as_text: Iterable[str]) -> dict[str, Any]:
+    """`row` ready for a `RowSchema`'s schema: the values of `as_text` columns as JSON text."""
+    return _texts(row, set(as_text))
+
+
 def export_journal(
     journal: str | Path,
     output: str | Path,

@@ -206,15 +206,18 @@ def translate(
         assert input is not None and output is not None
         from redtrans.scale.shards import check_folder
 
-        if translation_field != "translation" or keep_columns.strip().lower() not in {"all", "none"}:
-            raise ConfigError("--ray writes translate's own columns: --keep-columns and --translation-field are not "
-                              "carried through its shards yet")  # fmt: skip
-        if keep_columns.strip().lower() == "all":
-            err_console.print("[yellow]note:[/] --ray keeps translate's own columns, not the input's", highlight=False)
+        if translation_field != "translation":
+            raise ConfigError("--ray writes the translation to its own column: --translation-field is not carried "
+                              "through its shards yet")  # fmt: skip
         check_folder(output)
-        rows = validate_input(input, fields, strict=strict).rows  # before Ray starts: bad input fails fast
+        # Before Ray starts: bad input fails fast, and the columns rows keep are known.
+        rows = validate_input(input, fields, columns, strict=strict).rows
+        notice = plan_columns(list(columns), fields, keep_columns).notice()
+        if notice:
+            err_console.print(f"[yellow]note:[/] {escape(notice)}", highlight=False, soft_wrap=True)
         _translate_ray(spec, config, input, output, fields, src, tgt, rows,
-                       ray_options(ray, ray_actors, ray_cpus, ray_gpus), overwrite, retry_failed)  # fmt: skip
+                       ray_options(ray, ray_actors, ray_cpus, ray_gpus), overwrite, retry_failed, keep_columns,
+                       list(columns))  # fmt: skip
         return
     if input is not None:
         assert output is not None
@@ -266,13 +269,14 @@ def translate(
 
 
 def _translate_ray(spec: Any, config: Any, input: Path, output: Path, fields: Any, src: str | None,
-                   tgt: str | None, rows: int, options: Any, overwrite: bool, retry_failed: bool) -> None:  # fmt: skip
+                   tgt: str | None, rows: int, options: Any, overwrite: bool, retry_failed: bool, keep: str,
+                   columns: list[str]) -> None:  # fmt: skip
     """`translate --ray`: the job on a Ray actor pool (redtrans.scale.raydata); Ray shows its own progress."""
     from redtrans.errors import RowsFailedError
     from redtrans.scale.raydata import translate_ray
 
     summary = translate_ray(spec, config, input, output, options, fields, src, tgt, rows, overwrite=overwrite,
-                            retry_failed=retry_failed)  # fmt: skip
+                            retry_failed=retry_failed, keep=keep, columns=columns)  # fmt: skip
     err_console.print(summary.line(output), highlight=False)
     if summary.failed:
         raise RowsFailedError(summary.failed, summary.total, output, "their `error` field says why")

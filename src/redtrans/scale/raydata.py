@@ -30,7 +30,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -179,16 +179,23 @@ class ShardTranslator:
     """A Ray Data actor: one `Translator` and its engine, built once; each batch names shards to do."""
 
     def __init__(
-        self, spec: EngineSpec, config: TranslatorConfig, folder: str, settings: str, retry_failed: bool = False
+        self,
+        spec: EngineSpec,
+        config: TranslatorConfig,
+        folder: str,
+        settings: str,
+        retry_failed: bool = False,
+        layout: sh.Layout | None = None,
     ) -> None:
         self.engine = create_engine(spec)
         self.translator = Translator(self.engine, config)
-        self.folder, self.settings, self.retry_failed = Path(folder), settings, retry_failed
+        self.folder, self.settings, self.retry_failed, self.layout = Path(folder), settings, retry_failed, layout
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {"summary": []}
         for shard in batch["shard"]:
-            summary = sh.translate_shard(self.translator, self.folder, int(shard), self.settings, self.retry_failed)
+            summary = sh.translate_shard(self.translator, self.folder, int(shard), self.settings, self.retry_failed,
+                                         self.layout)  # fmt: skip
             out["summary"].append(json.dumps(dataclasses.asdict(summary)))
         return out
 
@@ -237,18 +244,23 @@ def translate_ray(
     *,
     overwrite: bool = False,
     retry_failed: bool = False,
+    keep: str | Sequence[str] = "all",
+    columns: Sequence[str] | None = None,
 ) -> JobSummary:
     """Translate `input_path` into the folder `output` on a Ray actor pool (see the module docstring).
-    `total`: the row count from an earlier `translate_file.validate_input` (which this does otherwise).
-    `overwrite` starts the folder over, `retry_failed` retries every failed row with its count reset (as
-    `translate_file`'s)."""
-    from redtrans.translate_file import validate_input
+    `total` / `columns`: the row count and columns from an earlier `translate_file.validate_input` (which this
+    does otherwise). `overwrite` starts the folder over, `retry_failed` retries every failed row with its count
+    reset, `keep` chooses the input columns rows keep (`translate_file.plan_columns`), as `translate_file`'s."""
+    from redtrans.translate_file import plan_columns, validate_input
 
     started = time.perf_counter()
     fields = fields or FileFields()
     sh.check_folder(Path(output))
-    if total is None:
-        total = validate_input(input_path, fields).rows
+    if total is None or columns is None:
+        seen: dict[str, None] = {}
+        total = validate_input(input_path, fields, seen).rows
+        columns = list(seen)
+    kept = plan_columns(columns, fields, keep)
     settings = job_settings(spec, config, src, tgt)
     lock = sh.lock_folder(Path(output))  # one driver per folder; released by the OS when this process dies
     try:
@@ -259,7 +271,7 @@ def translate_ray(
     try:
         actors, cpus = pool_size(session.cpus, options.actors, options.cpus)
         plan = sh.plan_translate(input_path, output, fields, settings, total, src, tgt, options.shard_rows,
-                                 min_shards=2 * actors, overwrite=overwrite)  # fmt: skip
+                                 min_shards=2 * actors, overwrite=overwrite, columns=kept)  # fmt: skip
         todo, done = sh.pending_shards(plan, retry_failed)
         summaries = {s.shard: s for s in done}
         skipped = sum(s.rows for s in done)
@@ -276,6 +288,7 @@ def translate_ray(
                     "folder": str(plan.folder),
                     "settings": settings,
                     "retry_failed": retry_failed,
+                    "layout": plan.layout,
                 },  # fmt: skip
                 batch_size=1,
                 compute=ray.data.ActorPoolStrategy(size=actors),

@@ -27,12 +27,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from redtrans.datafiles import MANIFEST_NAME, Shard, open_rows, output_format, read_manifest, shard_name, write_manifest
+from redtrans.datafiles import (
+    MANIFEST_NAME,
+    RowSchema,
+    Shard,
+    cells,
+    open_rows,
+    output_format,
+    read_manifest,
+    shard_name,
+    write_manifest,
+)
 from redtrans.errors import ConfigError, InputError
 from redtrans.jsonl import attempts_of, counts_against_cap, lock_exclusive, read_jsonl, retry_pending
 from redtrans.limits import check_text
 from redtrans.resume import resume_key
-from redtrans.translate_file import OUTPUT_COLUMNS, FileFields, _bad_row, _row_id
+from redtrans.translate_file import OUTPUT_COLUMNS, ColumnPlan, FileFields, _bad_row, _row_id
 from redtrans.translator import Item, Translator
 
 STATE_NAME = ".ray-job.json"
@@ -44,7 +54,8 @@ _DIGEST_MOD = 1 << 128
 _STAGING_BUFFER = 8 << 20  # bytes of staged rows held before they are appended to their files
 
 OUTPUT_TYPES: dict[str, str] = {**OUTPUT_COLUMNS, "key": "string", "settings": "string"}
-"""The columns of every shard, in order, with their Parquet types: every shard of every run has one schema."""
+"""Our columns of every shard, in order, with their Parquet types; the input columns a job keeps follow
+(`Layout`). Every shard of a job has one schema."""
 
 
 def shard_of(key: str, shards: int) -> int:
@@ -73,6 +84,26 @@ class JobState:
     format: str = "redtrans-ray-job/1"
 
 
+@dataclass(frozen=True)
+class Layout:
+    """The columns of a job's shards: ours (`OUTPUT_TYPES`), then the input columns kept (`ColumnPlan`, as a
+    single-process run keeps them), of the types seen over the whole input (`datafiles.RowSchema`)."""
+
+    columns: ColumnPlan = field(default_factory=ColumnPlan)
+    schema: Any = None
+    """The shards' `pyarrow.Schema`; None: ours only (`_arrow_schema`)."""
+    as_text: frozenset[str] = frozenset()
+    """Kept columns of mixed types, written as JSON text."""
+
+    def arrow(self) -> Any:
+        return self.schema if self.schema is not None else _arrow_schema()
+
+    def row(self, ours: Mapping[str, Any], staged: Mapping[str, Any]) -> dict[str, Any]:
+        """An output row: our columns of `ours` (a result, or a committed row), then the staged row's kept input."""
+        out = self.columns.compose({name: ours.get(name) for name in OUTPUT_TYPES}, staged.get("input") or {})
+        return cells(out, self.as_text)
+
+
 @dataclass
 class Plan:
     """The shards of a run: where they are staged and what each must hold."""
@@ -82,6 +113,7 @@ class Plan:
     settings: str
     expected: list[ShardCount]
     total: int
+    layout: Layout = field(default_factory=Layout)
 
     def staging(self, shard: int) -> Path:
         return staging_file(self.folder, shard)
@@ -152,12 +184,14 @@ def plan_translate(
     shard_rows: int = SHARD_ROWS,
     min_shards: int = 1,
     overwrite: bool = False,
+    columns: ColumnPlan | None = None,
 ) -> Plan:
     """Stage the input's rows by shard (one streaming pass) and return the `Plan`. The shard count is the
     folder's (kept from its first run), else ``max(min_shards, ceil(total / shard_rows))``. ConfigError when
     the folder was made with other settings (every row would be redone under the same name) unless
     `overwrite`, which starts the folder over (`clear_folder`) whatever its settings, as ``translate
-    --overwrite`` empties a single-process output."""
+    --overwrite`` empties a single-process output. `columns`: the input columns the rows keep (none by
+    default), staged with each row."""
     folder = Path(folder)
     check_folder(folder)
     if overwrite:
@@ -179,6 +213,8 @@ def plan_translate(
             old.unlink()
     staging.mkdir(exist_ok=True)
     expected = [ShardCount() for _ in range(state.shards)]
+    columns = columns or ColumnPlan()
+    types = RowSchema(OUTPUT_TYPES)
     buffers: dict[int, list[str]] = {}
     buffered = 0
     rows = 0
@@ -201,6 +237,9 @@ def plan_translate(
         expected[shard].add(key)
         staged = {"id": row_id, "where": source.where(number), "field": fields.text, "text": text,
                   "src": row_src or src, "tgt": row_tgt or tgt, "key": key}  # fmt: skip
+        if columns.kept:
+            staged["input"] = {name: row[name] for name in columns.kept if name in row}
+            types.observe({columns.kept[name]: value for name, value in staged["input"].items()})
         line = json.dumps(staged, ensure_ascii=False) + "\n"
         buffers.setdefault(shard, []).append(line)
         buffered += len(line)
@@ -208,7 +247,8 @@ def plan_translate(
         if buffered >= _STAGING_BUFFER:
             flush()
     flush()
-    return Plan(folder, state.shards, settings, expected, rows)
+    schema = types.schema()  # ours alone when nothing is kept: the shards of earlier runs stay valid
+    return Plan(folder, state.shards, settings, expected, rows, Layout(columns, schema, types.as_text))
 
 
 def clear_folder(folder: Path) -> None:
@@ -259,9 +299,9 @@ def shard_done(expected: ShardCount, rows: list[dict[str, Any]] | None, retry_fa
     return found == expected
 
 
-def write_shard(folder: Path, shard: int, rows: list[dict[str, Any]]) -> None:
-    """Commit shard `shard`: written to a hidden temporary file, renamed into place (atomic); an empty shard
-    has no file (an earlier one is removed)."""
+def write_shard(folder: Path, shard: int, rows: list[dict[str, Any]], schema: Any = None) -> None:
+    """Commit shard `shard` (of `schema`, by default ours: `Layout.arrow`): written to a hidden temporary file,
+    renamed into place (atomic); an empty shard has no file (an earlier one is removed)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -269,8 +309,8 @@ def write_shard(folder: Path, shard: int, rows: list[dict[str, Any]]) -> None:
     if not rows:
         target.unlink(missing_ok=True)
         return
-    schema = _arrow_schema()
-    table = pa.Table.from_pylist([{name: row.get(name) for name in OUTPUT_TYPES} for row in rows], schema=schema)
+    schema = schema if schema is not None else _arrow_schema()
+    table = pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
     tmp = folder / f".{target.name}.{os.getpid()}.tmp"
     try:
         pq.write_table(table, tmp)
@@ -280,12 +320,18 @@ def write_shard(folder: Path, shard: int, rows: list[dict[str, Any]]) -> None:
 
 
 def translate_shard(
-    translator: Translator, folder: Path, shard: int, settings: str, retry_failed: bool = False
+    translator: Translator,
+    folder: Path,
+    shard: int,
+    settings: str,
+    retry_failed: bool = False,
+    layout: Layout | None = None,
 ) -> ShardSummary:
     """Do one shard: its staged rows, keeping those of its committed file whose key is unchanged and that need
     no retry (`redo`; `retry_failed` retries every failed row with its count reset), translating the rest,
-    then commit it (`write_shard`). A row whose own text cannot be translated
-    (`limits.check_text`) is failed with its reason without an engine call, as `translate_file` does."""
+    then commit it (`write_shard`) in the job's `layout` (every row's kept input columns from its staged row).
+    A row whose own text cannot be translated (`limits.check_text`) is failed with its reason without an engine
+    call, as `translate_file` does."""
     staging = staging_file(folder, shard)
     staged = [row for _, row in read_jsonl(staging)] if staging.is_file() else []
     before = {str(row["key"]): row for row in read_shard(folder, shard) or []}
@@ -320,24 +366,31 @@ def translate_shard(
         data["key"], data["settings"] = keys[result.id], settings
         out[data["key"]] = data
         summary.written += 1
-    rows = [out[row["key"]] for row in staged]
+    layout = layout or Layout()
+    rows = [layout.row(out[row["key"]], row) for row in staged]
     for row in rows:
         if row.get("status") == "failed":
             summary.failed += 1
             summary.failed_ids.append(str(row["id"]))
         elif row.get("flags"):
             summary.flagged += 1
-    write_shard(folder, shard, rows)
+    write_shard(folder, shard, rows, layout.arrow())
     return summary
 
 
 def pending_shards(plan: Plan, retry_failed: bool = False) -> tuple[list[int], list[ShardSummary]]:
-    """The shards a run must do, and the summaries of those already done (their rows count as skipped)."""
+    """The shards a run must do, and the summaries of those already done (their rows count as skipped). A shard
+    of another schema than the plan's (the kept columns, or their types, changed) is rewritten."""
+    import pyarrow.parquet as pq
+
     todo: list[int] = []
     done: list[ShardSummary] = []
+    schema = plan.layout.arrow()
     for shard, expected in enumerate(plan.expected):
         rows = read_shard(plan.folder, shard, ["id", "key", "status", "attempts", "flags", "reason"])
-        if not shard_done(expected, rows, retry_failed):
+        path = plan.folder / shard_name(shard)
+        same = rows is None or pq.read_schema(path).equals(schema, check_metadata=False)
+        if not same or not shard_done(expected, rows, retry_failed):
             todo.append(shard)
             continue
         summary = ShardSummary(shard, rows=expected.rows, reused=expected.rows)
@@ -364,7 +417,7 @@ def finish(plan: Plan) -> Path:
         path = plan.folder / shard_name(shard)
         if path.is_file():
             shards.append(Shard(path.name, pq.ParquetFile(path).metadata.num_rows))
-    target = write_manifest(plan.folder, shards, _arrow_schema(), f"redtrans {__version__} (ray)")
+    target = write_manifest(plan.folder, shards, plan.layout.arrow(), f"redtrans {__version__} (ray)")
     for entry in plan.folder.iterdir():
         if entry.name.startswith(".part-") and entry.name.endswith(".tmp"):
             entry.unlink(missing_ok=True)
